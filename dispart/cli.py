@@ -1,0 +1,207 @@
+"""Command line: ``dispart train | evaluate | table | demo | download``.
+
+Every command reports bad input as one line naming the file, field or run folder (exit code 2),
+never as a stack trace from inside a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from dispart.errors import ConfigError, DispartError
+
+EPILOG_TRAIN = """\
+examples:
+  dispart train configs/pvae.yaml --out runs/pvae
+  dispart train configs/pvae.yaml --out runs/pvae --data-dir ~/data train.epochs=50
+  dispart train configs/pvae.yaml --out runs/pvae-loso data.split=speaker:george
+  dispart train configs/pvae.yaml --out runs/pvae --resume
+
+overrides are section.field=value (value parsed as YAML); sections: data, model, train, eval.
+  data.audio   folder of wavs (FSDD {digit}_{speaker}_{take}.wav, or AudioMNIST speaker
+               sub-folders) or a label,speaker,path CSV; "sample" = the embedded sample
+  data.images  MNIST .npz or folder of the official IDX files; "sample" = embedded sample
+  data.split   official (FSDD takes 0-4 are test) | speaker:NAME | speakers:A,B
+"""
+
+
+def find_data(data_dir: Path) -> dict[str, str]:
+    """Locate spoken and written digits under a folder (``--data-dir``) as config overrides.
+
+    Looks for FSDD (``fsdd/recordings``, ``recordings``, ``free-spoken-digit-dataset*``),
+    AudioMNIST (``AudioMNIST/data``) and MNIST (``mnist/mnist.npz``, ``mnist.npz`` or a folder
+    with the IDX files).
+    """
+    if not data_dir.is_dir():
+        raise ConfigError(f"--data-dir: not a folder: {data_dir}")
+    found: dict[str, str] = {}
+    audio_candidates = [
+        data_dir / "fsdd" / "recordings", data_dir / "recordings",
+        *sorted(data_dir.glob("free-spoken-digit-dataset*/recordings")),
+        data_dir / "AudioMNIST" / "data", data_dir / "audiomnist" / "data",
+    ]
+    for cand in audio_candidates:
+        if cand.is_dir() and any(cand.rglob("*.wav")):
+            found["data.audio"] = str(cand)
+            break
+    image_candidates = [data_dir / "mnist" / "mnist.npz", data_dir / "mnist.npz", data_dir / "mnist",
+                        data_dir / "MNIST" / "raw", data_dir]
+    for cand in image_candidates:
+        if cand.is_file() or (cand.is_dir() and any(cand.glob("*idx3-ubyte*"))):
+            found["data.images"] = str(cand)
+            break
+    if not found:
+        raise ConfigError(f"--data-dir {data_dir}: found neither spoken digits (fsdd/recordings, "
+                          f"AudioMNIST/data) nor MNIST (mnist/mnist.npz or IDX files)")
+    return found
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    items = list(args.overrides or [])
+    if getattr(args, "data_dir", None):
+        items = [f"{k}={v}" for k, v in find_data(Path(args.data_dir).expanduser()).items()] + items
+    bad = [o for o in items if "=" not in o]
+    if bad:
+        raise ConfigError(f"override {bad[0]!r} must look like section.field=value")
+    return items
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dispart.config import load_config
+    from dispart.training.run import train
+
+    cfg = load_config(args.config, _overrides(args))
+    t0 = time.perf_counter()
+    summary = train(cfg, args.out, resume=args.resume)
+    print(f"trained {cfg.model.display_name} for {summary['epochs']} epochs in "
+          f"{time.perf_counter() - t0:.0f} s -> {args.out}")
+    if args.evaluate:
+        return cmd_evaluate(argparse.Namespace(run_dir=args.out, audio=None, layout="auto",
+                                               out=None, no_curves=False))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from dispart.evaluation.evaluate import evaluate_run
+    from dispart.evaluation.table import PurityRow, rows_to_markdown
+
+    result = evaluate_run(args.run_dir, audio=args.audio, layout=args.layout, out=args.out,
+                          curves=not args.no_curves)
+    print(rows_to_markdown([PurityRow(**r) for r in result["rows"]]))
+    for key, k in result.get("estimated_num_classes", {}).items():
+        if key.endswith(("z^s", "/z")):
+            print(f"estimated number of classes from {key}: {k}")
+    for latent, acc in result.get("speaker_probe_accuracy", {}).items():
+        print(f"speaker identity from speech {latent}: {100 * acc:.1f}% (linear probe)")
+    out = Path(args.out).with_suffix(".json") if args.out else Path(args.run_dir) / "evaluation.json"
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from dispart.evaluation.table import PurityRow, read_evaluation_json, rows_to_markdown
+
+    rows: list[PurityRow] = []
+    for run in args.runs:
+        path = Path(run)
+        path = path / "evaluation.json" if path.is_dir() else path
+        if not path.is_file():
+            raise ConfigError(f"{run}: no evaluation.json (run `dispart evaluate {run}` first)")
+        rows += [PurityRow(**r) for r in read_evaluation_json(path)["rows"]]
+    text = rows_to_markdown(rows, paper=args.paper)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dispart.demo import run_demo
+
+    run_demo(Path(args.out), data_dir=Path(args.data_dir) if args.data_dir else None,
+             overrides=list(args.overrides or []))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from dispart.data import download
+
+    fn = {"fsdd": download.download_fsdd, "audiomnist": download.download_audiomnist,
+          "mnist": download.download_mnist}[args.dataset]
+    path = fn(Path(args.dest).expanduser())
+    print(json.dumps({"dataset": args.dataset, "path": str(path)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dispart",
+        description="Learn disentangled representations of paired multimodal data (PVAE, "
+                    "JMVAE-kl, VAE baselines), evaluate them with the PVAE paper's protocol.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a YAML config into a run folder",
+                       epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("config", help="YAML config, e.g. configs/pvae.yaml")
+    t.add_argument("--out", required=True, help="run folder to create (or resume)")
+    t.add_argument("--data-dir", help="folder holding the data (FSDD / AudioMNIST, MNIST); "
+                                      "offline alternative to `dispart download`")
+    t.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
+    t.add_argument("--evaluate", action="store_true", help="run `dispart evaluate` afterwards")
+    t.add_argument("overrides", nargs="*", help="section.field=value overrides")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="Table 1 purity + inertia of a trained run (paper 4.4)")
+    e.add_argument("run_dir")
+    e.add_argument("--audio", help="evaluate speech on every utterance of this folder or "
+                                   "label,speaker,path CSV instead of the run's test split")
+    e.add_argument("--layout", default="auto", choices=["auto", "fsdd", "audiomnist", "csv"])
+    e.add_argument("--out", help="output path stem (default RUN_DIR/evaluation)")
+    e.add_argument("--no-curves", action="store_true", help="skip the k = 1..k_max inertia curves")
+    e.set_defaults(func=cmd_evaluate)
+
+    tb = sub.add_parser("table", help="combine evaluated runs into one Table 1 (Markdown)")
+    tb.add_argument("runs", nargs="+", help="run folders or evaluation.json files")
+    tb.add_argument("--paper", default="TIDIGIT-MNIST",
+                    help="paper columns to show next to ours (TIDIGIT-MNIST, SecuVoice-MNIST)")
+    tb.add_argument("--out", help="also write the table to this file")
+    tb.set_defaults(func=cmd_table)
+
+    d = sub.add_parser("demo", help="the main job: train PVAE on the embedded sample (or "
+                                    "--data-dir), evaluate, print Table 1")
+    d.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    d.add_argument("--data-dir", help="use the full data in this folder instead of the sample")
+    d.add_argument("overrides", nargs="*", help="section.field=value overrides")
+    d.set_defaults(func=cmd_demo)
+
+    dl = sub.add_parser("download", help="download a data set (needs internet; checksummed)")
+    dl.add_argument("dataset", choices=["fsdd", "audiomnist", "mnist"])
+    dl.add_argument("--dest", default="data", help="destination folder (default ./data)")
+    dl.set_defaults(func=cmd_download)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may follow options (`train CONFIG --out R a.b=1`); argparse leaves those over.
+    if extra:
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides or []) + extra
+    try:
+        return args.func(args)
+    except DispartError as e:
+        print(f"dispart {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

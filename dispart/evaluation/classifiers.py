@@ -1,0 +1,234 @@
+"""Small digit classifiers that judge generated samples (evaluation tools, not models of study).
+
+- image: a two-layer strided CNN on (28, 28) images in [0, 1];
+- speech ("audio"): an MLP on a fixed-size pooling of the *normalised* log-Mel features the
+  models see (mean and std over time plus the means of three equal time segments, 5 x D values),
+  so generated features are classified without any waveform round trip.
+
+Both are trained on the real training split of a run's data and saved as
+``NAME.safetensors`` (weights) + ``NAME.json`` (classes, sizes, data source, test accuracy):
+no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from dispart.errors import RunDirError
+
+__all__ = [
+    "DigitClassifier",
+    "pool_features",
+    "train_image_classifier",
+    "train_speech_classifier",
+    "run_classifiers",
+]
+
+N_SEGMENTS = 3
+
+
+def pool_features(features: np.ndarray) -> np.ndarray:
+    """(T, D) frames -> (5 * D,) float32: mean, std, and the means of 3 equal time segments."""
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"expected non-empty (T, D) features, got shape {x.shape}")
+    segs = np.array_split(x, N_SEGMENTS, axis=0)
+    seg_means = [s.mean(axis=0) if len(s) else x[-1] for s in segs]
+    return np.concatenate([x.mean(axis=0), x.std(axis=0), *seg_means]).astype(np.float32)
+
+
+class _ImageNet(nn.Module):
+    def __init__(self, n_classes: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Dropout(0.2), nn.Linear(32 * 7 * 7, n_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class _SpeechNet(nn.Module):
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("std", torch.ones(in_dim))
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(0.3),
+                                 nn.Linear(hidden, n_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+@dataclass
+class DigitClassifier:
+    """A trained classifier for one modality ("image" or "audio").
+
+    Attributes:
+        modality: "image" (inputs (N, 28, 28) in [0, 1]) or "audio" (list of (T, D) normalised
+            features).
+        classes: class names, index = network output.
+        net: the torch module (eval mode).
+        meta: plain-JSON facts saved alongside (data source, accuracies, sizes).
+    """
+
+    modality: str
+    classes: list[str]
+    net: nn.Module
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def _inputs(self, items: Sequence[np.ndarray] | np.ndarray) -> Tensor:
+        if self.modality == "image":
+            x = torch.as_tensor(np.asarray(items, dtype=np.float32))
+            return x.unsqueeze(1) if x.dim() == 3 else x
+        return torch.as_tensor(np.stack([pool_features(f) for f in items]))
+
+    @torch.no_grad()
+    def predict_proba(self, items: Sequence[np.ndarray] | np.ndarray, batch: int = 2048) -> np.ndarray:
+        """(N, n_classes) class probabilities."""
+        self.net.eval()
+        x = self._inputs(items)
+        out = [torch.softmax(self.net(x[i:i + batch]), dim=-1) for i in range(0, len(x), batch)]
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def predict(self, items: Sequence[np.ndarray] | np.ndarray) -> list[str]:
+        """Predicted class names, one per item."""
+        return [self.classes[i] for i in self.predict_proba(items).argmax(axis=1)]
+
+    def accuracy(self, items: Sequence[np.ndarray] | np.ndarray, labels: Sequence[str]) -> float:
+        """Fraction of ``items`` classified as their ``labels``."""
+        pred = self.predict(items)
+        if len(pred) != len(labels):
+            raise ValueError(f"{len(pred)} items but {len(labels)} labels")
+        return float(np.mean([p == str(y) for p, y in zip(pred, labels, strict=True)]))
+
+    def save(self, stem: str | Path) -> None:
+        """Write ``stem.safetensors`` and ``stem.json``."""
+        stem = Path(stem)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()},
+                  str(stem.with_suffix(".safetensors")))
+        stem.with_suffix(".json").write_text(json.dumps(
+            {"modality": self.modality, "classes": self.classes, "meta": self.meta}, indent=1))
+
+    @classmethod
+    def load(cls, stem: str | Path) -> DigitClassifier:
+        """Read a classifier written by :meth:`save`."""
+        stem = Path(stem)
+        try:
+            info = json.loads(stem.with_suffix(".json").read_text())
+            state = load_file(str(stem.with_suffix(".safetensors")))
+            net = _build(info["modality"], len(info["classes"]), info["meta"].get("in_dim", 0))
+            net.load_state_dict(state)
+        except (OSError, KeyError, ValueError, RuntimeError) as e:
+            raise RunDirError(f"{stem}: cannot load classifier: {e}") from e
+        return cls(info["modality"], list(info["classes"]), net.eval(), info["meta"])
+
+
+def _build(modality: str, n_classes: int, in_dim: int) -> nn.Module:
+    return _ImageNet(n_classes) if modality == "image" else _SpeechNet(in_dim, n_classes)
+
+
+def _fit(net: nn.Module, x: Tensor, y: Tensor, steps: int, batch: int, lr: float, seed: int,
+         weight_decay: float) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    net.train()
+    perm = torch.randperm(len(x), generator=gen)
+    pos = 0
+    for _ in range(steps):
+        if pos + batch > len(x):
+            perm, pos = torch.randperm(len(x), generator=gen), 0
+        idx = perm[pos:pos + batch]
+        pos += batch
+        loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+
+
+def train_image_classifier(
+    images: np.ndarray, labels: Sequence[str], steps: int = 400, batch: int = 128, seed: int = 0,
+    max_items: int = 20000,
+) -> DigitClassifier:
+    """CNN on (N, 28, 28) images in [0, 1]; at most ``max_items`` (seeded subset) are used."""
+    torch.manual_seed(seed)
+    classes = sorted({str(y) for y in labels})
+    idx = np.arange(len(labels))
+    if len(idx) > max_items:
+        idx = np.sort(np.random.default_rng(seed).choice(len(idx), max_items, replace=False))
+    x = torch.as_tensor(np.asarray(images, np.float32)[idx]).unsqueeze(1)
+    y = torch.as_tensor([classes.index(str(labels[i])) for i in idx])
+    net = _ImageNet(len(classes))
+    _fit(net, x, y, steps, min(batch, len(x)), 1e-3, seed, 1e-4)
+    return DigitClassifier("image", classes, net, {"n_train": int(len(x)), "steps": steps})
+
+
+def train_speech_classifier(
+    features: Sequence[np.ndarray], labels: Sequence[str], steps: int = 800, batch: int = 64,
+    seed: int = 0,
+) -> DigitClassifier:
+    """MLP on :func:`pool_features` of normalised (T, D) speech features."""
+    torch.manual_seed(seed)
+    classes = sorted({str(y) for y in labels})
+    x = torch.as_tensor(np.stack([pool_features(f) for f in features]))
+    y = torch.as_tensor([classes.index(str(v)) for v in labels])
+    net = _SpeechNet(x.shape[1], len(classes))
+    net.mean.copy_(x.mean(0))
+    net.std.copy_(x.std(0).clamp_min(1e-3))
+    _fit(net, x, y, steps, min(batch, len(x)), 1e-3, seed, 1e-2)
+    return DigitClassifier("audio", classes, net,
+                           {"n_train": int(len(x)), "steps": steps, "in_dim": int(x.shape[1])})
+
+
+def _signature(run) -> dict[str, Any]:
+    d = run.config.data
+    return {"audio": d.audio, "images": d.images, "split": d.split, "normalize": d.normalize,
+            "n_mels": d.n_mels, "sample_rate": d.sample_rate,
+            "normalizer_mean0": float(run.normalizer.mean[0])}
+
+
+def run_classifiers(run, data, folder: str | Path | None = None, seed: int = 0,
+                    retrain: bool = False) -> dict[str, DigitClassifier]:
+    """Classifiers for a run's data, {"image": ..., "audio": ...}, trained on its training split
+    and scored on its test split (``meta["test_accuracy"]``).
+
+    They are cached in ``folder`` (default RUN_DIR/classifiers) and reused when the data
+    signature (sources, split, features, normaliser) matches.
+    """
+    folder = Path(folder) if folder else Path(run.path) / "classifiers"
+    sig = _signature(run)
+    out: dict[str, DigitClassifier] = {}
+    for modality in ("image", "audio"):
+        stem = folder / modality
+        if not retrain and stem.with_suffix(".json").is_file():
+            clf = DigitClassifier.load(stem)
+            if clf.meta.get("data") == sig:
+                out[modality] = clf
+                continue
+        if modality == "image":
+            clf = train_image_classifier(data.image_train.images, data.image_train.labels, seed=seed)
+            clf.meta["test_accuracy"] = clf.accuracy(data.image_test.images, data.image_test.labels)
+            clf.meta["n_test"] = len(data.image_test)
+        else:
+            clf = train_speech_classifier(data.speech_train.features, data.speech_train.labels,
+                                          seed=seed)
+            clf.meta["test_accuracy"] = clf.accuracy(data.speech_test.features,
+                                                     data.speech_test.labels)
+            clf.meta["n_test"] = len(data.speech_test)
+        clf.meta["data"] = sig
+        clf.save(stem)
+        out[modality] = clf
+    return out

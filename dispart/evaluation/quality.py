@@ -1,0 +1,204 @@
+"""Judged quality of generation on a run's test split, written to RUN_DIR/quality.json.
+
+Generated samples are judged by the small digit classifiers of
+:mod:`dispart.evaluation.classifiers` (trained on real data of the run's training split):
+
+- cross-modal coherence: z^s inferred from a test item of one modality, the style latent from a
+  random *reference* test item of the other modality (paper Fig. 5; also with style drawn from
+  the prior), decoded in the other modality: fraction classified as the source's digit. For
+  JMVAE-kl the single latent z of the source is decoded directly;
+- content preservation of within-modality style transfer: z^s from test item i, style from a
+  test item j of a *different digit* (Fig. 4): fraction classified as i's digit, and the
+  fraction classified as j's digit (style leaking content);
+- reconstruction: the item decoded from its own latents (a ceiling for the above);
+- resynthesis: real test utterances -> Griffin-Lim waveform -> features -> classifier (the
+  audio path you listen to keeps the digit), and the same for image -> speech generations;
+- speaker probe: linear-probe accuracy of speaker identity from each speech latent.
+
+Accuracies are fractions in [0, 1]; chance is 1 / number of classes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dispart.data.pipeline import ExperimentData, load_experiment_data
+from dispart.evaluation.classifiers import DigitClassifier, run_classifiers
+from dispart.evaluation.clustering import linear_probe_accuracy
+from dispart.evaluation.latents import image_latents, speech_latents
+from dispart.evaluation.table import write_evaluation_json
+from dispart.generation.audio import features_to_waveform, utterance_offset, waveform_to_features
+from dispart.generation.grids import SEMANTIC, style_latent
+from dispart.models.base import MultimodalModel
+from dispart.runs import Run, load_run
+
+__all__ = ["decode_batch", "quality_run", "quality_from_data"]
+
+
+@torch.no_grad()
+def decode_batch(model: MultimodalModel, latents: dict[str, np.ndarray], modality: str,
+                 lengths: np.ndarray | None = None, batch: int = 512) -> list[np.ndarray]:
+    """Decode (N, D) latents in batches: list of (28, 28) images or (T_i, D) speech features."""
+    n = len(next(iter(latents.values())))
+    out: list[np.ndarray] = []
+    model.eval()
+    for s in range(0, n, batch):
+        z = {k: torch.as_tensor(v[s:s + batch]) for k, v in latents.items()}
+        if model.specs[modality].kind == "sequence":
+            ln = torch.as_tensor(lengths[s:s + batch], dtype=torch.int64)
+            x = model.decode(z, modality, ln)
+            out += [x[i, : int(t)].numpy() for i, t in enumerate(ln)]
+        else:
+            x = model.decode(z, modality)
+            out += list(x.reshape(len(x), *x.shape[-2:]).numpy())
+    return out
+
+
+def _unimodal(model: MultimodalModel, modality: str, items) -> dict[str, np.ndarray]:
+    return speech_latents(model, items) if modality == "audio" else image_latents(model, items)
+
+
+def _other_label(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For every i a random j with labels[j] != labels[i] (any j if there is a single class)."""
+    out = np.empty(len(labels), dtype=np.int64)
+    for i, y in enumerate(labels):
+        pool = np.flatnonzero(labels != y)
+        out[i] = rng.choice(pool) if len(pool) else rng.integers(len(labels))
+    return out
+
+
+def _subset(n: int, max_items: int, rng: np.random.Generator) -> np.ndarray:
+    return np.arange(n) if n <= max_items else np.sort(rng.choice(n, max_items, replace=False))
+
+
+def quality_from_data(
+    run: Run, data: ExperimentData, classifiers: dict[str, DigitClassifier], max_items: int = 2000,
+    seed: int = 0, n_resynth: int = 30,
+) -> dict[str, Any]:
+    """All quality numbers for a loaded run (see the module docstring)."""
+    model = run.model
+    rng = np.random.default_rng(seed)
+    test = {"audio": (data.speech_test.features, np.asarray(data.speech_test.labels)),
+            "image": (data.image_test.images, np.asarray(data.image_test.labels))}
+    sel = {m: _subset(len(test[m][1]), max_items, rng) for m in model.modalities if m in test}
+    items = {m: ([test[m][0][i] for i in idx] if m == "audio" else test[m][0][idx])
+             for m, idx in sel.items()}
+    labels = {m: test[m][1][idx] for m, idx in sel.items()}
+    lat = {m: _unimodal(model, m, items[m]) for m in sel}
+    train_len = int(np.median([len(f) for f in data.speech_train.features]))
+    has_style = all(SEMANTIC in model.latent_names(m) for m in sel)
+    result: dict[str, Any] = {
+        "model": run.display_name, "model_type": model.name, "split": "test", "seed": seed,
+        "n_items": {m: int(len(v)) for m, v in labels.items()},
+        "chance": 1.0 / max(1, len(classifiers["image"].classes)),
+        "classifiers": {m: {k: c.meta.get(k) for k in ("test_accuracy", "n_train", "n_test")}
+                        for m, c in classifiers.items()},
+    }
+
+    def lengths_for(modality: str, ref: np.ndarray) -> np.ndarray | None:
+        """Frames of generated speech: the style reference's (duration is a style attribute)."""
+        return np.asarray([len(items["audio"][j]) for j in ref]) if modality == "audio" else None
+
+    def judge(out_mod: str, generated: list[np.ndarray], truth: np.ndarray) -> float:
+        return classifiers[out_mod].accuracy(generated, list(truth))
+
+    # reconstruction from the item's own latents
+    recon: dict[str, float] = {}
+    for m in sel:
+        lengths = np.asarray([len(x) for x in items[m]]) if m == "audio" else None
+        recon[m] = judge(m, decode_batch(model, lat[m], m, lengths), labels[m])
+    result["reconstruction"] = recon
+
+    # cross-modal coherence
+    coherence: dict[str, Any] = {}
+    for src in sel:
+        for out_mod in sel:
+            if out_mod == src:
+                continue
+            n = len(labels[src])
+            ref = rng.integers(0, len(labels[out_mod]), size=n)
+            entry: dict[str, Any] = {"n": n}
+            if has_style:
+                sty = style_latent(model, out_mod)
+                z_ref = {SEMANTIC: lat[src][SEMANTIC], sty: lat[out_mod][sty][ref]}
+                gen = decode_batch(model, z_ref, out_mod, lengths_for(out_mod, ref))
+                entry["reference_style"] = judge(out_mod, gen, labels[src])
+                z_prior = rng.standard_normal(lat[out_mod][sty][ref].shape).astype(np.float32)
+                plen = np.full(n, train_len) if out_mod == "audio" else None
+                entry["prior_style"] = judge(
+                    out_mod, decode_batch(model, {SEMANTIC: lat[src][SEMANTIC], sty: z_prior},
+                                          out_mod, plen), labels[src])
+            else:  # JMVAE-kl: decode the shared z of the source
+                name = model.latent_names(src)[0]
+                plen = np.full(n, train_len) if out_mod == "audio" else None
+                gen = decode_batch(model, {name: lat[src][name]}, out_mod, plen)
+                entry["shared_latent"] = judge(out_mod, gen, labels[src])
+            if out_mod == "audio" and n_resynth > 0:
+                k = min(n_resynth, n)
+                entry["resynthesized"] = _resynth_accuracy(run, classifiers["audio"], gen[:k],
+                                                           labels[src][:k])
+                entry["n_resynthesized"] = k
+            coherence[f"{src}->{out_mod}"] = entry
+    result["coherence"] = coherence
+
+    # content preservation of within-modality style transfer
+    preservation: dict[str, Any] = {}
+    if has_style:
+        for m in sel:
+            sty = style_latent(model, m)
+            j = _other_label(labels[m], rng)
+            z = {SEMANTIC: lat[m][SEMANTIC], sty: lat[m][sty][j]}
+            gen = decode_batch(model, z, m, lengths_for(m, j))
+            pred = np.asarray(classifiers[m].predict(gen))
+            preservation[m] = {"n": int(len(j)),
+                               "semantic_digit": float(np.mean(pred == labels[m])),
+                               "style_source_digit": float(np.mean(pred == labels[m][j]))}
+    result["content_preservation"] = preservation
+
+    # Griffin-Lim path on real speech
+    if "audio" in sel and n_resynth > 0:
+        k = min(n_resynth, len(labels["audio"]))
+        result["resynthesis_real_speech"] = {
+            "n": k, "accuracy": _resynth_accuracy(run, classifiers["audio"], items["audio"][:k],
+                                                  labels["audio"][:k])}
+
+    # speaker identity from speech latents (linear probe)
+    probe: dict[str, float] = {}
+    tr, te = data.speech_train, data.speech_test
+    if "audio" in model.modalities and len(set(tr.speakers)) > 1 and set(te.speakers) <= set(
+            tr.speakers):
+        z_tr, z_te = speech_latents(model, tr.features), speech_latents(model, te.features)
+        for name in z_tr:
+            probe[name] = linear_probe_accuracy(z_tr[name], np.asarray(tr.speakers), z_te[name],
+                                                np.asarray(te.speakers), seed=seed)
+        result["speaker_chance"] = 1.0 / len(set(tr.speakers))
+    result["speaker_probe_accuracy"] = probe
+    return result
+
+
+def _resynth_accuracy(run: Run, clf: DigitClassifier, features: list[np.ndarray],
+                      labels: np.ndarray) -> float:
+    """Features -> Griffin-Lim waveform -> features again -> classifier accuracy."""
+    offset = utterance_offset(run)
+    centre = run.config.data.normalize == "utterance"
+    again = [waveform_to_features(features_to_waveform(f, run.normalizer, run.fbank, offset),
+                                  run.normalizer, run.fbank, centre=centre) for f in features]
+    return clf.accuracy(again, list(labels))
+
+
+def quality_run(run_dir: str | Path, max_items: int = 2000, seed: int = 0, out: str | Path | None = None,
+                data: ExperimentData | None = None) -> dict[str, Any]:
+    """Train (or reuse) the judge classifiers, compute the quality numbers and write
+    ``RUN_DIR/quality.json`` (or ``out``). Returns the payload."""
+    run = load_run(run_dir)
+    if data is None:
+        data = load_experiment_data(run.config.data, progress=False, normalizer=run.normalizer)
+    classifiers = run_classifiers(run, data, seed=seed)
+    result = quality_from_data(run, data, classifiers, max_items=max_items, seed=seed)
+    result["provenance"] = run.info.get("provenance", {})
+    write_evaluation_json(Path(out) if out else Path(run_dir) / "quality.json", result)
+    return result

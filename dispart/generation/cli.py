@@ -1,0 +1,262 @@
+"""``dispart generate RUN_DIR``: style-transfer, cross-modal and prior grids, wavs, spectrograms.
+
+Everything lands in RUN_DIR/generated/ (or ``--out``)::
+
+    manifest.json                 what was written, with the sources of every grid
+    grids/NAME.png, NAME.json     grid image (top row semantic sources, left column style
+                                  sources) and the per-cell record of which source fed which latent
+    audio/NAME/r{R}_c{C}.wav      every generated utterance of speech grids (Griffin-Lim)
+    audio/NAME/r{R}_c{C}.png      spectrograms of the first row
+    audio/NAME/src_*.wav          the real utterances used as sources
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dispart.data.pipeline import ExperimentData, load_experiment_data
+from dispart.errors import ConfigError, RunDirError
+from dispart.generation.audio import (
+    features_to_logmel,
+    logmels_to_waveforms,
+    spectrogram_png,
+    utterance_offset,
+    write_wav,
+)
+from dispart.generation.grids import (
+    SEMANTIC,
+    Grid,
+    LatentSet,
+    decode_grid,
+    infer_latents,
+    pick_by_label,
+    pick_styles,
+    prior_latents,
+    render_grid_png,
+    shared_latent_rows,
+    style_latent,
+)
+from dispart.runs import Run, load_run
+
+__all__ = ["KINDS", "build_grids", "write_grid_outputs", "generate", "generate_run",
+           "add_generate_parser"]
+
+KINDS = ("style", "cross", "prior", "fig2")
+
+EPILOG = """\
+kinds (default: every kind the run's model supports):
+  style   within-modality style transfer (paper Figs. 4, 16-18), one grid per modality
+  cross   speech -> image with a reference writing style, image -> speech with a reference
+          speaker (Figs. 5, 19-22)
+  prior   fixed z^s with style from the prior, and z^s from the prior with fixed style
+  fig2    JMVAE-kl only: z from one modality decoded into both (Fig. 2)
+grids: top row = sources of z^s (one digit per column), left column = sources of the style.
+"""
+
+
+class _Sources:
+    """Test (or train) split items of both modalities with ids, tags and file paths."""
+
+    def __init__(self, data: ExperimentData, split: str) -> None:
+        sp = data.speech_test if split == "test" else data.speech_train
+        im = data.image_test if split == "test" else data.image_train
+        self.split = split
+        self.items = {"audio": sp.features, "image": im.images}
+        self.labels = {"audio": list(sp.labels), "image": list(im.labels)}
+        self.speakers = list(sp.speakers)
+        self.paths = list(sp.paths)
+
+    def semantic(self, modality: str, n: int, seed: int) -> list[int]:
+        return pick_by_label(self.labels[modality], n, seed=seed)
+
+    def style(self, modality: str, n: int, seed: int) -> list[int]:
+        groups = self.speakers if modality == "audio" else None
+        return pick_styles(n, len(self.labels[modality]), groups, seed=seed)
+
+    def latents(self, run: Run, modality: str, idx: Sequence[int], latent: str,
+                style_tags: bool = False) -> LatentSet:
+        ids = [f"{modality}:{self.split}[{i}]" for i in idx]
+        if modality == "audio":
+            tags = [f"{self.speakers[i]}" if style_tags else self.labels["audio"][i] for i in idx]
+        else:
+            tags = ["" if style_tags else self.labels["image"][i] for i in idx]
+        items = [self.items[modality][i] for i in idx]
+        return infer_latents(run.model, modality, items, latent, ids, tags)
+
+
+def _default_length(data: ExperimentData) -> int:
+    return int(np.median([len(f) for f in data.speech_train.features]))
+
+
+def build_grids(run: Run, data: ExperimentData, kinds: Sequence[str] = KINDS, cols: int = 10,
+                rows: int = 5, seed: int = 0, split: str = "test") -> list[Grid]:
+    """The requested grids for ``run`` (kinds the model cannot do are skipped only when
+    ``kinds`` is the default; naming one explicitly raises RunDirError)."""
+    if cols < 1 or rows < 1:
+        raise ConfigError(f"--cols and --rows must be >= 1, got {cols} and {rows}")
+    model = run.model
+    src = _Sources(data, split)
+    mods = [m for m in ("image", "audio") if m in model.modalities]
+    partitioned = all(SEMANTIC in model.latent_names(m) for m in mods)
+    shared = all(len(model.latent_names(m)) == 1 for m in mods) and len(mods) == 2
+    explicit = tuple(kinds) != KINDS
+    if explicit:
+        for k in kinds:
+            if k in ("style", "cross", "prior") and not partitioned:
+                raise RunDirError(f"{run.path}: --kind {k} needs a PVAE run (semantic z_s + style "
+                                  f"latents); this run is a {model.name} model")
+            if k == "cross" and len(mods) < 2:
+                raise RunDirError(f"{run.path}: --kind cross needs both speech and images; the "
+                                  f"model has {mods}")
+            if k == "fig2" and not shared:
+                raise RunDirError(f"{run.path}: --kind fig2 is the JMVAE-kl demonstration; this run "
+                                  f"is a {model.name} model")
+    if not partitioned and not shared:
+        raise RunDirError(f"{run.path}: a {model.name} model over {mods} has nothing to generate "
+                          f"across latents (needs PVAE or JMVAE-kl)")
+    dlen = _default_length(data)
+    grids: list[Grid] = []
+    sem_idx = {m: src.semantic(m, cols, seed) for m in mods}
+    sty_idx = {m: src.style(m, rows, seed + 1) for m in mods}
+    if partitioned:
+        sem = {m: src.latents(run, m, sem_idx[m], SEMANTIC) for m in mods}
+        sty = {m: src.latents(run, m, sty_idx[m], style_latent(model, m), style_tags=True)
+               for m in mods}
+        if "style" in kinds:
+            for m in mods:
+                grids.append(decode_grid(model, sem[m], sty[m], m, f"style_{m}", dlen))
+        if "cross" in kinds and len(mods) == 2:
+            for a, b in (("audio", "image"), ("image", "audio")):
+                grids.append(decode_grid(model, sem[a], sty[b], b, f"cross_{a}_to_{b}", dlen))
+        if "prior" in kinds:
+            for i, m in enumerate(mods):
+                name = style_latent(model, m)
+                dim = sty[m].z.shape[1]
+                grids.append(decode_grid(model, sem[m], prior_latents(rows, dim, name, seed + 10 + i),
+                                         m, f"prior_style_{m}", dlen))
+                zs = prior_latents(cols, sem[m].z.shape[1], SEMANTIC, seed + 20 + i)
+                grids.append(decode_grid(model, zs, sty[m], m, f"prior_semantic_{m}", dlen))
+    if shared and "fig2" in kinds:
+        for m in mods:
+            idx = sem_idx[m]
+            grids.append(shared_latent_rows(
+                model, m, [src.items[m][i] for i in idx], [f"{m}:{split}[{i}]" for i in idx],
+                [src.labels[m][i] for i in idx]))
+    return grids
+
+
+def _speech_rows(grid: Grid) -> list[int]:
+    return [r for r, m in enumerate(grid.row_modalities) if m == "audio"]
+
+
+def write_grid_outputs(run: Run, grid: Grid, out: Path, data: ExperimentData | None = None,
+                       audio: bool = True, n_iter: int = 32, offset: np.ndarray | None = None,
+                       spectrogram_rows: int = 1) -> dict[str, Any]:
+    """Write one grid's PNG + JSON record and (speech grids) wavs and spectrograms.
+
+    Returns the manifest entry (paths relative to ``out``).
+    """
+    def to_logmel(f: np.ndarray) -> np.ndarray:
+        return features_to_logmel(f, run.normalizer, offset)
+
+    png = render_grid_png(grid, out / "grids" / f"{grid.name}.png", to_logmel)
+    (out / "grids" / f"{grid.name}.json").write_text(json.dumps(grid.to_json(), indent=1))
+    entry: dict[str, Any] = {"name": grid.name, "png": str(png.relative_to(out)),
+                             "json": f"grids/{grid.name}.json", "shape": list(grid.shape),
+                             "out_modality": grid.out_modality, "audio": [], "sources_audio": []}
+    rows = _speech_rows(grid)
+    if not audio or not rows:
+        return entry
+    folder = out / "audio" / grid.name
+    sr = run.fbank.sample_rate
+    for r in rows:
+        logmels = [to_logmel(f) for f in grid.cells[r]]
+        waves = logmels_to_waveforms(logmels, run.fbank, n_iter)
+        for c, (logmel, wave) in enumerate(zip(logmels, waves, strict=True)):
+            wav = write_wav(folder / f"r{r}_c{c}.wav", wave, sr)
+            item = {"row": r, "col": c, "wav": str(wav.relative_to(out)), "sources": grid.record[r][c]}
+            if r < spectrogram_rows or (grid.out_modality == "mixed" and r == rows[0]):
+                spec = spectrogram_png(logmel, folder / f"r{r}_c{c}.png", run.fbank,
+                                       title=f"{grid.name} r{r} c{c}")
+                item["spectrogram"] = str(spec.relative_to(out))
+            entry["audio"].append(item)
+    # the real utterances that served as sources (copied as they are)
+    if data is not None:
+        for axis, s in (("semantic", grid.semantic), ("style", grid.style)):
+            if s is None or s.modality != "audio":
+                continue
+            for k, sid in enumerate(s.sources):
+                split, i = sid.split(":")[1].split("[")
+                paths = (data.speech_test if split == "test" else data.speech_train).paths
+                target = folder / f"src_{axis}_{k}.wav"
+                shutil.copyfile(paths[int(i.rstrip("]"))], target)
+                entry["sources_audio"].append({"axis": axis, "index": k, "source": sid,
+                                               "tag": s.tags[k], "wav": str(target.relative_to(out))})
+    return entry
+
+
+def generate(run: Run, data: ExperimentData, out: str | Path, kinds: Sequence[str] = KINDS,
+             cols: int = 10, rows: int = 5, seed: int = 0, split: str = "test", audio: bool = True,
+             n_iter: int = 32) -> dict[str, Any]:
+    """Build the grids and write every output into ``out``; returns (and writes) the manifest."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    grids = build_grids(run, data, kinds, cols, rows, seed, split)
+    offset = utterance_offset(run) if audio else None
+    entries = [write_grid_outputs(run, g, out, data, audio, n_iter, offset) for g in grids]
+    manifest = {"run": str(run.path), "model": run.display_name, "model_type": run.model.name,
+                "split": split, "seed": seed, "cols": cols, "rows": rows, "griffin_lim_iters": n_iter,
+                "normalize": run.config.data.normalize,
+                "seconds": round(time.perf_counter() - t0, 2), "grids": entries}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def generate_run(run_dir: str | Path, out: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    """:func:`generate` for a run folder (output default RUN_DIR/generated)."""
+    run = load_run(run_dir)
+    data = load_experiment_data(run.config.data, progress=False, normalizer=run.normalizer)
+    return generate(run, data, Path(out) if out else Path(run_dir) / "generated", **kwargs)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    kinds = tuple(dict.fromkeys(args.kind)) if args.kind else KINDS
+    manifest = generate_run(args.run_dir, args.out, kinds=kinds, cols=args.cols, rows=args.rows,
+                            seed=args.seed, split=args.split, audio=not args.no_audio,
+                            n_iter=args.griffin_lim_iters)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "generated"
+    for g in manifest["grids"]:
+        n_wav = len(g["audio"])
+        print(f"{g['name']}: {g['shape'][0]}x{g['shape'][1]} -> {out / g['png']}"
+              + (f" (+{n_wav} wavs)" if n_wav else ""))
+    print(f"wrote {out / 'manifest.json'} in {manifest['seconds']:.1f} s")
+    return 0
+
+
+def add_generate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``generate`` to the dispart sub-commands (func(args) -> exit code)."""
+    g = subparsers.add_parser(
+        "generate", help="style transfer, cross-modal generation (images and wavs) from a run",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("run_dir", help="a trained run folder")
+    g.add_argument("--out", help="output folder (default RUN_DIR/generated)")
+    g.add_argument("--kind", action="append", choices=KINDS,
+                   help="grid kind; repeat for several (default: all the model supports)")
+    g.add_argument("--cols", type=int, default=10, help="semantic sources (columns), default 10")
+    g.add_argument("--rows", type=int, default=5, help="style sources (rows), default 5")
+    g.add_argument("--seed", type=int, default=0, help="seed of source picks and prior draws")
+    g.add_argument("--split", choices=["test", "train"], default="test",
+                   help="split the sources come from (default test)")
+    g.add_argument("--no-audio", action="store_true", help="skip Griffin-Lim wavs")
+    g.add_argument("--griffin-lim-iters", type=int, default=32, help="Griffin-Lim iterations")
+    g.set_defaults(func=cmd_generate)
+    return g

@@ -1,0 +1,368 @@
+"""Generation grids of the PVAE paper (Figs. 4, 5 and 16-22) as arrays plus their provenance.
+
+A grid combines two sets of latents: the *semantic* set (z^s, one per column, shown in the top
+row) and the *style* set (z^a or z^i, one per row, shown in the left column). Cell (r, c) is
+``model.decode({"z_s": semantic.z[c], style.latent: style.z[r]}, out_modality)``. Each set is
+either inferred (posterior mean of the unimodal encoder) from data items of some modality, or
+drawn from the prior N(0, I). Every cell records which source fed which latent.
+
+- within-modality style transfer: semantic and style inferred from the same modality;
+- cross-modal generation: semantic from one modality, style from a reference of the output one;
+- prior grids: fixed z^s with style from the prior, or z^s from the prior with fixed style.
+
+For JMVAE-kl (a single latent ``z``), :func:`shared_latent_rows` gives the paper's Fig. 2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dispart.data.batch import Sequences
+from dispart.errors import RunDirError
+from dispart.models.base import MultimodalModel
+
+__all__ = [
+    "SEMANTIC",
+    "LatentSet",
+    "Grid",
+    "style_latent",
+    "infer_latents",
+    "prior_latents",
+    "decode_grid",
+    "shared_latent_rows",
+    "pick_by_label",
+    "pick_styles",
+    "render_grid_png",
+]
+
+SEMANTIC = "z_s"
+
+
+@dataclass
+class LatentSet:
+    """Latent vectors of one grid axis and where each came from.
+
+    Attributes:
+        latent: latent name they feed ("z_s", "z_audio", "z_image", or "z" for JMVAE).
+        z: (N, D) float32 latent vectors.
+        sources: N source ids, e.g. "audio:test[12]" or "prior[3]".
+        modality: modality the latents were inferred from, or None for the prior.
+        inputs: N source data items for display ((28, 28) images or (T, D) normalised speech
+            features), or None for the prior.
+        tags: N short captions (digit label, speaker, "prior").
+    """
+
+    latent: str
+    z: np.ndarray
+    sources: list[str]
+    modality: str | None = None
+    inputs: list[np.ndarray] | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.z.shape[0])
+
+    def lengths(self) -> list[int] | None:
+        """Frames of each speech source, or None if the sources are not speech."""
+        if self.modality != "audio" or self.inputs is None:
+            return None
+        return [int(x.shape[0]) for x in self.inputs]
+
+
+@dataclass
+class Grid:
+    """A decoded grid. ``cells[r][c]``: (28, 28) image in [0, 1]-ish or (T, D) normalised
+    speech features; ``record[r][c]``: latent name -> source id that fed it."""
+
+    name: str
+    out_modality: str
+    semantic: LatentSet
+    style: LatentSet | None
+    cells: list[list[np.ndarray]]
+    record: list[list[dict[str, str]]]
+    row_modalities: list[str] = field(default_factory=list)  # output modality per row
+
+    def __post_init__(self) -> None:
+        if not self.row_modalities:
+            self.row_modalities = [self.out_modality] * len(self.cells)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.cells), len(self.cells[0]) if self.cells else 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON description: sources of every axis and the per-cell record."""
+        def axis(s: LatentSet | None) -> dict[str, Any] | None:
+            if s is None:
+                return None
+            return {"latent": s.latent, "modality": s.modality, "sources": s.sources, "tags": s.tags}
+        return {"name": self.name, "out_modality": self.out_modality, "rows": self.shape[0],
+                "cols": self.shape[1], "semantic (columns)": axis(self.semantic),
+                "style (rows)": axis(self.style), "cells": self.record}
+
+
+def style_latent(model: MultimodalModel, modality: str) -> str:
+    """Name of the style latent of ``modality`` (e.g. "z_audio"); RunDirError if the model has
+    no semantic/style partition for it (JMVAE-kl, VAE)."""
+    if modality not in model.modalities:
+        raise RunDirError(f"the run's {model.name} model has no {modality!r} modality "
+                          f"(it has {list(model.modalities)})")
+    names = model.latent_names(modality)
+    others = [n for n in names if n != SEMANTIC]
+    if SEMANTIC not in names or len(others) != 1:
+        raise RunDirError(f"the run's {model.name} model has latents {list(names)} for {modality}; "
+                          f"style transfer needs a semantic z_s and a style latent (a PVAE run)")
+    return others[0]
+
+
+def _as_batch(modality: str, items: Sequence[np.ndarray]) -> dict[str, Any]:
+    if modality == "audio":
+        return {"audio": Sequences.from_list([np.asarray(x, np.float32) for x in items])}
+    x = torch.as_tensor(np.stack([np.asarray(i, np.float32) for i in items]))
+    return {modality: x.unsqueeze(1) if x.dim() == 3 else x}
+
+
+@torch.no_grad()
+def infer_latents(
+    model: MultimodalModel, modality: str, items: Sequence[np.ndarray], latent: str,
+    ids: Sequence[str] | None = None, tags: Sequence[str] | None = None,
+) -> LatentSet:
+    """Posterior means of ``latent`` from ``items`` of one modality (unimodal encoder).
+
+    Args:
+        items: (28, 28) images in [0, 1] or (T, D) normalised speech features.
+        ids: source ids for the record (default "modality[i]").
+        tags: captions (default empty).
+    """
+    if not items:
+        raise ValueError("infer_latents needs at least one item")
+    model.eval()
+    post = model.encode(_as_batch(modality, items))
+    if latent not in post:
+        raise RunDirError(f"{model.name}: latent {latent!r} cannot be inferred from {modality} "
+                          f"(available: {sorted(post)})")
+    z = post[latent].mean.cpu().numpy().astype(np.float32)
+    return LatentSet(latent, z, list(ids) if ids else [f"{modality}[{i}]" for i in range(len(items))],
+                     modality, [np.asarray(x) for x in items], list(tags) if tags else [""] * len(items))
+
+
+def prior_latents(n: int, dim: int, latent: str, seed: int = 0) -> LatentSet:
+    """``n`` draws from the prior N(0, I) of a ``dim``-dimensional latent (numpy seed)."""
+    z = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return LatentSet(latent, z, [f"prior[{i}]" for i in range(n)], None, None, ["prior"] * n)
+
+
+def _latent_dim(model: MultimodalModel, modality: str, latent: str) -> int:
+    """Size of ``latent`` (probe the encoder on a dummy input of ``modality``)."""
+    spec = model.specs[modality]
+    dummy = [np.zeros((4, spec.shape[0]), np.float32)] if spec.kind == "sequence" \
+        else [np.zeros(spec.shape[-2:], np.float32)]
+    return int(infer_latents(model, modality, dummy, latent).z.shape[1])
+
+
+def _cell_lengths(semantic: LatentSet, style: LatentSet | None, rows: int, cols: int,
+                  default_length: int) -> np.ndarray:
+    """(rows, cols) frames of generated speech: duration is a speaking-style attribute (paper
+    footnote 2), so the style reference's length wins, then the semantic source's, else the
+    default."""
+    if style is not None and style.lengths() is not None:
+        return np.repeat(np.asarray(style.lengths())[:, None], cols, axis=1)
+    if semantic.lengths() is not None:
+        return np.repeat(np.asarray(semantic.lengths())[None, :], rows, axis=0)
+    return np.full((rows, cols), int(default_length))
+
+
+@torch.no_grad()
+def decode_grid(
+    model: MultimodalModel, semantic: LatentSet, style: LatentSet, out_modality: str,
+    name: str = "grid", default_length: int = 50,
+) -> Grid:
+    """Decode every (style row r, semantic column c) combination; see the module docstring.
+
+    ``default_length`` (frames) is used for generated speech when neither axis is speech.
+    """
+    if style.latent != style_latent(model, out_modality):
+        raise ValueError(f"style latent {style.latent!r} does not feed the {out_modality} decoder "
+                         f"(expects {style_latent(model, out_modality)!r})")
+    rows, cols = len(style), len(semantic)
+    z_s = torch.as_tensor(np.tile(semantic.z, (rows, 1)))  # cell r*cols + c <- column c
+    z_m = torch.as_tensor(np.repeat(style.z, cols, axis=0))  # cell r*cols + c <- row r
+    latents = {SEMANTIC: z_s, style.latent: z_m}
+    model.eval()
+    if model.specs[out_modality].kind == "sequence":
+        lengths = _cell_lengths(semantic, style, rows, cols, default_length).reshape(-1)
+        out = model.decode(latents, out_modality, torch.as_tensor(lengths, dtype=torch.int64))
+        flat = [out[i, : int(n)].cpu().numpy() for i, n in enumerate(lengths)]
+    else:
+        out = model.decode(latents, out_modality)
+        flat = list(out.reshape(rows * cols, *out.shape[-2:]).cpu().numpy())
+    cells = [flat[r * cols:(r + 1) * cols] for r in range(rows)]
+    record = [[{SEMANTIC: semantic.sources[c], style.latent: style.sources[r]} for c in range(cols)]
+              for r in range(rows)]
+    return Grid(name, out_modality, semantic, style, cells, record)
+
+
+@torch.no_grad()
+def shared_latent_rows(
+    model: MultimodalModel, src_modality: str, items: Sequence[np.ndarray],
+    ids: Sequence[str] | None = None, tags: Sequence[str] | None = None,
+) -> Grid:
+    """JMVAE-kl demonstration (paper Fig. 2): z inferred from ``items`` of one modality by its
+    unimodal encoder, decoded into every modality (one row per output modality, in
+    ``model.modalities`` order). ``out_modality`` of the result is "mixed"."""
+    names = model.latent_names(src_modality)
+    if len(names) != 1:
+        raise RunDirError(f"the Fig. 2 demonstration needs a single shared latent (JMVAE-kl); "
+                          f"{model.name} has {list(names)}")
+    src = infer_latents(model, src_modality, items, names[0], ids, tags)
+    z = {names[0]: torch.as_tensor(src.z)}
+    lengths = src.lengths() or [50] * len(src)
+    cells, record = [], []
+    for m in model.modalities:
+        if model.specs[m].kind == "sequence":
+            out = model.decode(z, m, torch.as_tensor(lengths, dtype=torch.int64))
+            cells.append([out[i, :n].cpu().numpy() for i, n in enumerate(lengths)])
+        else:
+            out = model.decode(z, m)
+            cells.append(list(out.reshape(len(src), *out.shape[-2:]).cpu().numpy()))
+        record.append([{names[0]: s, "out": m} for s in src.sources])
+    return Grid(f"fig2_from_{src_modality}", "mixed", src, None, cells, record,
+                list(model.modalities))
+
+
+def pick_by_label(labels: Sequence[str], n: int, seed: int = 0,
+                  classes: Sequence[str] | None = None) -> list[int]:
+    """``n`` indices cycling through the classes in sorted order (one digit per column, as in
+    the paper's figures), a seeded random example of each."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray([str(x) for x in labels])
+    order = sorted(set(labels)) if classes is None else [str(c) for c in classes]
+    pools = {c: list(rng.permutation(np.flatnonzero(labels == c))) for c in order}
+    out: list[int] = []
+    while len(out) < n and any(pools.values()):
+        for c in order:
+            if pools[c] and len(out) < n:
+                out.append(int(pools[c].pop()))
+    return out
+
+
+def pick_styles(n: int, total: int, groups: Sequence[str] | None = None, seed: int = 1) -> list[int]:
+    """``n`` seeded random indices in [0, total); with ``groups`` (e.g. speakers) they cycle
+    through the groups so that consecutive rows differ in speaker."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return [int(i) for i in rng.choice(total, size=min(n, total), replace=False)]
+    g = np.asarray(list(groups))
+    return pick_by_label(g, n, seed=seed, classes=[str(x) for x in rng.permutation(sorted(set(g)))])
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour resize of a 2-D array to (h, w)."""
+    ri = np.minimum((np.arange(h) * x.shape[0] / h).astype(int), x.shape[0] - 1)
+    ci = np.minimum((np.arange(w) * x.shape[1] / w).astype(int), x.shape[1] - 1)
+    return x[ri][:, ci]
+
+
+def _tile(item: np.ndarray | None, kind: str, h: int, spec_range: tuple[float, float],
+          to_logmel) -> np.ndarray:
+    """RGB float tile (h, w, 3): images in grey, speech (time across, Mel up) in magma."""
+    import matplotlib
+
+    if item is None:
+        return np.full((h, h, 3), 0.5, np.float32)
+    if kind == "image":
+        g = np.clip(_resize(np.asarray(item, np.float32), h, h), 0, 1)
+        return np.repeat(g[:, :, None], 3, axis=2)
+    spec = to_logmel(np.asarray(item, np.float32)).T[::-1]  # (D, T), low bands at the bottom
+    lo, hi = spec_range
+    s = np.clip((_resize(spec, h, spec.shape[1]) - lo) / max(hi - lo, 1e-6), 0, 1)
+    return matplotlib.colormaps["magma"](s)[:, :, :3].astype(np.float32)
+
+
+def render_grid_png(
+    grid: Grid, path: str | os.PathLike[str], to_logmel=None, title: str | None = None,
+) -> Path:
+    """Save a grid in the paper's layout: top row = semantic sources, left column = style
+    sources ("prior" tiles for prior draws), body = generated samples.
+
+    ``to_logmel`` maps normalised (T, D) features to what is displayed (default identity;
+    pass ``lambda f: features_to_logmel(f, normalizer)`` to show log-Mel power).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    to_logmel = to_logmel or (lambda f: f)
+    rows, cols = grid.shape
+    kinds_body = grid.row_modalities
+    sem_kind = grid.semantic.modality or "prior"
+    sty_kind = grid.style.modality if grid.style is not None and grid.style.modality else "prior"
+    speech = [to_logmel(x) for r in range(rows) for x in grid.cells[r] if kinds_body[r] == "audio"]
+    for s, k in ((grid.semantic, sem_kind), (grid.style, sty_kind)):
+        if s is not None and k == "audio" and s.inputs is not None:
+            speech += [to_logmel(x) for x in s.inputs]
+    if speech:
+        allv = np.concatenate([x.reshape(-1) for x in speech])
+        spec_range = (float(np.percentile(allv, 2)), float(np.percentile(allv, 99.5)))
+        h = int(speech[0].shape[1])
+    else:
+        spec_range, h = (0.0, 1.0), 28
+    h = max(h, 28)
+    header = [None] + [(x, sem_kind) for x in (grid.semantic.inputs or [None] * cols)]
+    lines: list[list[Any]] = [header]
+    for r in range(rows):
+        left = None if grid.style is None else (
+            (grid.style.inputs[r] if grid.style.inputs is not None else None), sty_kind)
+        lines.append([left] + [(x, kinds_body[r]) for x in grid.cells[r]])
+    tiles = [[None if t is None else _tile(t[0], t[1] if t[1] != "prior" else "image", h, spec_range,
+                                           to_logmel) for t in line] for line in lines]
+    for line in tiles:  # left column "prior" tiles when the style came from the prior
+        if line is not tiles[0] and grid.style is not None and sty_kind == "prior":
+            line[0] = np.full((h, h, 3), 0.5, np.float32)
+    if sem_kind == "prior":
+        tiles[0] = [None] + [np.full((h, h, 3), 0.5, np.float32) for _ in range(cols)]
+    w = max(t.shape[1] for line in tiles for t in line if t is not None)
+    gap, big = 2, 8
+    width = (cols + 1) * (w + gap) + big
+    height = (rows + 1) * (h + gap) + big
+    canvas = np.ones((height, width, 3), np.float32)
+    for i, line in enumerate(tiles):
+        for j, t in enumerate(line):
+            if t is None:
+                continue
+            y = i * (h + gap) + (big if i > 0 else 0)
+            x = j * (w + gap) + (big if j > 0 else 0)
+            canvas[y:y + t.shape[0], x:x + t.shape[1]] = t
+    scale = 1.6 if h <= 28 else 1.0
+    fig = Figure(figsize=(max(width * scale / 100 + 1.2, 3), height * scale / 100 + 0.8), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.08, 0.02, 0.9, 0.88))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    for j, tag in enumerate(grid.semantic.tags[:cols]):
+        if tag:
+            ax.text((j + 1) * (w + gap) + big + w / 2, -3, tag, ha="center", va="bottom", fontsize=7)
+    if grid.style is not None:
+        for i, tag in enumerate(grid.style.tags[:rows]):
+            ax.text(-3, (i + 1) * (h + gap) + big + h / 2, tag, ha="right", va="center", fontsize=7)
+    else:
+        for i, k in enumerate(kinds_body):
+            ax.text(-3, (i + 1) * (h + gap) + big + h / 2, f"-> {k}", ha="right", va="center",
+                    fontsize=7)
+    style_name = grid.style.latent if grid.style is not None else ""
+    ax.set_title(title or f"{grid.name}: columns z_s from {sem_kind}"
+                 + (f", rows {style_name} from {sty_kind}" if grid.style is not None else ""),
+                 fontsize=9, pad=14)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, format="png")
+    return target

@@ -1,0 +1,32 @@
+"""Models, one file each, all following :class:`dispart.models.base.MultimodalModel`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dispart.models.base import LossOutput, MultimodalModel
+from dispart.models.jmvae import JMVAE
+from dispart.models.pvae import PVAE
+from dispart.models.vae import VAE
+from dispart.nn.modality import ModalitySpec
+
+MODELS = ("pvae", "jmvae_kl", "vae")
+
+
+def build_model(hparams: dict[str, Any]) -> MultimodalModel:
+    """Rebuild a model from plain data (the output of ``model.hparams()``)."""
+    h = dict(hparams)
+    name = h.pop("name")
+    specs = [ModalitySpec.from_dict(d) for d in h.pop("modalities")]
+    if name == "pvae":
+        return PVAE(specs, **h)
+    if name == "jmvae_kl":
+        return JMVAE(specs, **h)
+    if name == "vae":
+        if len(specs) != 1:
+            raise ValueError(f"vae takes exactly one modality, got {[s.name for s in specs]}")
+        return VAE(specs[0], **h)
+    raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
+
+
+__all__ = ["JMVAE", "MODELS", "PVAE", "VAE", "LossOutput", "MultimodalModel", "build_model"]

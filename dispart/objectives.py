@@ -1,0 +1,92 @@
+"""Training objectives, written as per-sample terms (B,) so they can be checked by hand.
+
+Sign convention: functions named ``*_kl`` or ``*_hinge`` return non-negative penalties. The
+papers *maximise* L + a_CH * CH + a_CM * CM with CH = -sum KL and CM = -hinge; models here
+*minimise* the negation: -L + a_CH * coherence_kl + a_CM * cross_modal_hinge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+from torch.distributions import Independent
+
+from dispart.distributions import kl, kl_to_prior
+
+
+def rbf_kernel(a: Tensor, b: Tensor) -> Tensor:
+    """k(a, b) = exp(-||a - b||^2 / 2) row by row: (B, D), (B, D) -> (B,) in (0, 1]."""
+    return torch.exp(-0.5 * (a - b).pow(2).sum(dim=-1))
+
+
+def cross_modal_hinge(
+    semantic_means: Mapping[str, Tensor], negative_index: Tensor, margin: float = 0.5
+) -> Tensor:
+    """-CM of PVAE eq. (8), per sample (B,), >= 0.
+
+    For every ordered pair of modalities m != m' the anchor is the unimodal semantic mean from
+    x^{m'}, the positive is the mean from x^m of the same sample and the negative is the mean
+    from x^m of another sample (``negative_index[b]`` is that sample's row):
+
+        (1/M) sum_{m != m'} max(0, t - k(mu_{m'}, mu_m) + k(mu_{m'}, mu~_m)).
+
+    Args:
+        semantic_means: modality -> (B, D) means of r(z^s | x^m).
+        negative_index: (B,) long, the row used as the negative sample of each row.
+        margin: the margin t.
+    """
+    names = list(semantic_means)
+    if len(names) < 2:
+        raise ValueError("cross_modal_hinge needs at least two modalities")
+    total = torch.zeros_like(next(iter(semantic_means.values()))[:, 0])
+    for m in names:
+        for m_anchor in names:
+            if m == m_anchor:
+                continue
+            anchor = semantic_means[m_anchor]
+            positive = rbf_kernel(anchor, semantic_means[m])
+            negative = rbf_kernel(anchor, semantic_means[m][negative_index])
+            total = total + torch.clamp(margin - positive + negative, min=0.0)
+    return total / len(names)
+
+
+def coherence_kl(
+    joint: Mapping[str, Independent], unimodal: Mapping[str, Mapping[str, Independent]]
+) -> Tensor:
+    """-CH of PVAE eq. (7), per sample (B,): sum_m KL(q(z^m, z^s | X) || r(z^m, z^s | x^m)).
+
+    Both posteriors factorise over latents, so each KL is the sum of per-latent KLs over the
+    latents r_m infers.
+
+    Args:
+        joint: latent name -> q(latent | X).
+        unimodal: modality -> (latent name -> r(latent | x^m)).
+    """
+    total = None
+    for posteriors in unimodal.values():
+        for latent, r in posteriors.items():
+            term = kl(joint[latent], r)
+            total = term if total is None else total + term
+    if total is None:
+        raise ValueError("coherence_kl needs at least one unimodal posterior")
+    return total
+
+
+def kl_sum_to_prior(posteriors: Mapping[str, Independent]) -> Tensor:
+    """sum over latents of KL(q(latent) || N(0, I)), per sample (B,)."""
+    terms = [kl_to_prior(q) for q in posteriors.values()]
+    return torch.stack(terms).sum(dim=0)
+
+
+def random_negatives(batch_size: int, generator: torch.Generator | None = None) -> Tensor:
+    """(B,) index of a different row for every row (a random non-zero cyclic shift).
+
+    Used for PVAE's negative sample X~ "randomly sampled from the training set": no labels
+    are looked at, as in the paper.
+    """
+    if batch_size < 2:
+        raise ValueError("a negative sample needs a batch of at least 2")
+    shift = int(torch.randint(1, batch_size, (1,), generator=generator))
+    return (torch.arange(batch_size) + shift) % batch_size

@@ -1,0 +1,121 @@
+"""``train(cfg, out_dir)``: data -> model -> Lightning fit -> a run folder (see dispart.runs)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from dispart.config import ExperimentConfig, ModelConfig, save_config
+from dispart.data.pipeline import ExperimentData, load_experiment_data
+from dispart.errors import ConfigError
+from dispart.models import MODELS
+from dispart.nn.modality import ModalitySpec
+from dispart.runs import save_run
+from dispart.training.datamodule import EpochPairing, PairedDataModule
+from dispart.training.module import LitModel
+from dispart.training.monitor import PurityMonitor
+
+
+def modality_specs(cfg: ExperimentConfig) -> dict[str, ModalitySpec]:
+    return {
+        "audio": ModalitySpec("audio", "sequence", (cfg.data.n_mels,)),
+        "image": ModalitySpec("image", "image", (1, 28, 28)),
+    }
+
+
+def model_hparams(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Plain-data model description from the config (the input of build_model)."""
+    m: ModelConfig = cfg.model
+    specs = modality_specs(cfg)
+    unknown = [name for name in m.modalities if name not in specs]
+    if unknown:
+        raise ConfigError(f"model.modalities: unknown {unknown}; available {list(specs)}")
+    mods = [specs[name].to_dict() for name in m.modalities]
+    if m.name == "pvae":
+        return {"name": "pvae", "modalities": mods, "semantic_dim": m.semantic_dim,
+                "style_dim": m.style_dim, "hidden": m.hidden, "alpha_ch": m.alpha_ch,
+                "alpha_cm": m.alpha_cm, "margin": m.margin}
+    if m.name == "jmvae_kl":
+        return {"name": "jmvae_kl", "modalities": mods, "latent_dim": m.latent_dim,
+                "hidden": m.hidden, "alpha": m.alpha}
+    if m.name == "vae":
+        if len(mods) != 1:
+            raise ConfigError(f"model.modalities: vae takes one modality, got {m.modalities}")
+        return {"name": "vae", "modalities": mods, "latent_dim": m.latent_dim, "hidden": m.hidden}
+    raise ConfigError(f"model.name: unknown model {m.name!r}; choose one of {list(MODELS)}")
+
+
+def data_summary(cfg: ExperimentConfig, data: ExperimentData) -> dict[str, Any]:
+    return {
+        "audio": cfg.data.audio, "images": cfg.data.images, "split": cfg.data.split,
+        "classes": sorted(set(data.speech_train.labels)),
+        "speakers_train": sorted(set(data.speech_train.speakers)),
+        "speakers_test": sorted(set(data.speech_test.speakers)),
+        "n_speech_train": len(data.speech_train), "n_speech_test": len(data.speech_test),
+        "n_image_train": len(data.image_train), "n_image_test": len(data.image_test),
+        "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped],
+    }
+
+
+def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
+          data: ExperimentData | None = None) -> dict[str, Any]:
+    """Train the configured model and write a run folder; returns a small summary.
+
+    ``resume=True`` continues from ``out_dir/checkpoints/last.ckpt``.
+    """
+    out = Path(out_dir)
+    hparams = model_hparams(cfg)  # validate the config before any heavy work
+    ckpt_last = out / "checkpoints" / "last.ckpt"
+    if resume and not ckpt_last.is_file():
+        raise ConfigError(f"--resume: no checkpoint at {ckpt_last}")
+    if not resume and (out / "model.safetensors").exists():
+        raise ConfigError(f"{out} already holds a finished run; choose another --out or --resume")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+
+    data = data or load_experiment_data(cfg.data, progress=cfg.train.progress_bar)
+    if data.skipped:
+        print(f"skipped {len(data.skipped)} bad audio files (data.on_error=skip); "
+              f"first: {data.skipped[0][0]}: {data.skipped[0][1]}")
+    lit = LitModel(hparams, lr=cfg.train.lr, betas=list(cfg.train.betas))
+    dm = PairedDataModule(data, cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers)
+
+    t = cfg.train
+    if t.logger == "csv":
+        logger = CSVLogger(out, name="logs", version="")
+    elif t.logger == "tensorboard":
+        logger = TensorBoardLogger(out, name="logs", version="")
+    else:
+        raise ConfigError(f"train.logger must be 'csv' or 'tensorboard', got {t.logger!r}")
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0),
+        EpochPairing(),
+    ]
+    monitor = None
+    if t.eval_every > 0:
+        monitor = PurityMonitor(data, cfg.eval, t.eval_every, t.stop_at_purity)
+        callbacks.append(monitor)
+    trainer = L.Trainer(
+        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices,
+        num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision, logger=logger,
+        callbacks=callbacks, enable_progress_bar=t.progress_bar,
+        log_every_n_steps=t.log_every_n_steps, gradient_clip_val=t.gradient_clip_val,
+        max_time=t.max_time, default_root_dir=out, use_distributed_sampler=False,
+        enable_model_summary=False,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.fit(lit, datamodule=dm, ckpt_path=str(ckpt_last) if resume else None)
+    summary = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
+               "history": monitor.history if monitor else []}
+    if trainer.is_global_zero:
+        save_run(out, cfg, lit.model.cpu(), data.normalizer, data.fbank, data_summary(cfg, data))
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

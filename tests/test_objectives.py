@@ -1,0 +1,104 @@
+"""Objective terms against values computed by hand."""
+
+import math
+
+import pytest
+import torch
+
+from dispart.distributions import UnitGaussianLikelihood, kl_to_prior
+from dispart.data.batch import Sequences
+from dispart.nn.encoders import diag_gaussian
+from dispart.objectives import (
+    coherence_kl,
+    cross_modal_hinge,
+    kl_sum_to_prior,
+    random_negatives,
+    rbf_kernel,
+)
+
+
+def test_kl_of_known_gaussians_to_prior():
+    # KL(N(1, 2^2) || N(0, 1)) = log(1/2) + (4 + 1) / 2 - 1/2 per dimension.
+    q = diag_gaussian(torch.tensor([[1.0, 1.0, 1.0]]), torch.log(torch.tensor([[4.0, 4.0, 4.0]])))
+    expected = 3 * (math.log(0.5) + 2.5 - 0.5)
+    assert kl_to_prior(q).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_kl_between_two_gaussians_and_coherence_sum():
+    # KL(N(0, 1) || N(1, 2^2)) = log 2 + (1 + 1) / 8 - 1/2 per dim.
+    q = diag_gaussian(torch.zeros(1, 2), torch.zeros(1, 2))
+    r = diag_gaussian(torch.ones(1, 2), torch.log(torch.full((1, 2), 4.0)))
+    per_latent = 2 * (math.log(2) + 2 / 8 - 0.5)
+    joint = {"z_s": q, "z_audio": q, "z_image": q}
+    unimodal = {"audio": {"z_s": r, "z_audio": r}, "image": {"z_s": q, "z_image": r}}
+    # audio: two latents differ; image: z_s equal (0), z_image differs.
+    assert coherence_kl(joint, unimodal).item() == pytest.approx(3 * per_latent, rel=1e-6)
+    assert coherence_kl(joint, {"audio": {"z_s": q, "z_audio": q}}).item() == pytest.approx(0.0)
+
+
+def test_kl_sum_to_prior_adds_latents():
+    q = diag_gaussian(torch.tensor([[2.0]]), torch.zeros(1, 1))  # KL = 0.5 * 2^2 = 2
+    assert kl_sum_to_prior({"a": q, "b": q}).item() == pytest.approx(4.0)
+
+
+def test_rbf_kernel_values():
+    a = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    b = torch.tensor([[1.0, 1.0], [1.0, 2.0]])
+    assert torch.allclose(rbf_kernel(a, b), torch.tensor([math.exp(-1.0), 1.0]))
+
+
+def test_cross_modal_hinge_hand_computed():
+    mu = {"audio": torch.tensor([[0.0], [2.0]]), "image": torch.tensor([[0.0], [0.0]])}
+    neg = torch.tensor([1, 0])
+    e2 = math.exp(-2.0)
+    # m=audio, anchor=image: row0 max(0, .5 - 1 + e2) = 0; row1 .5 - e2 + 1
+    # m=image, anchor=audio: row0 .5 - 1 + 1 = .5; row1 .5 - e2 + e2 = .5
+    expected = torch.tensor([(0 + 0.5) / 2, (0.5 - e2 + 1 + 0.5) / 2])
+    got = cross_modal_hinge(mu, neg, margin=0.5)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_cross_modal_hinge_zero_when_separated_and_aligned():
+    # Same-sample means identical (k = 1), negatives far apart (k ~ 0): no violation.
+    mu = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    got = cross_modal_hinge({"audio": mu, "image": mu.clone()}, torch.tensor([1, 2, 0]))
+    assert torch.allclose(got, torch.zeros(3), atol=1e-6)
+
+
+def test_cross_modal_hinge_needs_two_modalities():
+    with pytest.raises(ValueError, match="two modalities"):
+        cross_modal_hinge({"audio": torch.zeros(2, 1)}, torch.tensor([1, 0]))
+
+
+def test_random_negatives_never_pick_self():
+    g = torch.Generator().manual_seed(0)
+    for b in (2, 3, 17):
+        for _ in range(20):
+            idx = random_negatives(b, g)
+            assert (idx != torch.arange(b)).all()
+            assert sorted(idx.tolist()) == list(range(b))
+    with pytest.raises(ValueError):
+        random_negatives(1)
+
+
+def test_unit_gaussian_likelihood_hand_value_and_mask():
+    lik = UnitGaussianLikelihood()
+    x = torch.zeros(2, 3, 4)
+    mean = torch.ones(2, 3, 4)  # every valid element: -0.5 log 2pi - 0.5
+    seqs = Sequences(x, torch.tensor([3, 1]))
+    per_elem = -0.5 * math.log(2 * math.pi) - 0.5
+    got = lik.log_prob(mean, seqs)
+    assert torch.allclose(got, torch.tensor([12 * per_elem, 4 * per_elem]))
+    # Garbage in padded frames (of mean and data) changes nothing, value or gradient.
+    mean2 = mean.clone().requires_grad_(True)
+    x2 = x.clone()
+    x2[1, 1:] = 1e6
+    with torch.no_grad():
+        mean2[1, 1:] = -1e6
+    out = lik.log_prob(mean2, Sequences(x2, torch.tensor([3, 1])))
+    assert torch.allclose(out, got)
+    out.sum().backward()
+    assert torch.all(mean2.grad[1, 1:] == 0)
+    # Images: plain sum over pixels.
+    img = lik.log_prob(torch.ones(2, 1, 2, 2), torch.zeros(2, 1, 2, 2))
+    assert torch.allclose(img, torch.full((2,), 4 * per_elem))

@@ -1,0 +1,116 @@
+"""End to end on real files: train (CLI) -> run folder -> evaluate -> resume; CLI errors."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dispart.cli import main
+from dispart.data.sample import sample_fsdd_dir
+from dispart.evaluation.table import read_evaluation_json
+from dispart.runs import load_run
+
+FAST = ["model.hidden=32", "train.batch_size=64", "train.progress_bar=false",
+        "train.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    run = root / "run"
+    cache = root / "cache"
+    code = main(["train", "dispart/demo.yaml", "--out", str(run), "train.epochs=2",
+                 f"data.cache_dir={cache}", *FAST])
+    assert code == 0
+    return run, cache
+
+
+def test_run_folder_is_complete_and_loads_without_code_execution(trained):
+    run, _ = trained
+    for name in ("config.yaml", "run.json", "model.safetensors", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["hyper_parameters"]["model_hparams"]["name"] == "pvae"
+    weights = load_file(str(run / "model.safetensors"))
+    assert any(k.startswith("unimodal.audio") for k in weights)
+    info = json.loads((run / "run.json").read_text())
+    assert info["data"]["n_speech_train"] == 300 and info["data"]["n_speech_test"] == 100
+    assert info["data"]["speakers_train"] == info["data"]["speakers_test"]
+    loaded = load_run(run)
+    assert loaded.model.hidden == 32
+    # The normaliser was fitted on the training split: its stats come back exactly.
+    assert loaded.normalizer.mean.shape == (80,)
+    metrics = (run / "logs" / "metrics.csv").read_text().splitlines()
+    assert "train/loss" in metrics[0] and len(metrics) > 2
+
+
+def test_evaluate_writes_table1_rows(trained, capsys):
+    run, _ = trained
+    assert main(["evaluate", str(run), "--no-curves"]) == 0
+    result = read_evaluation_json(run / "evaluation.json")
+    got = {(r["modality"], r["latent"]) for r in result["rows"]}
+    assert got == {("speech", "z^s"), ("speech", "z^a"), ("image", "z^s"), ("image", "z^i")}
+    assert all(0.1 <= r["purity"] <= 1.0 for r in result["rows"])
+    assert result["n_test"] == {"audio": 100, "image": 400}
+    assert "| PVAE" in (run / "evaluation.md").read_text()
+    assert "z^s" in capsys.readouterr().out
+
+
+def test_evaluate_on_another_corpus_via_csv(trained, tmp_path):
+    run, _ = trained
+    wavs = sorted(sample_fsdd_dir().glob("*_george_0.wav"))
+    csv = tmp_path / "unseen.csv"
+    csv.write_text("label,speaker,path\n" + "".join(
+        f"{w.name.split('_')[0]},george,{w}\n" for w in wavs))
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(run), "--audio", str(csv), "--out", str(out), "--no-curves"]) == 0
+    result = read_evaluation_json(out.with_suffix(".json"))
+    assert result["n_test"] == {"audio": 10}
+    assert {r["modality"] for r in result["rows"]} == {"speech"}
+
+
+def test_resume_continues_from_the_checkpoint(trained):
+    run, cache = trained
+    before = load_file(str(run / "model.safetensors"))
+    assert main(["train", str(run / "config.yaml"), "--out", str(run), "--resume",
+                 "train.epochs=3", f"data.cache_dir={cache}", *FAST]) == 0
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3
+    assert json.loads((run / "train_summary.json").read_text())["epochs"] == 3
+    after = load_file(str(run / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_cli_errors_name_the_problem(trained, tmp_path, capsys):
+    run, _ = trained
+    assert main(["evaluate", str(tmp_path / "nope")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    (broken / "model.safetensors").unlink()
+    assert main(["evaluate", str(broken)]) == 2
+    assert "model.safetensors is missing" in capsys.readouterr().err
+    assert main(["train", "dispart/demo.yaml", "--out", str(tmp_path / "r"), "model.nope=1"]) == 2
+    assert "model.nope" in capsys.readouterr().err
+    assert main(["train", "dispart/demo.yaml", "--out", str(tmp_path / "r"),
+                 f"data.audio={tmp_path / 'missing'}"]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert main(["train", "dispart/demo.yaml", "--out", str(run)]) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+
+
+def test_bad_wav_is_named_or_skipped_and_counted(tmp_path, capsys):
+    audio = tmp_path / "audio"
+    shutil.copytree(sample_fsdd_dir(), audio)
+    (audio / "3_george_7.wav").write_bytes(b"not a wav at all")
+    args = ["train", "dispart/demo.yaml", "--out", str(tmp_path / "r"), f"data.audio={audio}",
+            f"data.cache_dir={tmp_path / 'cache'}", "train.epochs=1", *FAST]
+    assert main(args) == 2
+    assert "3_george_7.wav" in capsys.readouterr().err
+    assert main([*args, "data.on_error=skip"]) == 0
+    assert "skipped 1 bad audio files" in capsys.readouterr().out
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert [Path(s["path"]).name for s in info["data"]["skipped_files"]] == ["3_george_7.wav"]
+    assert info["data"]["n_speech_train"] == 299
