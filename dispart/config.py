@@ -33,6 +33,9 @@ class DataConfig:
     n_mels: int = 80
     vad_top_db: float = 30.0
     normalize: str = "global"  # "global": train-split mean/std; "utterance": also per-utterance mean
+    augment: str = "none"  # "none" | "warp": random Mel-axis (VTLP-like) and time warps (train only)
+    warp_freq: float = 0.1  # Mel-axis warp factor range: 1 +- warp_freq
+    warp_time: float = 0.1  # time-axis warp factor range: 1 +- warp_time
     cache_dir: str | None = None  # default: $DISPART_CACHE or ~/.cache/dispart
     on_error: str = "raise"  # "raise" at the first bad file, or "skip" and report the count
     num_workers: int = 0

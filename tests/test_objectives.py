@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from dispart.distributions import UnitGaussianLikelihood, kl_to_prior
 from dispart.data.batch import Sequences
+from dispart.distributions import UnitGaussianLikelihood, kl_to_prior
 from dispart.nn.encoders import diag_gaussian
 from dispart.objectives import (
     coherence_kl,

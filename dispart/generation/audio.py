@@ -33,9 +33,11 @@ __all__ = [
     "logmel_to_waveform",
     "features_to_waveform",
     "logmels_to_waveforms",
+    "griffin_lim",
     "write_wav",
     "wav_bytes",
     "spectrogram_png",
+    "spectrogram_thumbnail",
     "utterance_offset",
     "waveform_to_features",
 ]
@@ -85,51 +87,79 @@ def logmel_to_waveform(logmel: np.ndarray, fbank: FbankConfig, n_iter: int = 32,
                        method: str = "pinv") -> np.ndarray:
     """Log-Mel (T, n_mels) -> waveform (hop * (T - 1),) float32 at ``fbank.sample_rate`` Hz,
     peak at most :data:`PEAK`. ``method``: "pinv" (fast) or "nnls" (see the module docstring)."""
-    import librosa
-
     logmel = np.asarray(logmel, dtype=np.float32)
     if logmel.ndim != 2 or logmel.shape[1] != fbank.n_mels:
         raise ValueError(f"expected (T, {fbank.n_mels}) log-Mel features, got {logmel.shape}")
     if method == "nnls":
-        wave = fbank_to_waveform(logmel, fbank, n_iter=n_iter)
-    elif method == "pinv":
-        power = _mel_pinv(fbank.sample_rate, fbank.n_fft, fbank.n_mels, fbank.fmin, fbank.fmax) \
-            @ np.exp(logmel.T.astype(np.float64))
-        magnitude = np.sqrt(np.maximum(power, 0.0))
-        wave = librosa.griffinlim(magnitude, n_iter=n_iter, hop_length=fbank.hop_length,
-                                  win_length=fbank.win_length, n_fft=fbank.n_fft, window="hann",
-                                  center=True).astype(np.float32)
-    else:
-        raise ValueError(f"method must be 'pinv' or 'nnls', got {method!r}")
+        return _limit(fbank_to_waveform(logmel, fbank, n_iter=n_iter))
+    if method == "pinv":
+        return _limit(griffin_lim(_magnitude(logmel, fbank), fbank, n_iter))
+    raise ValueError(f"method must be 'pinv' or 'nnls', got {method!r}")
+
+
+def griffin_lim(magnitude: np.ndarray, fbank: FbankConfig, n_iter: int = 32, momentum: float = 0.99,
+                seed: int = 0) -> np.ndarray:
+    """Fast Griffin-Lim (librosa's algorithm: random initial phase, momentum 0.99) in torch,
+    batched: magnitudes (..., 1 + n_fft // 2, T) -> waveforms (..., hop * (T - 1)) float32.
+
+    Same STFT as the features (Hann window of ``win_length`` centred in ``n_fft``, ``center``
+    with zero padding); torch avoids librosa's numba compilation (~15 s per new process).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small FFTs: intra-op threads only contend (10x slower when busy)
+    try:
+        return _griffin_lim(torch, magnitude, fbank, n_iter, momentum, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _griffin_lim(torch, magnitude: np.ndarray, fbank: FbankConfig, n_iter: int, momentum: float,
+                 seed: int) -> np.ndarray:
+    mag = torch.as_tensor(np.asarray(magnitude, dtype=np.float32))
+    lead, (n_freq, n_frames) = mag.shape[:-2], mag.shape[-2:]
+    mag = mag.reshape(-1, n_freq, n_frames)
+    length = fbank.hop_length * (n_frames - 1)
+    window = torch.hann_window(fbank.win_length, periodic=True, dtype=torch.float32)
+    kw = {"n_fft": fbank.n_fft, "hop_length": fbank.hop_length, "win_length": fbank.win_length,
+          "window": window, "center": True}
+    gen = torch.Generator().manual_seed(seed)
+    angles = torch.polar(torch.ones_like(mag), 2 * np.pi * torch.rand(mag.shape, generator=gen))
+    rebuilt = torch.zeros_like(angles)
+    for _ in range(n_iter):
+        previous = rebuilt
+        wave = torch.istft(mag * angles, length=length, **kw)
+        rebuilt = torch.stft(wave, pad_mode="constant", return_complex=True, **kw)
+        angles = rebuilt - (momentum / (1 + momentum)) * previous
+        angles = angles / (angles.abs() + 1e-16)
+    wave = torch.istft(mag * angles, length=length, **kw)
+    return wave.reshape(*lead, length).numpy().astype(np.float32)
+
+
+def _magnitude(logmel: np.ndarray, fbank: FbankConfig) -> np.ndarray:
+    """(T, n_mels) log-Mel power -> (1 + n_fft // 2, T) linear magnitude via the pseudo-inverse."""
+    pinv = _mel_pinv(fbank.sample_rate, fbank.n_fft, fbank.n_mels, fbank.fmin, fbank.fmax)
+    return np.sqrt(np.maximum(pinv @ np.exp(np.asarray(logmel, np.float64).T), 0.0))
+
+
+def _limit(wave: np.ndarray) -> np.ndarray:
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-    if peak > PEAK:
-        wave = wave * (PEAK / peak)
-    return wave.astype(np.float32)
+    return (wave * (PEAK / peak) if peak > PEAK else wave).astype(np.float32)
 
 
 def logmels_to_waveforms(logmels: list[np.ndarray], fbank: FbankConfig, n_iter: int = 32
                          ) -> list[np.ndarray]:
     """Batched "pinv" :func:`logmel_to_waveform` of many (T_i, n_mels) log-Mels: one Griffin-Lim
     over zero-padded magnitudes (padding is silence), each waveform cut to hop * (T_i - 1)."""
-    import librosa
-
     if not logmels:
         return []
-    pinv = _mel_pinv(fbank.sample_rate, fbank.n_fft, fbank.n_mels, fbank.fmin, fbank.fmax)
     t_max = max(int(x.shape[0]) for x in logmels)
-    mags = np.zeros((len(logmels), pinv.shape[0], t_max), np.float64)
+    mags = np.zeros((len(logmels), 1 + fbank.n_fft // 2, t_max), np.float64)
     for i, x in enumerate(logmels):
-        x = np.asarray(x, dtype=np.float64)
-        mags[i, :, : x.shape[0]] = np.sqrt(np.maximum(pinv @ np.exp(x.T), 0.0))
-    waves = librosa.griffinlim(mags, n_iter=n_iter, hop_length=fbank.hop_length,
-                               win_length=fbank.win_length, n_fft=fbank.n_fft, window="hann",
-                               center=True, random_state=0)
-    out = []
-    for i, x in enumerate(logmels):
-        w = waves[i, : fbank.hop_length * (x.shape[0] - 1)].astype(np.float32)
-        peak = float(np.max(np.abs(w))) if w.size else 0.0
-        out.append(w * (PEAK / peak) if peak > PEAK else w)
-    return out
+        mags[i, :, : x.shape[0]] = _magnitude(x, fbank)
+    waves = griffin_lim(mags, fbank, n_iter)
+    return [_limit(waves[i, : fbank.hop_length * (x.shape[0] - 1)]) for i, x in enumerate(logmels)]
 
 
 def features_to_waveform(
@@ -196,4 +226,20 @@ def spectrogram_png(
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, format="png")
+    return target
+
+
+def spectrogram_thumbnail(
+    logmel: np.ndarray, path: str | os.PathLike[str], vmin: float | None = None,
+    vmax: float | None = None, scale: int = 2,
+) -> Path:
+    """Axis-free PNG of a log-Mel (T, n_mels): one column per frame (x ``scale``), low bands at
+    the bottom, magma colours; fast (no figure), for reports and grids of clips."""
+    import matplotlib.image
+
+    x = np.asarray(logmel, dtype=np.float32).T[::-1]
+    x = np.repeat(np.repeat(x, scale, axis=0), scale, axis=1)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    matplotlib.image.imsave(target, x, cmap="magma", vmin=vmin, vmax=vmax, format="png")
     return target

@@ -27,7 +27,7 @@ from dispart.errors import ConfigError, RunDirError
 from dispart.generation.audio import (
     features_to_logmel,
     logmels_to_waveforms,
-    spectrogram_png,
+    spectrogram_thumbnail,
     utterance_offset,
     write_wav,
 )
@@ -177,6 +177,8 @@ def write_grid_outputs(run: Run, grid: Grid, out: Path, data: ExperimentData | N
         return entry
     folder = out / "audio" / grid.name
     sr = run.fbank.sample_rate
+    allv = np.concatenate([to_logmel(f).reshape(-1) for r in rows for f in grid.cells[r]])
+    vrange = (float(np.percentile(allv, 2)), float(np.percentile(allv, 99.5)))
     for r in rows:
         logmels = [to_logmel(f) for f in grid.cells[r]]
         waves = logmels_to_waveforms(logmels, run.fbank, n_iter)
@@ -184,8 +186,7 @@ def write_grid_outputs(run: Run, grid: Grid, out: Path, data: ExperimentData | N
             wav = write_wav(folder / f"r{r}_c{c}.wav", wave, sr)
             item = {"row": r, "col": c, "wav": str(wav.relative_to(out)), "sources": grid.record[r][c]}
             if r < spectrogram_rows or (grid.out_modality == "mixed" and r == rows[0]):
-                spec = spectrogram_png(logmel, folder / f"r{r}_c{c}.png", run.fbank,
-                                       title=f"{grid.name} r{r} c{c}")
+                spec = spectrogram_thumbnail(logmel, folder / f"r{r}_c{c}.png", *vrange)
                 item["spectrogram"] = str(spec.relative_to(out))
             entry["audio"].append(item)
     # the real utterances that served as sources (copied as they are)

@@ -6,11 +6,12 @@ from collections.abc import Iterator
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dispart.data.batch import move_batch
 from dispart.data.paired import LengthBucketSampler, PairedDigits, collate_paired
 from dispart.data.pipeline import ExperimentData
+from dispart.features.augment import RandomWarp
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
@@ -33,13 +34,34 @@ class ShardedBatchSampler(Sampler[list[int]]):
         return iter(batches[self.rank:usable:self.world_size])
 
 
+class AugmentedPairs(Dataset):
+    """Applies a feature augmentation to the speech of every item of a PairedDigits."""
+
+    def __init__(self, base: PairedDigits, augment: RandomWarp) -> None:
+        self.base, self.augment, self.epoch = base, augment, 0
+        self.lengths = base.lengths
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.base[i])
+        item["audio"] = self.augment(item["audio"], self.epoch, i)
+        return item
+
+
 class PairedDataModule(L.LightningDataModule):
     def __init__(self, data: ExperimentData, batch_size: int = 256, seed: int = 0,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, augment: RandomWarp | None = None) -> None:
         super().__init__()
         self.data = data
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        self.dataset: PairedDigits | None = None
+        self.augment = augment
+        self.dataset: PairedDigits | AugmentedPairs | None = None
         self.sampler: LengthBucketSampler | ShardedBatchSampler | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -49,6 +71,8 @@ class PairedDataModule(L.LightningDataModule):
             d.image_train.images, d.image_train.labels,
             seed=self.seed, speakers=d.speech_train.speakers,
         )
+        if self.augment is not None:
+            self.dataset = AugmentedPairs(self.dataset, self.augment)
         base = LengthBucketSampler(self.dataset.lengths, self.batch_size, shuffle=True,
                                    seed=self.seed)
         world = self.trainer.world_size if self.trainer is not None else 1

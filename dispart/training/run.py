@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from dispart.config import ExperimentConfig, ModelConfig, save_config
 from dispart.data.pipeline import ExperimentData, load_experiment_data
 from dispart.errors import ConfigError
+from dispart.features.augment import RandomWarp
 from dispart.models import MODELS
 from dispart.nn.modality import ModalitySpec
 from dispart.runs import save_run
@@ -85,7 +86,13 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
         print(f"skipped {len(data.skipped)} bad audio files (data.on_error=skip); "
               f"first: {data.skipped[0][0]}: {data.skipped[0][1]}")
     lit = LitModel(hparams, lr=cfg.train.lr, betas=list(cfg.train.betas))
-    dm = PairedDataModule(data, cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers)
+    augment = None
+    if cfg.data.augment == "warp":
+        augment = RandomWarp(cfg.data.warp_freq, cfg.data.warp_time, seed=cfg.train.seed)
+    elif cfg.data.augment != "none":
+        raise ConfigError(f"data.augment must be 'none' or 'warp', got {cfg.data.augment!r}")
+    dm = PairedDataModule(data, cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
+                          augment=augment)
 
     t = cfg.train
     if t.logger == "csv":

@@ -1,0 +1,129 @@
+"""PVAE training throughput on real FSDD + MNIST, and its share of this machine's fp32 matmul peak.
+
+    python benchmarks/throughput.py [--data-dir ../shared/data] [--steps 20] [--batch-size 256]
+
+Measures (1) the fp32 matmul peak (square matmuls of a few sizes, best GFLOP/s), (2) training
+steps of PVAE with the paper's networks (loss + backward + Adam) on length-bucketed real batches,
+(3) the model's FLOPs per step: torch's FlopCounterMode for everything it counts plus an exact
+count of the LSTM matmuls, which FlopCounterMode does not see. Prints a summary and writes
+benchmarks/results/throughput.json. Falls back to the embedded sample when the data is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dispart.config import DataConfig
+from dispart.data.paired import LengthBucketSampler, PairedDigits, collate_paired
+from dispart.data.pipeline import load_experiment_data
+from dispart.models import PVAE
+from dispart.nn.modality import DIGIT_IMAGE, SPEECH
+
+OUT = Path(__file__).parent / "results" / "throughput.json"
+
+
+def matmul_peak(seconds: float = 3.0) -> float:
+    """Best fp32 GFLOP/s over square matmuls of size 1024..4096."""
+    best = 0.0
+    for n in (1024, 2048, 4096):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 3:
+            torch.mm(a, b)
+            reps += 1
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def lstm_flops(lstm: torch.nn.LSTM, steps: int, input_grad: bool) -> int:
+    """Matmul FLOPs of forward + backward of a one-layer LSTM over ``steps`` sample-frames."""
+    h, i = lstm.hidden_size, lstm.input_size
+    fwd = 2 * 4 * h * (i + h)
+    bwd = 2 * 4 * h * (i + h) + 2 * 4 * h * h + (2 * 4 * h * i if input_grad else 0)
+    return (fwd + bwd) * steps
+
+
+def step_flops(model: PVAE, batch: dict) -> int:
+    """FLOPs of one training step (forward + backward)."""
+    with FlopCounterMode(display=False) as counter:
+        model.loss(batch).loss.backward()
+    model.zero_grad()
+    frames = int(batch["audio"].data.shape[0] * batch["audio"].data.shape[1])  # padded frames run
+    n = counter.get_total_flops()
+    n += lstm_flops(model.joint.pre["audio"].lstm, frames, input_grad=False)
+    n += lstm_flops(model.unimodal["audio"].pre.lstm, frames, input_grad=False)
+    n += lstm_flops(model.decoders["audio"].lstm, frames, input_grad=True)
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=str(Path(__file__).parents[2] / "shared" / "data"))
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=256)
+    args = ap.parse_args()
+    data_dir = Path(args.data_dir)
+    if (data_dir / "fsdd" / "recordings").is_dir():
+        cfg = DataConfig(audio=str(data_dir / "fsdd" / "recordings"),
+                         images=str(data_dir / "mnist" / "mnist.npz"))
+        source = str(data_dir)
+    else:
+        print(f"{data_dir} not found: measuring on the embedded sample instead")
+        cfg, source = DataConfig(), "embedded sample"
+    data = load_experiment_data(cfg, progress=False)
+    ds = PairedDigits(data.speech_train.features, data.speech_train.labels,
+                      data.image_train.images, data.image_train.labels, seed=0)
+    sampler = LengthBucketSampler(ds.lengths, args.batch_size, seed=0)
+    batches = [collate_paired([ds[i] for i in idx]) for idx in sampler]
+    batches = [{k: b[k] for k in ("audio", "image")} for b in batches]
+
+    torch.manual_seed(0)
+    model = PVAE([SPEECH, DIGIT_IMAGE])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.95, 0.999))
+    flops = {id(b): step_flops(model, b) for b in batches}
+    for b in batches[:2]:  # warm-up
+        opt.zero_grad()
+        model.loss(b).loss.backward()
+        opt.step()
+    samples, total_flops, valid, padded = 0, 0, 0, 0
+    t0 = time.perf_counter()
+    for s in range(args.steps):
+        b = batches[s % len(batches)]
+        opt.zero_grad()
+        model.loss(b).loss.backward()
+        opt.step()
+        samples += b["image"].shape[0]
+        total_flops += flops[id(b)]
+        valid += int(b["audio"].lengths.sum())
+        padded += int(b["audio"].data.shape[0] * b["audio"].data.shape[1])
+    seconds = time.perf_counter() - t0
+    peak = matmul_peak()
+    achieved = total_flops / seconds / 1e9
+    result = {
+        "data": source, "batch_size": args.batch_size, "steps": args.steps,
+        "samples_per_second": samples / seconds,
+        "seconds_per_epoch": len(ds) / (samples / seconds),
+        "gflop_per_sample": total_flops / samples / 1e9,
+        "achieved_gflops": achieved, "matmul_peak_gflops": peak,
+        "share_of_peak": achieved / peak,
+        "padding_overhead": padded / valid - 1,
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=1))
+    for k, v in result.items():
+        print(f"{k:>20}: {v:.4g}" if isinstance(v, float) else f"{k:>20}: {v}")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
