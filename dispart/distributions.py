@@ -1,7 +1,9 @@
 """Distributions shared by all models: Gaussian posteriors/priors and observation likelihoods.
 
 Everything is built on ``torch.distributions``; this module only adds what those objects do
-not know about: masks for padded sequence frames.
+not know about: masks for padded sequence frames, and the link between what a decoder emits
+(its *parameters*: a mean for Gaussians, logits for Bernoulli and categorical likelihoods) and
+the mean returned by ``model.decode``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import math
 
 import torch
 from torch import Tensor
-from torch.distributions import Independent, Normal, kl_divergence
+from torch.distributions import Bernoulli, Categorical, Independent, Normal, kl_divergence
 
 from dispart.data.batch import Modality, Sequences
 
@@ -23,6 +25,12 @@ def standard_normal(like: Independent) -> Independent:
     return Independent(Normal(torch.zeros_like(mean), torch.ones_like(mean)), 1)
 
 
+def standard_normal_of(shape: tuple[int, ...], device=None, dtype=None) -> Independent:
+    """N(0, I) with event shape ``shape[-1:]`` and batch shape ``shape[:-1]``."""
+    zeros = torch.zeros(shape, device=device, dtype=dtype)
+    return Independent(Normal(zeros, torch.ones_like(zeros)), 1)
+
+
 def kl(q: Independent, p: Independent) -> Tensor:
     """KL(q || p) per sample, (B,)."""
     return kl_divergence(q, p)
@@ -33,31 +41,106 @@ def kl_to_prior(q: Independent) -> Tensor:
     return kl_divergence(q, standard_normal(q))
 
 
-class UnitGaussianLikelihood:
-    """p(x | z) = N(x; mean(z), I), summed over every (valid) element of a sample.
+class Likelihood:
+    """p(x | z) given the decoder's output ``params``; summed over every (valid) element.
 
-    For :class:`Sequences` padded frames are masked out, so they contribute neither value nor
-    gradient.
+    Subclasses define the element-wise log density and the mean. For :class:`Sequences` padded
+    frames are masked out, so they contribute neither value nor gradient.
     """
+
+    name = "likelihood"
+
+    def elementwise_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def mean(self, params: Tensor) -> Tensor:
+        """The mean of p(x | z) (what ``model.decode`` returns)."""
+        raise NotImplementedError
+
+    def params_from_mean(self, mean: Tensor) -> Tensor:
+        """Inverse of :meth:`mean` (clamped where the link is infinite)."""
+        raise NotImplementedError
+
+    def log_prob(self, params: Tensor, x: Modality) -> Tensor:
+        """(B,) log-likelihood in nats; ``params`` has the shape of ``x`` (padded data for Sequences)."""
+        if isinstance(x, Sequences):
+            # Decoders emit max(lengths) frames; extra all-padding frames of x are dropped.
+            x = Sequences(x.data[:, : params.shape[1]], x.lengths)
+            elem = self.elementwise_log_prob(params, x.data)
+            mask = x.mask().unsqueeze(-1)
+            return torch.where(mask, elem, torch.zeros_like(elem)).sum(dim=(1, 2))
+        return self.elementwise_log_prob(params, x).flatten(1).sum(dim=1)
+
+    def log_prob_of_mean(self, mean: Tensor, x: Modality) -> Tensor:
+        return self.log_prob(self.params_from_mean(mean), x)
+
+
+class UnitGaussianLikelihood(Likelihood):
+    """p(x | z) = N(x; mean(z), I); the decoder emits the mean."""
 
     name = "gaussian"
 
-    def log_prob(self, mean: Tensor, x: Modality) -> Tensor:
-        """(B,) log-likelihood in nats; ``mean`` has the shape of ``x`` (padded data for Sequences)."""
+    def elementwise_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        return Normal(params, 1.0).log_prob(x)
+
+    def mean(self, params: Tensor) -> Tensor:
+        return params
+
+    def params_from_mean(self, mean: Tensor) -> Tensor:
+        return mean
+
+
+class BernoulliLikelihood(Likelihood):
+    """p(x | z) = prod Bernoulli(x; sigmoid(logits(z))) for binarised data (e.g. binary MNIST).
+
+    The decoder emits logits. Targets in [0, 1] that are not exactly 0/1 give the usual
+    binary cross-entropy (support checks are off); binarise data for a proper likelihood
+    (:func:`dispart.data.labels.binarize`).
+    """
+
+    name = "bernoulli"
+
+    def elementwise_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        return Bernoulli(logits=params, validate_args=False).log_prob(x.to(params.dtype))
+
+    def mean(self, params: Tensor) -> Tensor:
+        return torch.sigmoid(params)
+
+    def params_from_mean(self, mean: Tensor) -> Tensor:
+        return torch.logit(mean, eps=1e-6)
+
+
+class CategoricalLikelihood(Likelihood):
+    """p(x | z) = Categorical(x; softmax(logits(z))) for a label modality of shape (C,).
+
+    The decoder emits (B, C) logits; ``x`` is either (B,) class indices or (B, C) one-hot
+    (or soft) vectors, for which the log-likelihood is sum_c x_c log p_c.
+    """
+
+    name = "categorical"
+
+    def log_prob(self, params: Tensor, x: Modality) -> Tensor:
         if isinstance(x, Sequences):
-            # Decoders emit max(lengths) frames; extra all-padding frames of x are dropped.
-            x = Sequences(x.data[:, : mean.shape[1]], x.lengths)
-            elem = Normal(mean, 1.0).log_prob(x.data)
-            mask = x.mask().unsqueeze(-1)
-            return torch.where(mask, elem, torch.zeros_like(elem)).sum(dim=(1, 2))
-        elem = Normal(mean, 1.0).log_prob(x)
-        return elem.flatten(1).sum(dim=1)
+            raise ValueError("the categorical likelihood is for (B,) or (B, C) labels, not sequences")
+        if x.dim() == 1:
+            return Categorical(logits=params).log_prob(x.long())
+        return (x.to(params.dtype) * torch.log_softmax(params, dim=-1)).sum(dim=-1)
+
+    def mean(self, params: Tensor) -> Tensor:
+        return torch.softmax(params, dim=-1)
+
+    def params_from_mean(self, mean: Tensor) -> Tensor:
+        return torch.log(mean.clamp_min(1e-12))
 
 
-LIKELIHOODS = {"gaussian": UnitGaussianLikelihood}
+LIKELIHOODS: dict[str, type[Likelihood]] = {
+    "gaussian": UnitGaussianLikelihood,
+    "bernoulli": BernoulliLikelihood,
+    "categorical": CategoricalLikelihood,
+}
 
 
-def make_likelihood(name: str) -> UnitGaussianLikelihood:
+def make_likelihood(name: str) -> Likelihood:
     if name not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}")
     return LIKELIHOODS[name]()

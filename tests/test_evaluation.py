@@ -298,3 +298,8 @@ def test_plot_tsne_writes_png_with_markers_and_subsampling(tmp_path: Path) -> No
     assert again.read_bytes() == pooled.read_bytes()
     with pytest.raises(ValueError, match="markers"):
         plot_tsne(x, y, tmp_path / "bad.png", title="t", markers=modality[:10])
+    # many labels (e.g. speakers, string ids): colours repeat, no per-label legend, still a PNG
+    speakers = np.array([f"spk{i % 37:02d}" for i in range(len(y))])
+    many = tmp_path / "speakers.png"
+    plot_tsne(x, speakers, many, title="z^a by speaker", max_points=150)
+    _assert_png(many)

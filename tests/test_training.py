@@ -30,7 +30,8 @@ def trained(tmp_path_factory):
 
 def test_run_folder_is_complete_and_loads_without_code_execution(trained):
     run, _ = trained
-    for name in ("config.yaml", "run.json", "model.safetensors", "checkpoints/last.ckpt"):
+    for name in ("config.yaml", "run.json", "model.safetensors", "checkpoints/last.ckpt",
+                 "checkpoints/epoch001.ckpt"):
         assert (run / name).is_file(), name
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["hyper_parameters"]["model_hparams"]["name"] == "pvae"

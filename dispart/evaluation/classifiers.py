@@ -1,6 +1,7 @@
 """Small digit classifiers that judge generated samples (evaluation tools, not models of study).
 
-- image: a two-layer strided CNN on (28, 28) images in [0, 1];
+- image: a two-layer strided CNN on (28, 28) images, each scaled to a peak of 1 (generated
+  images are low-contrast Gaussian means);
 - speech ("audio"): an MLP on a fixed-size pooling of the *normalised* log-Mel features the
   models see (mean and std over time plus the means of three equal time segments, 5 x D values),
   so generated features are classified without any waveform round trip.
@@ -44,6 +45,14 @@ def pool_features(features: np.ndarray) -> np.ndarray:
     segs = np.array_split(x, N_SEGMENTS, axis=0)
     seg_means = [s.mean(axis=0) if len(s) else x[-1] for s in segs]
     return np.concatenate([x.mean(axis=0), x.std(axis=0), *seg_means]).astype(np.float32)
+
+
+def _image_inputs(images: Sequence[np.ndarray] | np.ndarray) -> Tensor:
+    """(N, 1, 28, 28) tensor, each image clipped at 0 and scaled to a peak of 1: decoded images
+    are Gaussian means with low contrast, and the judge should read their shape, not contrast."""
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32)).clamp_min(0)
+    x = x.unsqueeze(1) if x.dim() == 3 else x
+    return x / x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
 
 
 class _ImageNet(nn.Module):
@@ -90,8 +99,7 @@ class DigitClassifier:
 
     def _inputs(self, items: Sequence[np.ndarray] | np.ndarray) -> Tensor:
         if self.modality == "image":
-            x = torch.as_tensor(np.asarray(items, dtype=np.float32))
-            return x.unsqueeze(1) if x.dim() == 3 else x
+            return _image_inputs(items)
         return torch.as_tensor(np.stack([pool_features(f) for f in items]))
 
     @torch.no_grad()
@@ -169,7 +177,7 @@ def train_image_classifier(
     idx = np.arange(len(labels))
     if len(idx) > max_items:
         idx = np.sort(np.random.default_rng(seed).choice(len(idx), max_items, replace=False))
-    x = torch.as_tensor(np.asarray(images, np.float32)[idx]).unsqueeze(1)
+    x = _image_inputs(np.asarray(images, np.float32)[idx])
     y = torch.as_tensor([classes.index(str(labels[i])) for i in idx])
     net = _ImageNet(len(classes))
     _fit(net, x, y, steps, min(batch, len(x)), 1e-3, seed, 1e-4)

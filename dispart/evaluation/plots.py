@@ -15,9 +15,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 from sklearn.manifold import TSNE
 
-__all__ = ["plot_inertia", "plot_tsne", "MARKER_CYCLE"]
+__all__ = ["plot_inertia", "plot_tsne", "MARKER_CYCLE", "MAX_LEGEND_LABELS"]
+
+MAX_LEGEND_LABELS = 20
+"""plot_tsne draws a per-label legend only up to this many distinct labels."""
 
 MARKER_CYCLE: tuple[str, ...] = ("o", "x", "^", "s", "D", "v", "*", "+")
 """Markers given to marker groups in first-appearance order ('o' speech, 'x' image in Fig. 13)."""
@@ -77,6 +81,7 @@ def plot_inertia(
                 color=color,
                 label=f"{name}: elbow k={k_hat}",
             )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("number of clusters k")
     ax.set_ylabel("k-means inertia")
     ax.set_title("k-means inertia vs. number of clusters")
@@ -108,7 +113,8 @@ def plot_tsne(
     Args:
         latents: (N, D) latent vectors.
         labels: (N,) class labels (e.g. digits); colours from the 10-colour ``tab10`` map
-            (``tab20`` if there are more than 10 labels), with a legend.
+            (``tab20``, repeating, if there are more than 10 labels); a legend lists the labels
+            when there are at most :data:`MAX_LEGEND_LABELS` of them (e.g. not for speakers).
         path: output PNG file (parent folders are created).
         title: figure title.
         markers: optional (N,) marker groups, e.g. modality names for the pooled plot of
@@ -174,16 +180,25 @@ def plot_tsne(
                     alpha=0.8,
                 )
 
-    class_handles = [
-        Line2D([], [], linestyle="", marker="o", color=colors[c], label=str(c)) for c in classes
-    ]
-    legend = ax.legend(
-        handles=class_handles,
-        title="label",
-        fontsize="small",
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-    )
+    if len(classes) <= MAX_LEGEND_LABELS:
+        class_handles = [
+            Line2D([], [], linestyle="", marker="o", color=colors[c], label=str(c)) for c in classes
+        ]
+        legend = ax.legend(
+            handles=class_handles,
+            title="label",
+            fontsize="small",
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+        )
+    else:  # e.g. hundreds of speakers: a legend would not fit; colours repeat every 20 labels
+        legend = ax.legend(
+            handles=[],
+            title=f"{len(classes)} labels\n(colours repeat)",
+            fontsize="small",
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+        )
     if groups is not None:
         ax.add_artist(legend)
         group_handles = [

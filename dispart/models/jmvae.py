@@ -7,6 +7,14 @@ pulled towards q by the KL terms of eq. (2):
     L_JMkl = E_q[sum_m log p(x^m | z)] - KL(q(z|X) || p(z)) - alpha * sum_m KL(q(z|X) || r_m(z|x^m)).
 
 Networks are those of PVAE (the PVAE paper's baseline), with z of size semantic + styles.
+
+M modalities: the joint encoder reads all M, the KL terms run over the M unimodal encoders.
+JMVAE-kl has encoders for the full set and for single modalities only: a subset of
+2 <= |S| < M modalities has no encoder of its own and ``encode`` refuses it (MVAE's PoE, or
+PVAE's product/quotient of unimodal posteriors, handle it). Training needs complete examples.
+
+:class:`PlainJMVAE` ("jmvae") is JMVAE without the KL terms (eq. 1): no unimodal encoders; as in
+the paper, missing modalities are given to the joint encoder as zeros, for any subset.
 """
 
 from __future__ import annotations
@@ -17,19 +25,39 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent
 
-from dispart.data.batch import Batch
+from dispart.data.batch import Batch, Modality, Sequences
 from dispart.models.base import LossOutput, MultimodalModel
 from dispart.nn.encoders import GaussianHead
-from dispart.nn.modality import ModalitySpec, build_decoder, build_pre_encoder
+from dispart.nn.modality import ModalitySpec, as_one_hot, build_decoder, build_pre_encoder
 from dispart.objectives import coherence_kl, kl_sum_to_prior
 
 LATENT = "z"
+
+
+def zeros_for(spec: ModalitySpec, batch_size: int, like: Tensor) -> Modality:
+    """The all-zero input JMVAE gives its joint encoder for a missing modality."""
+    if spec.kind == "sequence":
+        return Sequences(like.new_zeros(batch_size, 1, spec.shape[0]),
+                         torch.ones(batch_size, dtype=torch.int64))
+    return like.new_zeros(batch_size, *spec.shape)
+
+
+def _zero_rows(x: Modality, keep: Tensor, spec: ModalitySpec) -> Modality:
+    """``x`` with the rows where ``keep`` is False replaced by the zero input."""
+    if isinstance(x, Sequences):
+        k = keep.to(x.data.device)
+        return Sequences(x.data * k[:, None, None], torch.where(keep.cpu(), x.lengths, 1))
+    if spec.kind == "categorical":
+        x = as_one_hot(x, spec.shape[0])
+    k = keep.to(x.device)
+    return x * k.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
 
 
 class JMVAE(MultimodalModel):
     """JMVAE-kl; ``alpha = 0`` gives the plain joint ELBO of JMVAE (unimodal encoders untrained)."""
 
     name = "jmvae_kl"
+    zero_fill = False  # infer from missing modalities with zero inputs to the joint encoder
 
     def __init__(
         self,
@@ -47,56 +75,94 @@ class JMVAE(MultimodalModel):
         )
         self.joint_pre = nn.ModuleDict({s.name: build_pre_encoder(s, hidden) for s in modalities})
         self.joint_head = GaussianHead(sum(p.out_dim for p in self.joint_pre.values()), latent_dim)
-        self.unimodal_pre = nn.ModuleDict(
-            {s.name: build_pre_encoder(s, hidden) for s in modalities}
-        )
-        self.unimodal_head = nn.ModuleDict(
-            {s.name: GaussianHead(self.unimodal_pre[s.name].out_dim, latent_dim)
-             for s in modalities}
-        )
+        if not self.zero_fill:
+            self.unimodal_pre = nn.ModuleDict(
+                {s.name: build_pre_encoder(s, hidden) for s in modalities}
+            )
+            self.unimodal_head = nn.ModuleDict(
+                {s.name: GaussianHead(self.unimodal_pre[s.name].out_dim, latent_dim)
+                 for s in modalities}
+            )
 
     def latent_names(self, modality: str) -> tuple[str, ...]:
         return (LATENT,)
 
+    def latent_sizes(self) -> dict[str, int]:
+        return {LATENT: self.latent_dim}
+
     def _unimodal(self, modality: str, x) -> Independent:
         return self.unimodal_head[modality](self.unimodal_pre[modality](x))
 
+    def _joint(self, batch: Batch) -> Independent:
+        h = torch.cat([self.joint_pre[m](batch[m]) for m in self.specs], dim=-1)
+        return self.joint_head(h)
+
+    def _zero_filled(self, batch: Batch, present: Sequence[str]) -> dict[str, Modality]:
+        first = batch[present[0]]
+        like = first.data if isinstance(first, Sequences) else first
+        n = first.batch_size if isinstance(first, Sequences) else int(first.shape[0])
+        like = like.float()
+        masks = self.partial_masks(batch)
+        out: dict[str, Modality] = {}
+        for m, spec in self.specs.items():
+            if m not in present:
+                out[m] = zeros_for(spec, n, like)
+            elif m in masks:
+                out[m] = _zero_rows(batch[m], masks[m], spec)
+            else:
+                out[m] = batch[m]
+        return out
+
     def encode(self, batch: Batch) -> dict[str, Independent]:
-        present = self.present(batch)
-        for m in present:
-            self.check_input(m, batch[m])
+        present = self.check_inputs(batch)
+        if not present:
+            raise ValueError(f"{self.name}: cannot infer from an empty batch; give any of "
+                             f"{list(self.specs)}")
+        if self.zero_fill:
+            return {LATENT: self._joint(self._zero_filled(batch, present))}
+        partial = self.partial_masks(batch)
+        if partial:
+            raise ValueError(f"{self.name}.encode: modalities {sorted(partial)} are missing in some "
+                             "rows; encode each presence group (model.split_by_presence)")
         if len(present) == len(self.specs):
-            h = torch.cat([self.joint_pre[m](batch[m]) for m in self.specs], dim=-1)
-            return {LATENT: self.joint_head(h)}
+            return {LATENT: self._joint(batch)}
         if len(present) == 1:
             return {LATENT: self._unimodal(present[0], batch[present[0]])}
         raise ValueError(
-            f"jmvae_kl: cannot infer from modalities {list(present)}; give all of "
-            f"{list(self.specs)} or exactly one"
+            f"{self.name}: cannot infer from modalities {list(present)}; give all of "
+            f"{list(self.specs)} or exactly one (JMVAE-kl has no encoder for other subsets)"
         )
 
-    def decode(
+    def decode_params(
         self, latents: Mapping[str, Tensor], modality: str, lengths: Tensor | None = None
     ) -> Tensor:
-        if self.specs[modality].kind == "sequence":
-            if lengths is None:
-                raise ValueError(f"decoding sequence modality {modality!r} needs lengths")
-            return self.decoders[modality](latents[LATENT], lengths)
-        return self.decoders[modality](latents[LATENT])
+        return self.run_decoder(self.decoders[modality], latents[LATENT], modality, lengths)
 
-    def loss(self, batch: Batch) -> LossOutput:
+    def _check_complete(self, batch: Batch) -> tuple[str, ...]:
         present = self.present(batch)
         if len(present) != len(self.specs):
             missing = sorted(set(self.specs) - set(present))
-            raise ValueError(f"jmvae_kl.loss needs every modality; missing {missing}")
-        q = self.encode(batch)
+            raise ValueError(f"{self.name}.loss needs every modality; missing {missing} "
+                             "(JMVAE is trained on complete examples only)")
+        partial = self.partial_masks(batch)
+        if partial:
+            raise ValueError(f"{self.name}.loss needs every modality in every row; some rows miss "
+                             f"{sorted(partial)} (JMVAE is trained on complete examples only)")
+        return present
+
+    def _elbo(self, batch: Batch, present: Sequence[str]):
+        q = {LATENT: self._joint(batch)}
+        for m in present:
+            self.check_input(m, batch[m])
         z = {LATENT: q[LATENT].rsample()}
-        rec = {
-            m: self.log_likelihood(m, self.decode(z, m, self.lengths_of(batch[m])), batch[m])
-            for m in present
-        }
+        rec = {m: self.reconstruction_log_prob(z, m, batch[m]) for m in present}
         kl_prior = kl_sum_to_prior(q)
         elbo = torch.stack(list(rec.values())).sum(dim=0) - kl_prior
+        return q, rec, kl_prior, elbo
+
+    def loss(self, batch: Batch) -> LossOutput:
+        present = self._check_complete(batch)
+        q, rec, kl_prior, elbo = self._elbo(batch, present)
         r = {m: {LATENT: self._unimodal(m, batch[m])} for m in present}
         kl_uni = coherence_kl(q, r)
         loss = (-elbo + self.alpha * kl_uni).mean()
@@ -112,3 +178,30 @@ class JMVAE(MultimodalModel):
             "hidden": self.hidden,
             "alpha": self.alpha,
         }
+
+
+class PlainJMVAE(JMVAE):
+    """JMVAE without KL terms (Suzuki et al. eq. 1): the joint ELBO only; missing modalities are
+    zeros at the joint encoder's input (any subset, and per-row masks, at inference)."""
+
+    name = "jmvae"
+    zero_fill = True
+
+    def __init__(self, modalities: Sequence[ModalitySpec], latent_dim: int = 96, hidden: int = 512
+                 ) -> None:
+        super().__init__(modalities, latent_dim, hidden, alpha=0.0)
+
+    def latent_names(self, modality: str) -> tuple[str, ...]:
+        return (LATENT,)
+
+    def loss(self, batch: Batch) -> LossOutput:
+        present = self._check_complete(batch)
+        _, rec, kl_prior, elbo = self._elbo(batch, present)
+        terms = {f"rec_{m}": -v.mean() for m, v in rec.items()}
+        terms.update({"kl": kl_prior.mean(), "elbo": elbo.mean()})
+        return LossOutput(-elbo.mean(), terms)
+
+    def hparams(self) -> dict:
+        h = super().hparams()
+        del h["alpha"]
+        return h

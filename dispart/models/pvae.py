@@ -6,6 +6,15 @@ Inference models: multimodal q(z^s, z^1..z^M | X) = q(z^s | X) prod_m q(z^m | X)
 concatenated pre-encodings; unimodal r_m(z^s, z^m | x^m) = r_m(z^s | x^m) r_m(z^m | x^m) with
 pre-encoders of their own (not shared with q).
 Objective (maximised in the paper): L + a_CH * CH + a_CM * CM, eqs. (7)-(9).
+
+Any number M >= 2 of modalities, and missing ones (docs/models.md): with every modality the
+paper's q is used; from one modality r_m; from a subset S of 2 <= |S| < M modalities z^s is
+the product of the unimodal r_m(z^s | x^m) divided by the prior |S| - 1 times (the true
+posterior factorises so, as in MVAE-Q; each expert's variance is floored at the prior's so
+the quotient exists) and z^m comes from r_m. Style latents of absent modalities keep their
+prior. With ``allow_missing=True`` ``loss`` trains on any subset: the ELBO of the present
+modalities under that inference model, CH over the present modalities (0 for one) and CM over
+the present pairs (0 for one).
 """
 
 from __future__ import annotations
@@ -18,7 +27,8 @@ from torch.distributions import Independent
 
 from dispart.data.batch import Batch
 from dispart.models.base import LossOutput, MultimodalModel
-from dispart.nn.encoders import GaussianHead
+from dispart.nn.encoders import GaussianHead, diag_gaussian
+from dispart.nn.experts import prior_floored_logvar, product_quotient_of_experts
 from dispart.nn.modality import ModalitySpec, build_decoder, build_pre_encoder
 from dispart.objectives import (
     coherence_kl,
@@ -83,12 +93,14 @@ class PVAE(MultimodalModel):
         alpha_ch: float = 0.1,
         alpha_cm: float = 10.0,
         margin: float = 0.5,
+        allow_missing: bool = False,
     ) -> None:
         super().__init__(modalities)
         if len(modalities) < 2:
             raise ValueError("PVAE needs at least two modalities")
         self.semantic_dim, self.style_dim, self.hidden = semantic_dim, style_dim, hidden
         self.alpha_ch, self.alpha_cm, self.margin = alpha_ch, alpha_cm, margin
+        self.allow_missing = allow_missing
         # Generative model p(x^m | z^s, z^m).
         self.decoders = nn.ModuleDict(
             {s.name: build_decoder(s, semantic_dim + style_dim, hidden) for s in modalities}
@@ -102,55 +114,89 @@ class PVAE(MultimodalModel):
     def latent_names(self, modality: str) -> tuple[str, ...]:
         return (SEMANTIC, style(modality))
 
+    def latent_sizes(self) -> dict[str, int]:
+        sizes = {SEMANTIC: self.semantic_dim}
+        sizes.update({style(m): self.style_dim for m in self.specs})
+        return sizes
+
+    def subset_posterior(self, unimodal: Mapping[str, Mapping[str, Independent]]
+                         ) -> dict[str, Independent]:
+        """q(z^s, z^S | x^S) for a subset S from the unimodal posteriors r_m, m in S.
+
+        z^s: prod_m r_m(z^s | x^m) / p(z^s)^(|S|-1) with each r_m's variance floored at the
+        prior's (so the quotient is a Gaussian); z^m: r_m(z^m | x^m).
+        """
+        names = list(unimodal)
+        sem = [unimodal[m][SEMANTIC] for m in names]
+        means = torch.stack([q.mean for q in sem])
+        logvars = prior_floored_logvar(torch.stack([q.variance.log() for q in sem]))
+        zeros = torch.zeros_like(means[0])
+        mean, logvar = product_quotient_of_experts(means, logvars, zeros, zeros)
+        out = {SEMANTIC: diag_gaussian(mean, logvar)}
+        out.update({style(m): unimodal[m][style(m)] for m in names})
+        return out
+
     def encode(self, batch: Batch) -> dict[str, Independent]:
-        present = self.present(batch)
-        for m in present:
-            self.check_input(m, batch[m])
+        present = self.check_inputs(batch)
+        partial = self.partial_masks(batch)
+        if partial:
+            raise ValueError(f"pvae.encode: modalities {sorted(partial)} are missing in some rows; "
+                             "encode each presence group (model.split_by_presence)")
         if len(present) == len(self.specs):
             return self.joint(batch)
         if len(present) == 1:
             return self.unimodal[present[0]](batch[present[0]])
-        raise ValueError(
-            f"pvae: cannot infer from modalities {list(present)}; give all of "
-            f"{list(self.specs)} or exactly one"
-        )
+        if not present:
+            raise ValueError(f"pvae: cannot infer from an empty batch; give any of {list(self.specs)}")
+        return self.subset_posterior({m: self.unimodal[m](batch[m]) for m in present})
 
-    def decode(
+    def decode_params(
         self, latents: Mapping[str, Tensor], modality: str, lengths: Tensor | None = None
     ) -> Tensor:
         z = torch.cat([latents[SEMANTIC], latents[style(modality)]], dim=-1)
-        if self.specs[modality].kind == "sequence":
-            if lengths is None:
-                raise ValueError(f"decoding sequence modality {modality!r} needs lengths")
-            return self.decoders[modality](z, lengths)
-        return self.decoders[modality](z)
+        return self.run_decoder(self.decoders[modality], z, modality, lengths)
 
     def loss(self, batch: Batch, negative_index: Tensor | None = None) -> LossOutput:
         """-(L + a_CH CH + a_CM CM) averaged over the batch.
 
         Args:
-            batch: every modality of the model, paired row by row.
-            negative_index: (B,) rows used as X~ in CM; random by default.
+            batch: every modality of the model, paired row by row (any subset, and per-row
+                masks, when the model was built with ``allow_missing=True``).
+            negative_index: (B,) rows used as X~ in CM; random by default (not allowed with
+                per-row masks: negatives are then drawn within each presence group).
         """
         present = self.present(batch)
-        if len(present) != len(self.specs):
-            missing = sorted(set(self.specs) - set(present))
-            raise ValueError(f"pvae.loss needs every modality; missing {missing}")
+        partial = self.partial_masks(batch)
+        if not self.allow_missing:
+            if len(present) != len(self.specs):
+                missing = sorted(set(self.specs) - set(present))
+                raise ValueError(f"pvae.loss needs every modality; missing {missing} "
+                                 "(build the model with allow_missing=True to train on partial data)")
+            if partial:
+                raise ValueError(f"pvae.loss needs every modality in every row; some rows miss "
+                                 f"{sorted(partial)} (build the model with allow_missing=True)")
+            return self._loss(batch, negative_index)
+        if partial and negative_index is not None:
+            raise ValueError("pvae.loss: negative_index cannot be given with per-row masks")
+        return self.grouped_loss(batch, lambda sub: self._loss(sub, negative_index))
+
+    def _loss(self, batch: Batch, negative_index: Tensor | None) -> LossOutput:
+        present = self.present(batch)
         q = self.encode(batch)
         z = {name: post.rsample() for name, post in q.items()}
-        rec = {
-            m: self.log_likelihood(m, self.decode(z, m, self.lengths_of(batch[m])), batch[m])
-            for m in present
-        }
+        rec = {m: self.reconstruction_log_prob(z, m, batch[m]) for m in present}
         kl_prior = kl_sum_to_prior(q)
         elbo = torch.stack(list(rec.values())).sum(dim=0) - kl_prior
 
-        r = {m: self.unimodal[m](batch[m]) for m in present}
-        ch = coherence_kl(q, r)
         b = next(iter(rec.values())).shape[0]
-        if negative_index is None:
-            negative_index = random_negatives(b).to(kl_prior.device)
-        if self.alpha_cm > 0:
+        if len(present) >= 2:
+            r = {m: self.unimodal[m](batch[m]) for m in present}
+            ch = coherence_kl(q, r)
+        else:  # q is r_m itself
+            ch = torch.zeros_like(elbo)
+        if self.alpha_cm > 0 and len(present) >= 2 and (b >= 2 or negative_index is not None):
+            if negative_index is None:
+                negative_index = random_negatives(b).to(kl_prior.device)
             cm = cross_modal_hinge({m: r[m][SEMANTIC].mean for m in present}, negative_index,
                                    self.margin)
         else:
@@ -171,4 +217,5 @@ class PVAE(MultimodalModel):
             "alpha_ch": self.alpha_ch,
             "alpha_cm": self.alpha_cm,
             "margin": self.margin,
+            "allow_missing": self.allow_missing,
         }

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor
 from torch.distributions import Independent
 
-from dispart.data.batch import Batch
-from dispart.models.base import LossOutput, MultimodalModel
+from dispart.data.batch import Batch, index_batch
+from dispart.models.base import LossOutput, MultimodalModel, mask_key
 from dispart.nn.encoders import GaussianHead
 from dispart.nn.modality import ModalitySpec, build_decoder, build_pre_encoder
 from dispart.objectives import kl_sum_to_prior
@@ -34,10 +35,21 @@ class VAE(MultimodalModel):
         self.decoder = build_decoder(modality, latent_dim, hidden)
 
     def present(self, batch: Batch) -> tuple[str, ...]:
-        return (self.modality,) if self.modality in batch else ()
+        if self.modality not in batch:
+            return ()
+        mask = batch.get(mask_key(self.modality))
+        if mask is not None and not bool(torch.as_tensor(mask).any()):
+            return ()
+        return (self.modality,)
 
     def latent_names(self, modality: str) -> tuple[str, ...]:
         return (LATENT,) if modality == self.modality else ()
+
+    def decoder_latents(self, modality: str) -> tuple[str, ...]:
+        return (LATENT,)
+
+    def latent_sizes(self) -> dict[str, int]:
+        return {LATENT: self.latent_dim}
 
     def encode(self, batch: Batch) -> dict[str, Independent]:
         if self.modality not in batch:
@@ -46,22 +58,26 @@ class VAE(MultimodalModel):
         self.check_input(self.modality, batch[self.modality])
         return {LATENT: self.head(self.pre(batch[self.modality]))}
 
-    def decode(
+    def decode_params(
         self, latents: Mapping[str, Tensor], modality: str, lengths: Tensor | None = None
     ) -> Tensor:
         if modality != self.modality:
             raise ValueError(f"vae: this model generates {self.modality!r} only, not {modality!r}")
-        if self.specs[modality].kind == "sequence":
-            if lengths is None:
-                raise ValueError(f"decoding sequence modality {modality!r} needs lengths")
-            return self.decoder(latents[LATENT], lengths)
-        return self.decoder(latents[LATENT])
+        return self.run_decoder(self.decoder, latents[LATENT], modality, lengths)
 
     def loss(self, batch: Batch) -> LossOutput:
-        q = self.encode(batch)
+        """Negative ELBO of the model's modality; other modalities are ignored and rows where
+        a mask says the modality is missing are dropped."""
+        if not self.present(batch):
+            raise ValueError(f"vae: the batch has no {self.modality!r} to train on; "
+                             f"batch has {sorted(batch)}")
         x = batch[self.modality]
-        mean = self.decode({LATENT: q[LATENT].rsample()}, self.modality, self.lengths_of(x))
-        rec = self.log_likelihood(self.modality, mean, x)
+        mask = batch.get(mask_key(self.modality))
+        if mask is not None and not bool(torch.as_tensor(mask).all()):
+            rows = torch.nonzero(torch.as_tensor(mask, dtype=torch.bool).cpu()).squeeze(1)
+            x = index_batch({self.modality: x}, rows)[self.modality]
+        q = self.encode({self.modality: x})
+        rec = self.reconstruction_log_prob({LATENT: q[LATENT].rsample()}, self.modality, x)
         kl_prior = kl_sum_to_prior(q)
         elbo = rec - kl_prior
         return LossOutput(-elbo.mean(), {f"rec_{self.modality}": -rec.mean(),

@@ -102,7 +102,9 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     else:
         raise ConfigError(f"train.logger must be 'csv' or 'tensorboard', got {t.logger!r}")
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0),
+        # Every epoch: keep the newest epoch checkpoint and last.ckpt (for --resume after a crash).
+        ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}",
+                        auto_insert_metric_name=False, save_last=True, every_n_epochs=1),
         EpochPairing(),
     ]
     monitor = None

@@ -1,0 +1,7 @@
+"""``python -m dispart`` = the ``dispart`` command."""
+
+import sys
+
+from dispart.cli import main
+
+sys.exit(main())
