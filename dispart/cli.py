@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -77,6 +78,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _overrides(args))
     t0 = time.perf_counter()
     summary = train(cfg, args.out, resume=args.resume)
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        return 0  # DDP worker processes: rank 0 reports and evaluates
     print(f"trained {cfg.model.display_name} for {summary['epochs']} epochs in "
           f"{time.perf_counter() - t0:.0f} s -> {args.out}")
     if args.evaluate:

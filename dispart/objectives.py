@@ -90,3 +90,11 @@ def random_negatives(batch_size: int, generator: torch.Generator | None = None) 
         raise ValueError("a negative sample needs a batch of at least 2")
     shift = int(torch.randint(1, batch_size, (1,), generator=generator))
     return (torch.arange(batch_size) + shift) % batch_size
+
+
+def linear_anneal(step: int, steps: int, final: float = 1.0) -> float:
+    """KL weight beta after ``step`` training steps: final * min(1, step / steps); ``steps <= 0``
+    means no annealing (always ``final``)."""
+    if steps <= 0:
+        return float(final)
+    return float(final) * min(1.0, step / steps)

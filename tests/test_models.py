@@ -147,3 +147,42 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
         opt.step()
     torch.manual_seed(5)
     assert m.loss(b, negative_index=neg).loss.item() < first
+
+
+def test_checkpoint_layout_and_old_hparams_still_load():
+    # Parameter names of trained runs (safetensors) must not change.
+    p = small_pvae()
+    prefixes = {k.split(".")[0] + "." + k.split(".")[1] for k in p.state_dict()}
+    assert {"decoders.audio", "decoders.image", "joint.pre", "joint.heads", "unimodal.audio",
+            "unimodal.image"} == prefixes
+    j = JMVAE([SMALL_SPEECH, DIGIT_IMAGE], latent_dim=4, hidden=16)
+    assert {k.split(".")[0] for k in j.state_dict()} == {
+        "decoders", "joint_pre", "joint_head", "unimodal_pre", "unimodal_head"}
+    v = VAE(SMALL_SPEECH, latent_dim=4, hidden=16)
+    assert {k.split(".")[0] for k in v.state_dict()} == {"pre", "head", "decoder"}
+    # run.json written before allow_missing existed.
+    old = {"name": "pvae", "modalities": [SMALL_SPEECH.to_dict(), DIGIT_IMAGE.to_dict()],
+           "semantic_dim": 3, "style_dim": 2, "hidden": 16, "alpha_ch": 0.1, "alpha_cm": 10.0,
+           "margin": 0.5}
+    rebuilt = build_model(old)
+    rebuilt.load_state_dict(p.state_dict())
+    assert rebuilt.allow_missing is False
+
+
+def test_decode_is_likelihood_mean_of_decoder_parameters():
+    torch.manual_seed(0)
+    m = small_pvae()
+    b = batch(b=3)
+    z = {k: q.mean for k, q in m.encode(b).items()}
+    assert torch.equal(m.decode(z, "image"), m.decode_params(z, "image"))  # Gaussian: mean
+    assert m.latent_sizes() == {"z_s": 3, "z_audio": 2, "z_image": 2}
+    assert m.decoder_latents("audio") == ("z_s", "z_audio")
+    rec = m.reconstruction_log_prob(z, "audio", b["audio"])
+    assert torch.allclose(rec, m.log_likelihood("audio", m.decode(z, "audio", b["audio"].lengths),
+                                                 b["audio"]))
+    bern = PVAE([SMALL_SPEECH, ModalitySpec("image", "image", (1, 28, 28), "bernoulli")],
+                semantic_dim=3, style_dim=2, hidden=16)
+    img = bern.decode(z, "image")
+    assert ((img >= 0) & (img <= 1)).all()
+    with pytest.raises(ValueError, match="categorical likelihood goes with kind"):
+        ModalitySpec("image", "image", (1, 28, 28), "categorical")

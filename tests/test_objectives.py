@@ -102,3 +102,37 @@ def test_unit_gaussian_likelihood_hand_value_and_mask():
     # Images: plain sum over pixels.
     img = lik.log_prob(torch.ones(2, 1, 2, 2), torch.zeros(2, 1, 2, 2))
     assert torch.allclose(img, torch.full((2,), 4 * per_elem))
+
+
+def test_bernoulli_and_categorical_likelihoods_hand_values():
+    from dispart.distributions import BernoulliLikelihood, CategoricalLikelihood, make_likelihood
+
+    bern = BernoulliLikelihood()
+    logits = torch.tensor([[0.0, 2.0, -1.0]])
+    x = torch.tensor([[1.0, 0.0, 1.0]])
+    expected = math.log(0.5) + math.log(1 - 1 / (1 + math.exp(-2))) + math.log(1 / (1 + math.e))
+    assert bern.log_prob(logits, x).item() == pytest.approx(expected, rel=1e-5)
+    assert torch.allclose(bern.mean(logits), torch.sigmoid(logits))
+    assert bern.log_prob_of_mean(bern.mean(logits), x).item() == pytest.approx(expected, rel=1e-4)
+    # Extreme logits stay finite (computed from logits, not probabilities).
+    assert torch.isfinite(bern.log_prob(torch.tensor([[100.0, -100.0]]), torch.tensor([[0.0, 1.0]])))
+    # Masked sequence frames count for nothing.
+    seq = Sequences(torch.ones(1, 3, 2), torch.tensor([1]))
+    assert bern.log_prob(torch.zeros(1, 3, 2), seq).item() == pytest.approx(2 * math.log(0.5))
+
+    cat = CategoricalLikelihood()
+    logits = torch.log(torch.tensor([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]]))
+    idx = torch.tensor([2, 0])
+    assert torch.allclose(cat.log_prob(logits, idx), torch.log(torch.tensor([0.5, 0.6])))
+    onehot = torch.nn.functional.one_hot(idx, 3).float()
+    assert torch.allclose(cat.log_prob(logits, onehot), cat.log_prob(logits, idx))
+    assert torch.allclose(cat.mean(logits), torch.tensor([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]]))
+    with pytest.raises(ValueError, match="unknown likelihood"):
+        make_likelihood("poisson")
+
+
+def test_linear_kl_annealing():
+    from dispart.objectives import linear_anneal
+
+    assert [linear_anneal(s, 4, 2.0) for s in (0, 1, 4, 9)] == [0.0, 0.5, 2.0, 2.0]
+    assert linear_anneal(0, 0, 0.7) == 0.7

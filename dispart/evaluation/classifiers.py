@@ -150,6 +150,18 @@ def _build(modality: str, n_classes: int, in_dim: int) -> nn.Module:
 
 def _fit(net: nn.Module, x: Tensor, y: Tensor, steps: int, batch: int, lr: float, seed: int,
          weight_decay: float) -> None:
+    """Minibatch AdamW on one CPU thread (these nets are too small to gain from more; on a busy
+    machine extra intra-op threads made training ~5x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _fit_loop(net, x, y, steps, batch, lr, seed, weight_decay)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_loop(net: nn.Module, x: Tensor, y: Tensor, steps: int, batch: int, lr: float, seed: int,
+              weight_decay: float) -> None:
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     net.train()

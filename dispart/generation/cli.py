@@ -231,6 +231,8 @@ def generate_run(run_dir: str | Path, out: str | Path | None = None, **kwargs: A
 
 def cmd_generate(args: argparse.Namespace) -> int:
     kinds = tuple(dict.fromkeys(args.kind)) if args.kind else KINDS
+    if args.griffin_lim_iters < 1:
+        raise ConfigError(f"--griffin-lim-iters must be >= 1, got {args.griffin_lim_iters}")
     manifest = generate_run(args.run_dir, args.out, kinds=kinds, cols=args.cols, rows=args.rows,
                             seed=args.seed, split=args.split, audio=not args.no_audio,
                             n_iter=args.griffin_lim_iters)

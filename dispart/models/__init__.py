@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispart.models.base import LossOutput, MultimodalModel
-from dispart.models.jmvae import JMVAE
+from dispart.models.base import LossOutput, MultimodalModel, mask_key
+from dispart.models.jmvae import JMVAE, PlainJMVAE
+from dispart.models.mvae import MVAE
 from dispart.models.pvae import PVAE
 from dispart.models.vae import VAE
 from dispart.nn.modality import ModalitySpec
 
-MODELS = ("pvae", "jmvae_kl", "vae")
+MODELS = ("pvae", "jmvae_kl", "jmvae", "mvae", "mvae_q", "vae")
 
 
 def build_model(hparams: dict[str, Any]) -> MultimodalModel:
@@ -22,6 +23,11 @@ def build_model(hparams: dict[str, Any]) -> MultimodalModel:
         return PVAE(specs, **h)
     if name == "jmvae_kl":
         return JMVAE(specs, **h)
+    if name == "jmvae":
+        return PlainJMVAE(specs, **h)
+    if name in ("mvae", "mvae_q"):
+        h.pop("quotient", None)
+        return MVAE(specs, quotient=name == "mvae_q", **h)
     if name == "vae":
         if len(specs) != 1:
             raise ValueError(f"vae takes exactly one modality, got {[s.name for s in specs]}")
@@ -29,4 +35,5 @@ def build_model(hparams: dict[str, Any]) -> MultimodalModel:
     raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
 
 
-__all__ = ["JMVAE", "MODELS", "PVAE", "VAE", "LossOutput", "MultimodalModel", "build_model"]
+__all__ = ["JMVAE", "MODELS", "MVAE", "PVAE", "VAE", "LossOutput", "MultimodalModel",
+           "PlainJMVAE", "build_model", "mask_key"]

@@ -240,7 +240,8 @@ class MultimodalModel(nn.Module, ABC):
         self, latents: Mapping[str, Tensor], modality: str, lengths: Tensor | None = None
     ) -> Tensor:
         """Mean of p(x^modality | latents); ``lengths`` (B,) frames for sequence modalities."""
-        return self.likelihoods[modality].mean(self.decode_params(latents, modality, lengths))
+        params = self.decode_params(latents, modality, lengths)
+        return self.likelihoods[modality].mean(params)
 
     @abstractmethod
     def loss(self, batch: Batch) -> LossOutput:

@@ -182,9 +182,9 @@ def _plots(run: Run, data: ExperimentData, evaluation: dict[str, Any], folder: P
         zs, ys, _ = lat["speech"]
         zi, yi, _ = lat["image"]
         tsne(f"pooled_{n}", np.concatenate([zs[n], zi[n]]), np.concatenate([ys, yi]),
-             f"{latent_symbol(n)} pooled: o speech, x image",
+             f"{latent_symbol(n)} pooled over speech and image",
              "t-SNE of the shared latent pooled over both modalities (paper Fig. 13): 'o' "
-             "speech, 'x' image.", markers=np.asarray(["o"] * len(ys) + ["x"] * len(yi)))
+             "speech, 'x' image.", markers=np.asarray(["speech"] * len(ys) + ["image"] * len(yi)))
     for m, (z, y, spk) in lat.items():
         for n in z:
             if n in ("z_s", "z"):
@@ -199,7 +199,7 @@ def _plots(run: Run, data: ExperimentData, evaluation: dict[str, Any], folder: P
 
 
 def _ensure(run_dir: Path, run: Run, data: ExperimentData, rows: int, seed: int,
-            regenerate: bool) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+            regenerate: bool, quality_items: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """evaluation.json, generated/manifest.json and quality.json, computing what is missing."""
     from dispart.evaluation.classifiers import run_classifiers
     from dispart.evaluation.quality import quality_from_data
@@ -216,7 +216,8 @@ def _ensure(run_dir: Path, run: Run, data: ExperimentData, rows: int, seed: int,
         manifest = json.loads(man_path.read_text())
     q_path = run_dir / "quality.json"
     if regenerate or not q_path.is_file():
-        quality = quality_from_data(run, data, run_classifiers(run, data, seed=seed), seed=seed)
+        quality = quality_from_data(run, data, run_classifiers(run, data, seed=seed), seed=seed,
+                                    max_items=quality_items)
         quality["provenance"] = run.info.get("provenance", {})
         write_evaluation_json(q_path, quality)
     else:
@@ -345,18 +346,19 @@ def render_page(run: Run, evaluation: dict[str, Any], manifest: dict[str, Any],
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, seed: int = 0, rows: int = 5,
-                 tsne_points: int = 500, regenerate: bool = False,
+                 tsne_points: int = 500, regenerate: bool = False, quality_items: int = 2000,
                  data: ExperimentData | None = None) -> Path:
     """Write the self-contained report of a run (default RUN_DIR/report.html); returns its path.
 
     Computes and stores in the run folder whatever is missing (see the module docstring);
-    ``regenerate`` recomputes everything.
+    ``regenerate`` recomputes everything; ``rows``: style rows of the grids; ``tsne_points``:
+    test items per modality in t-SNE plots; ``quality_items``: test items per modality judged.
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     if data is None:
         data = load_experiment_data(run.config.data, progress=False, normalizer=run.normalizer)
-    evaluation, manifest, quality = _ensure(run_dir, run, data, rows, seed, regenerate)
+    evaluation, manifest, quality = _ensure(run_dir, run, data, rows, seed, regenerate, quality_items)
     assets = run_dir / "report_assets"
     if regenerate and assets.is_dir():
         for p in assets.glob("*.png"):

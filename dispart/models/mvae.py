@@ -1,0 +1,229 @@
+"""MVAE and MVAE-Q (Wu & Goodman, 2018): one latent z, a product of Gaussian experts.
+
+Generative model p: z ~ N(0, I); x^m ~ p(x^m | decoder_m(z)) for every modality m (Gaussian,
+Bernoulli or categorical likelihood, see ModalitySpec.likelihood).
+Inference: one expert per modality, q~(z | x^m); for the modalities X present,
+
+    MVAE:   q(z | X) ∝ p(z) prod_{m in X} q~(z | x^m)              (product with a prior expert)
+    MVAE-Q: q(z | X) = prod_{m in X} q(z | x^m) / p(z)^(|X| - 1)   (product and quotient, eq. 4)
+
+so any subset of modalities (and per-row masks) can be encoded. MVAE-Q's quotient needs every
+expert's variance below the prior's; experts are parametrised to satisfy it
+(:func:`dispart.nn.experts.constrained_logvar`).
+
+Objective, sub-sampled as in eq. (5), for the modalities X present in a batch:
+
+    ELBO(X) + sum_{m in X} ELBO(x^m) + sum_{j=1..k} ELBO(X_j)
+
+with X_j drawn uniformly among the subsets of X with 2 <= |X_j| < |X| (none exist when
+|X| <= 2, then k is ignored); ELBO(Y) = E_q(z|Y)[sum_{m in Y} lambda_m log p(x^m | z)]
+- beta KL(q(z | Y) || p(z)) (eq. 2). beta is annealed linearly from 0 over ``anneal_steps``
+training steps (calls of ``loss`` in training mode with gradients on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Independent
+
+from dispart.data.batch import Batch, Modality
+from dispart.distributions import kl_to_prior
+from dispart.models.base import LossOutput, MultimodalModel
+from dispart.nn.encoders import diag_gaussian
+from dispart.nn.experts import (
+    ExpertHead,
+    constrained_logvar,
+    product_of_experts,
+    product_quotient_of_experts,
+)
+from dispart.nn.modality import ModalitySpec, build_decoder, build_pre_encoder
+from dispart.objectives import linear_anneal
+
+LATENT = "z"
+
+
+class Expert(nn.Module):
+    """q~(z | x^m): a pre-encoder and a head emitting (mean, raw log-variance)."""
+
+    def __init__(self, spec: ModalitySpec, latent_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.pre = build_pre_encoder(spec, hidden)
+        self.head = ExpertHead(self.pre.out_dim, latent_dim)
+
+    def forward(self, x: Modality) -> tuple[Tensor, Tensor]:
+        return self.head(self.pre(x))
+
+
+def random_subsets(names: Sequence[str], k: int, generator: torch.Generator | None = None
+                   ) -> list[tuple[str, ...]]:
+    """k subsets of ``names`` drawn uniformly (with replacement) among those with
+    2 <= size < len(names); [] when there are none (len(names) <= 2) or k = 0."""
+    n = len(names)
+    if n <= 2 or k <= 0:
+        return []
+    out = []
+    while len(out) < k:  # rejection sampling: acceptance (2^n - n - 2) / 2^n >= 3/8
+        keep = torch.rand(n, generator=generator) < 0.5
+        size = int(keep.sum())
+        if 2 <= size < n:
+            out.append(tuple(m for m, b in zip(names, keep.tolist(), strict=True) if b))
+    return out
+
+
+class MVAE(MultimodalModel):
+    """MVAE (``quotient=False``) or MVAE-Q (``quotient=True``, name "mvae_q")."""
+
+    name = "mvae"
+
+    def __init__(
+        self,
+        modalities: Sequence[ModalitySpec],
+        latent_dim: int = 64,
+        hidden: int = 512,
+        k: int = 0,
+        lambdas: Mapping[str, float] | None = None,
+        beta: float = 1.0,
+        anneal_steps: int = 0,
+        quotient: bool = False,
+    ) -> None:
+        super().__init__(modalities)
+        self.latent_dim, self.hidden, self.k = latent_dim, hidden, int(k)
+        self.beta, self.anneal_steps, self.quotient = float(beta), int(anneal_steps), bool(quotient)
+        if self.k < 0:
+            raise ValueError(f"mvae: k must be >= 0, got {k}")
+        unknown = sorted(set(lambdas or {}) - set(self.specs))
+        if unknown:
+            raise ValueError(f"mvae: lambdas for unknown modalities {unknown}")
+        self.lambdas = {m: float((lambdas or {}).get(m, 1.0)) for m in self.specs}
+        if self.quotient:
+            self.name = "mvae_q"
+        self.experts = nn.ModuleDict({s.name: Expert(s, latent_dim, hidden) for s in modalities})
+        self.decoders = nn.ModuleDict(
+            {s.name: build_decoder(s, latent_dim, hidden) for s in modalities}
+        )
+        # Training steps seen, for beta annealing; saved with the weights so resuming continues.
+        self.register_buffer("anneal_step", torch.zeros((), dtype=torch.long))
+
+    # ------------------------------------------------------------------ latents / inference
+    def latent_names(self, modality: str) -> tuple[str, ...]:
+        return (LATENT,)
+
+    def latent_sizes(self) -> dict[str, int]:
+        return {LATENT: self.latent_dim}
+
+    def expert_params(self, modality: str, x: Modality) -> tuple[Tensor, Tensor]:
+        """(mean, log-variance) of q~(z | x^m) (MVAE) or q(z | x^m) (MVAE-Q, constrained)."""
+        mean, raw = self.experts[modality](x)
+        return mean, (constrained_logvar(raw) if self.quotient else raw)
+
+    def combine(self, params: Mapping[str, tuple[Tensor, Tensor]],
+                masks: Mapping[str, Tensor] | None = None) -> Independent:
+        """q(z | X) from the experts' (mean, logvar) of the modalities in ``params``."""
+        names = list(params)
+        means = torch.stack([params[m][0] for m in names])
+        logvars = torch.stack([params[m][1] for m in names])
+        mask = None
+        if masks:
+            b = means.shape[1]
+            mask = torch.stack([masks[m].to(means.device) if m in masks
+                                else torch.ones(b, dtype=torch.bool, device=means.device)
+                                for m in names])
+        zeros = torch.zeros_like(means[0])
+        if self.quotient:
+            mean, logvar = product_quotient_of_experts(means, logvars, zeros, zeros, mask)
+        else:  # prior expert N(0, I) always present
+            means = torch.cat([zeros[None], means])
+            logvars = torch.cat([zeros[None], logvars])
+            if mask is not None:
+                mask = torch.cat([torch.ones_like(mask[:1]), mask])
+            mean, logvar = product_of_experts(means, logvars, mask)
+        return diag_gaussian(mean, logvar)
+
+    def encode(self, batch: Batch) -> dict[str, Independent]:
+        """q(z | X) from any non-empty subset of modalities; per-row masks drop experts per row."""
+        present = self.check_inputs(batch)
+        if not present:
+            raise ValueError(f"{self.name}: cannot infer from an empty batch; give any of "
+                             f"{list(self.specs)}")
+        params = {m: self.expert_params(m, batch[m]) for m in present}
+        return {LATENT: self.combine(params, self.partial_masks(batch))}
+
+    def decode_params(
+        self, latents: Mapping[str, Tensor], modality: str, lengths: Tensor | None = None
+    ) -> Tensor:
+        return self.run_decoder(self.decoders[modality], latents[LATENT], modality, lengths)
+
+    # ------------------------------------------------------------------ objective
+    def current_beta(self) -> float:
+        """beta at the current training step (linear warm-up over ``anneal_steps``)."""
+        return linear_anneal(int(self.anneal_step), self.anneal_steps, self.beta)
+
+    def elbo_subsets(self, present: Sequence[str]) -> list[tuple[str, ...]]:
+        """The subsets whose ELBOs make up the sub-sampled objective for ``present``:
+        the full set, every single modality (if more than one), and k random subsets."""
+        full = tuple(present)
+        out = [full]
+        if len(full) > 1:
+            out += [(m,) for m in full]
+        return out + random_subsets(full, self.k)
+
+    def elbo(self, batch: Batch, subset: Sequence[str],
+             params: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+             beta: float = 1.0, weighted: bool = True) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """Per-sample ELBO(subset) (eq. 2): (B,) value, reconstruction log-likelihoods, KL."""
+        if params is None:
+            params = {m: self.expert_params(m, batch[m]) for m in subset}
+        q = self.combine({m: params[m] for m in subset})
+        z = {LATENT: q.rsample()}
+        rec = {m: self.reconstruction_log_prob(z, m, batch[m]) for m in subset}
+        kl = kl_to_prior(q)
+        lam = self.lambdas if weighted else dict.fromkeys(subset, 1.0)
+        value = torch.stack([lam[m] * rec[m] for m in subset]).sum(dim=0) - beta * kl
+        return value, rec, kl
+
+    def loss(self, batch: Batch) -> LossOutput:
+        out = self.grouped_loss(batch, self._loss)
+        if self.training and torch.is_grad_enabled():
+            self.anneal_step += 1
+        return out
+
+    def _loss(self, batch: Batch) -> LossOutput:
+        present = self.check_inputs(batch)
+        beta = self.current_beta()
+        params = {m: self.expert_params(m, batch[m]) for m in present}
+        subsets = self.elbo_subsets(present)
+        total = None
+        terms: dict[str, Tensor] = {}
+        random_elbos = []
+        for i, subset in enumerate(subsets):
+            value, rec, kl = self.elbo(batch, subset, params, beta)
+            total = value if total is None else total + value
+            plain = (torch.stack(list(rec.values())).sum(dim=0) - kl).mean()
+            if i == 0:
+                terms.update({f"rec_{m}": -v.mean() for m, v in rec.items()})
+                terms.update({"kl": kl.mean(), "elbo": plain})
+            elif len(subset) == 1 and i <= len(present):
+                terms[f"elbo_{subset[0]}"] = plain
+            else:
+                random_elbos.append(plain)
+        if random_elbos:
+            terms["elbo_random_subsets"] = torch.stack(random_elbos).mean()
+        terms["n_elbo_terms"] = torch.tensor(float(len(subsets)))
+        terms["beta"] = torch.tensor(beta)
+        return LossOutput(-total.mean(), terms)
+
+    def hparams(self) -> dict:
+        h = {
+            "name": self.name,
+            "modalities": [s.to_dict() for s in self.specs.values()],
+            "latent_dim": self.latent_dim,
+            "hidden": self.hidden,
+            "k": self.k,
+            "lambdas": dict(self.lambdas),
+            "beta": self.beta,
+            "anneal_steps": self.anneal_steps,
+        }
+        return h

@@ -1,0 +1,167 @@
+"""MVAE / MVAE-Q: product (and quotient) of experts, prior expert, sub-sampled objective,
+lambda weights, beta annealing, Bernoulli and categorical likelihoods."""
+
+import pytest
+import torch
+
+from dispart.data.labels import binarize, binary_image_spec, label_spec
+from dispart.models import MVAE, build_model
+from dispart.models.mvae import random_subsets
+from dispart.nn.modality import ModalitySpec
+
+IMG = binary_image_spec()
+LAB = label_spec(10)
+
+
+def vec(name, d=3):
+    return ModalitySpec(name, "vector", (d,))
+
+
+def vec_batch(names, b=6, d=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {n: torch.randn(b, d, generator=g) for n in names}
+
+
+def image_label_batch(b=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"image": binarize(torch.rand(b, 1, 28, 28, generator=g), 0.5),
+            "label": torch.randint(0, 10, (b,), generator=g)}
+
+
+def test_encode_is_product_with_prior_expert():
+    torch.manual_seed(0)
+    m = MVAE([vec("a"), vec("b")], latent_dim=2, hidden=8)
+    b = vec_batch("ab")
+    (ma, la), (mb, lb) = m.expert_params("a", b["a"]), m.expert_params("b", b["b"])
+    q = m.encode(b)["z"]
+    prec = 1 + torch.exp(-la) + torch.exp(-lb)  # prior expert N(0, 1) has precision 1
+    assert torch.allclose(q.variance, 1 / prec, rtol=1e-5)
+    assert torch.allclose(q.mean, (torch.exp(-la) * ma + torch.exp(-lb) * mb) / prec, atol=1e-5)
+    # Unimodal posterior: the prior expert times that modality's expert only.
+    qa = m.encode({"a": b["a"]})["z"]
+    assert torch.allclose(qa.variance, 1 / (1 + torch.exp(-la)), rtol=1e-5)
+    assert torch.allclose(qa.mean, torch.exp(-la) * ma / (1 + torch.exp(-la)), atol=1e-5)
+    assert m.latent_names("a") == ("z",)
+
+
+def test_mvae_q_is_product_over_prior_and_always_valid():
+    torch.manual_seed(0)
+    m = MVAE([vec("a"), vec("b"), vec("c")], latent_dim=2, hidden=8, quotient=True)
+    assert m.name == "mvae_q"
+    b = vec_batch("abc")
+    ps = [m.expert_params(k, b[k]) for k in "abc"]
+    assert all((lv <= 0).all() for _, lv in ps)  # variance constraint: V_i <= V_prior
+    q = m.encode(b)["z"]
+    t = [torch.exp(-lv) for _, lv in ps]
+    prec = sum(t) - 2  # prod of three q's / p(z)^2
+    assert torch.allclose(q.variance, 1 / prec, rtol=1e-4)
+    assert torch.allclose(q.mean, sum(ti * mi for ti, (mi, _) in zip(t, ps, strict=True)) / prec,
+                          atol=1e-4)
+    # A single modality is its own q(z | x), no quotient.
+    qa = m.encode({"a": b["a"]})["z"]
+    assert torch.allclose(qa.variance, torch.exp(ps[0][1]), rtol=1e-5)
+    rebuilt = build_model(m.hparams())
+    rebuilt.load_state_dict(m.state_dict())
+    assert rebuilt.quotient and rebuilt.name == "mvae_q"
+
+
+def test_extreme_expert_outputs_give_no_nan():
+    torch.manual_seed(0)
+    for quotient in (False, True):
+        m = MVAE([vec("a"), vec("b")], latent_dim=2, hidden=8, quotient=quotient)
+        with torch.no_grad():
+            m.experts["a"].head.linear.bias[2:] = -1e4  # log-variance of expert a: -1e4
+            m.experts["b"].head.linear.bias[2:] = 1e4
+        out = m.loss(vec_batch("ab"))
+        out.loss.backward()
+        assert torch.isfinite(out.loss)
+        assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_subsampled_objective_term_counts():
+    torch.manual_seed(0)
+    for names, k, expected in [("ab", 5, 3), ("abc", 0, 4), ("abc", 2, 6), ("abcd", 5, 10),
+                               ("a", 3, 1)]:
+        m = MVAE([vec(n) for n in "abcd"], latent_dim=2, hidden=8, k=k)
+        subsets = m.elbo_subsets(tuple(names))
+        assert len(subsets) == expected, (names, k)
+        assert subsets[0] == tuple(names)
+        assert all(2 <= len(s) < len(names) for s in subsets[1 + len(names) * (len(names) > 1):])
+        out = m.loss(vec_batch(names))
+        assert out.terms["n_elbo_terms"].item() == expected
+    # Random subsets cover every admissible subset, uniformly enough.
+    g = torch.Generator().manual_seed(0)
+    draws = random_subsets(tuple("abcd"), 2000, g)
+    counts = {s: draws.count(s) for s in set(draws)}
+    assert len(counts) == 2 ** 4 - 4 - 2
+    assert min(counts.values()) > 2000 / 10 * 0.6
+
+
+def test_loss_is_sum_of_elbo_terms_with_lambdas_and_beta():
+    torch.manual_seed(0)
+    m = MVAE([vec("a"), vec("b")], latent_dim=2, hidden=8, lambdas={"a": 2.0}, beta=0.5)
+    b = vec_batch("ab")
+    torch.manual_seed(3)
+    out = m.loss(b)
+    torch.manual_seed(3)
+    expected = 0
+    for subset in [("a", "b"), ("a",), ("b",)]:
+        value, rec, kl = m.elbo(b, subset, beta=0.5)
+        lam = {"a": 2.0, "b": 1.0}
+        assert torch.allclose(value, sum(lam[k] * rec[k] for k in subset) - 0.5 * kl)
+        expected = expected + value
+    assert out.loss.item() == pytest.approx(-expected.mean().item(), rel=1e-5)
+    assert out.terms["elbo"].item() == pytest.approx(
+        -(out.terms["rec_a"] + out.terms["rec_b"] + out.terms["kl"]).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="unknown modalities"):
+        MVAE([vec("a")], lambdas={"x": 1.0})
+
+
+def test_beta_is_annealed_over_training_steps_and_saved():
+    torch.manual_seed(0)
+    m = MVAE([vec("a"), vec("b")], latent_dim=2, hidden=8, beta=1.0, anneal_steps=4)
+    b = vec_batch("ab")
+    betas = [m.loss(b).terms["beta"].item() for _ in range(6)]
+    assert betas == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
+    m.eval()
+    m.loss(b)
+    with torch.no_grad():
+        m.train()
+        m.loss(b)
+    assert int(m.anneal_step) == 6  # neither evaluation nor no-grad calls count
+    rebuilt = build_model(m.hparams())
+    rebuilt.load_state_dict(m.state_dict())
+    assert rebuilt.current_beta() == 1.0 and rebuilt.anneal_steps == 4
+
+
+def test_bernoulli_image_and_categorical_label_mvae():
+    torch.manual_seed(0)
+    m = MVAE([IMG, LAB], latent_dim=4, hidden=16)
+    b = image_label_batch()
+    z = m.encode({"label": b["label"]})["z"].mean
+    img, lab = m.decode({"z": z}, "image"), m.decode({"z": z}, "label")
+    assert img.shape == (6, 1, 28, 28) and ((img >= 0) & (img <= 1)).all()
+    assert torch.allclose(lab.sum(-1), torch.ones(6), atol=1e-5)
+    # One-hot labels and indices are the same observation.
+    onehot = torch.nn.functional.one_hot(b["label"], 10).float()
+    assert torch.allclose(m.encode({"label": onehot})["z"].mean, z, atol=1e-6)
+    with pytest.raises(ValueError, match="integer classes"):
+        m.encode({"label": torch.rand(6, 3)})
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    torch.manual_seed(1)
+    first = m.loss(b).loss.item()
+    for _ in range(15):
+        opt.zero_grad()
+        m.loss(b).loss.backward()
+        opt.step()
+    torch.manual_seed(1)
+    assert m.loss(b).loss.item() < first
+
+
+def test_build_model_round_trips():
+    m = MVAE([IMG, LAB], latent_dim=4, hidden=16, k=2, lambdas={"image": 0.5}, beta=0.8,
+             anneal_steps=10)
+    h = m.hparams()
+    rebuilt = build_model(h)
+    rebuilt.load_state_dict(m.state_dict())
+    assert rebuilt.hparams() == h and type(rebuilt) is MVAE

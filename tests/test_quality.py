@@ -1,0 +1,104 @@
+"""Judge classifiers on real held-out data, the Griffin-Lim sanity check, quality.json."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from browser import tiny_run
+from threadpoolctl import threadpool_limits
+
+from dispart.config import load_config
+from dispart.data.pipeline import load_experiment_data
+from dispart.evaluation.classifiers import (
+    DigitClassifier,
+    pool_features,
+    train_image_classifier,
+    train_speech_classifier,
+)
+from dispart.evaluation.quality import quality_run
+from dispart.features.fbank import FbankConfig
+from dispart.generation.audio import features_to_waveform, waveform_to_features
+
+# Bounds on the embedded sample (1200 MNIST / 300 FSDD training items; measured 91.5% / 96%).
+IMAGE_BOUND = 0.85
+SPEECH_BOUND = 0.85
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """One BLAS / torch thread: on a busy shared CPU extra threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(threads)
+
+@pytest.fixture(scope="module")
+def data():
+    return load_experiment_data(load_config("dispart/demo.yaml").data, progress=False)
+
+
+@pytest.fixture(scope="module")
+def speech_clf(data):
+    return train_speech_classifier(data.speech_train.features, data.speech_train.labels)
+
+
+def test_image_classifier_beats_the_bound_on_held_out_mnist(data, tmp_path):
+    clf = train_image_classifier(data.image_train.images, data.image_train.labels, steps=300)
+    acc = clf.accuracy(data.image_test.images, data.image_test.labels)
+    assert acc > IMAGE_BOUND, acc
+    # contrast does not matter to the judge (generated images are dim Gaussian means)
+    dim = clf.predict(0.3 * data.image_test.images[:50])
+    assert dim == clf.predict(data.image_test.images[:50])
+    clf.save(tmp_path / "image")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.json", "image.safetensors"]
+    again = DigitClassifier.load(tmp_path / "image")
+    assert again.predict(data.image_test.images[:64]) == clf.predict(data.image_test.images[:64])
+
+
+def test_speech_classifier_beats_the_bound_on_held_out_fsdd(data, speech_clf):
+    acc = speech_clf.accuracy(data.speech_test.features, data.speech_test.labels)
+    assert acc > SPEECH_BOUND, acc
+    # shuffled labels must not be learnable to that level (the test can fail)
+    rng = np.random.default_rng(0)
+    wrong = list(rng.permutation(data.speech_test.labels))
+    assert speech_clf.accuracy(data.speech_test.features, wrong) < 0.5
+
+
+def test_pool_features_shape_and_short_input():
+    x = np.arange(2 * 80, dtype=np.float32).reshape(2, 80)
+    assert pool_features(x).shape == (400,)
+    with pytest.raises(ValueError):
+        pool_features(np.zeros((0, 80), np.float32))
+
+
+def test_griffin_lim_resynthesis_keeps_the_digit(data, speech_clf):
+    """Real test utterance -> waveform -> features again: classified as the same digit."""
+    fb = FbankConfig()
+    idx = np.arange(0, len(data.speech_test), 5)
+    feats = [data.speech_test.features[i] for i in idx]
+    labels = [data.speech_test.labels[i] for i in idx]
+    again = [waveform_to_features(features_to_waveform(f, data.normalizer, fb), data.normalizer, fb)
+             for f in feats]
+    assert speech_clf.accuracy(again, labels) >= 0.8
+    assert speech_clf.accuracy(again, labels) >= speech_clf.accuracy(feats, labels) - 0.15
+
+
+def test_quality_run_writes_quality_json(tmp_path_factory, data):
+    run = tiny_run(tmp_path_factory.getbasetemp())
+    result = quality_run(run, max_items=60, data=data)
+    saved = json.loads((run / "quality.json").read_text())
+    assert saved["coherence"].keys() == {"audio->image", "image->audio"}
+    for entry in saved["coherence"].values():
+        assert 0 <= entry["reference_style"] <= 1 and 0 <= entry["prior_style"] <= 1
+        assert entry["n"] == 60
+    assert saved["content_preservation"].keys() == {"audio", "image"}
+    assert saved["classifiers"]["image"]["test_accuracy"] > IMAGE_BOUND
+    assert saved["speaker_probe_accuracy"].keys() == {"z_s", "z_audio"}
+    assert 0 <= saved["resynthesis_real_speech"]["accuracy"] <= 1
+    assert result["model_type"] == "pvae"
+    assert (run / "classifiers" / "audio.safetensors").is_file()
