@@ -45,7 +45,7 @@ class DataConfig:
 class ModelConfig:
     """Which model and its sizes. ``display_name`` labels its rows in Table 1."""
 
-    name: str = "pvae"  # pvae | jmvae_kl | vae
+    name: str = "pvae"  # pvae | jmvae_kl | jmvae | mvae | mvae_q | vae
     display_name: str = "PVAE"
     modalities: list[str] = field(default_factory=lambda: ["audio", "image"])
     hidden: int = 512
@@ -56,6 +56,11 @@ class ModelConfig:
     alpha_cm: float = 10.0
     margin: float = 0.5
     alpha: float = 0.1  # jmvae_kl: weight of the unimodal KL terms
+    allow_missing: bool = False  # pvae: train/infer on any subset of modalities (docs/models.md)
+    k: int = 0  # mvae: random subsets (2 <= |S| < M) in the sub-sampled objective
+    lambdas: dict[str, float] | None = None  # mvae: per-modality likelihood weights
+    beta: float = 1.0  # mvae: KL weight after annealing
+    anneal_steps: int = 0  # mvae: linear KL annealing from 0 to beta over this many steps
 
 
 @dataclass

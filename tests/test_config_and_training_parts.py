@@ -80,3 +80,22 @@ def test_find_data_locates_fsdd_and_mnist(tmp_path):
         find_data(tmp_path / "empty")
     with pytest.raises(ConfigError, match="not a folder"):
         find_data(tmp_path / "missing")
+
+
+def test_mvae_and_plain_jmvae_build_from_config_and_take_a_step():
+    import torch
+
+    from dispart.data.batch import Sequences
+    from dispart.models import build_model
+
+    batch = {"audio": Sequences.from_list([torch.randn(5, 80), torch.randn(3, 80)]),
+             "image": torch.rand(2, 1, 28, 28)}
+    for name in ("mvae", "mvae_q", "jmvae"):
+        cfg = load_config(None, [f"model.name={name}", "model.hidden=8", "model.k=1",
+                                 "model.anneal_steps=10"])
+        h = model_hparams(cfg)
+        model = build_model(h)
+        assert model.name == name or (name == "mvae_q" and model.name.startswith("mvae"))
+        loss = model.loss(batch).loss
+        loss.backward()
+        assert torch.isfinite(loss)

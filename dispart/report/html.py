@@ -76,8 +76,9 @@ th { background: #f2f2f2; }
 img { max-width: 100%; }
 figure { margin: .8em 0; } figcaption { font-size: .9em; color: #555; }
 .plots { display: flex; flex-wrap: wrap; gap: 1em; } .plots figure { flex: 0 1 48%; }
-.clips td { vertical-align: top; font-size: .8em; } .clips audio { width: 150px; }
-.clips img { display: block; height: 60px; max-width: 150px; }
+.scroll { overflow-x: auto; } .clips td, .clips th { vertical-align: top; font-size: .8em; }
+.clips audio { width: 105px; height: 30px; }
+.clips img { display: block; height: 60px; max-width: 105px; }
 pre { background: #f7f7f7; padding: .7em; overflow-x: auto; font-size: .85em; }
 .small { font-size: .85em; color: #666; }
 """
@@ -275,12 +276,12 @@ def _clips_html(entry: dict[str, Any], gen: Path, max_rows: int) -> str:
     head = "<th></th>"
     for c in cols:
         s = src.get(("semantic", c))
-        head += "<th>" + (f"z^s source {html.escape(s['tag'])}<br>{_audio(gen / s['wav'])}" if s
+        head += "<th>" + (f"z^s from {html.escape(s['tag'])}<br>{_audio(gen / s['wav'])}" if s
                           else f"column {c}") + "</th>"
     body = ""
     for r in rows:
         s = src.get(("style", r))
-        body += "<tr><th>" + (f"style source {html.escape(s['tag'])}<br>{_audio(gen / s['wav'])}"
+        body += "<tr><th>" + (f"style from {html.escape(s['tag'])}<br>{_audio(gen / s['wav'])}"
                               if s else f"row {r}") + "</th>"
         for c in cols:
             a = clips.get((r, c))
@@ -291,7 +292,8 @@ def _clips_html(entry: dict[str, Any], gen: Path, max_rows: int) -> str:
                 cell += _audio(gen / a["wav"])
             body += f"<td>{cell}</td>"
         body += "</tr>"
-    return f'<table class="clips"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (f'<div class="scroll"><table class="clips"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{body}</tbody></table></div>')
 
 
 def _caption(name: str) -> str:

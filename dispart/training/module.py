@@ -8,7 +8,7 @@ import lightning as L
 import torch
 
 from dispart.data.batch import batch_size
-from dispart.models import build_model
+from dispart.models import build_model, mask_key
 
 
 class LitModel(L.LightningModule):
@@ -24,7 +24,9 @@ class LitModel(L.LightningModule):
         self.model = build_model(model_hparams)
 
     def _inputs(self, batch: dict) -> dict:
-        return {m: batch[m] for m in self.model.modalities}
+        """The model's modalities (and their ``<m>:present`` masks, when rows lack some)."""
+        keys = [*self.model.modalities, *(mask_key(m) for m in self.model.modalities)]
+        return {k: batch[k] for k in keys if k in batch}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.model.loss(self._inputs(batch))

@@ -41,10 +41,15 @@ def model_hparams(cfg: ExperimentConfig) -> dict[str, Any]:
     if m.name == "pvae":
         return {"name": "pvae", "modalities": mods, "semantic_dim": m.semantic_dim,
                 "style_dim": m.style_dim, "hidden": m.hidden, "alpha_ch": m.alpha_ch,
-                "alpha_cm": m.alpha_cm, "margin": m.margin}
+                "alpha_cm": m.alpha_cm, "margin": m.margin, "allow_missing": m.allow_missing}
     if m.name == "jmvae_kl":
         return {"name": "jmvae_kl", "modalities": mods, "latent_dim": m.latent_dim,
                 "hidden": m.hidden, "alpha": m.alpha}
+    if m.name == "jmvae":
+        return {"name": "jmvae", "modalities": mods, "latent_dim": m.latent_dim, "hidden": m.hidden}
+    if m.name in ("mvae", "mvae_q"):
+        return {"name": m.name, "modalities": mods, "latent_dim": m.latent_dim, "hidden": m.hidden,
+                "k": m.k, "lambdas": m.lambdas, "beta": m.beta, "anneal_steps": m.anneal_steps}
     if m.name == "vae":
         if len(mods) != 1:
             raise ConfigError(f"model.modalities: vae takes one modality, got {m.modalities}")
