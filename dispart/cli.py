@@ -1,4 +1,4 @@
-"""Command line: ``dispart train | evaluate | table | demo | download``.
+"""Command line: ``dispart train | evaluate | table | generate | report | demo | download``.
 
 Every command reports bad input as one line naming the file, field or run folder (exit code 2),
 never as a stack trace from inside a model.
@@ -176,11 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     tb.set_defaults(func=cmd_table)
 
     d = sub.add_parser("demo", help="the main job: train PVAE on the embedded sample (or "
-                                    "--data-dir), evaluate, print Table 1")
+                                    "--data-dir), evaluate, generate, write the HTML report")
     d.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     d.add_argument("--data-dir", help="use the full data in this folder instead of the sample")
     d.add_argument("overrides", nargs="*", help="section.field=value overrides")
     d.set_defaults(func=cmd_demo)
+
+    from dispart.generation.cli import add_generate_parser
+    from dispart.report.cli import add_report_parser
+
+    add_generate_parser(sub)
+    add_report_parser(sub)
 
     dl = sub.add_parser("download", help="download a data set (needs internet; checksummed)")
     dl.add_argument("dataset", choices=["fsdd", "audiomnist", "mnist"])
