@@ -21,16 +21,6 @@ from dispart.data.sample import sample_fsdd_dir, sample_mnist_path
 from dispart.data.splits import leave_speakers_out, official_split, split_utterances
 from dispart.errors import ConfigError, DataError
 
-SHARED = Path(__file__).parents[1].parent / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def shared_fsdd() -> Path:
-    path = SHARED / "fsdd" / "recordings"
-    if not path.is_dir():
-        pytest.skip(f"full FSDD not available at {path} (development data only)")
-    return path
-
 
 @pytest.fixture(scope="module")
 def sample_wav() -> Path:

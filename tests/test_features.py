@@ -20,16 +20,9 @@ from dispart.features.cache import cache_key, compute_features, default_cache_di
 from dispart.features.fbank import FbankConfig, fbank_from_file, fbank_to_waveform, log_mel, vad
 from dispart.features.normalize import FeatureNormalizer
 
-SHARED = Path(__file__).parents[1].parent / "shared" / "data"
 CFG = FbankConfig()
 
 
-@pytest.fixture(scope="module")
-def shared_fsdd() -> Path:
-    path = SHARED / "fsdd" / "recordings"
-    if not path.is_dir():
-        pytest.skip(f"full FSDD not available at {path} (development data only)")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import pytest
 import soundfile as sf
 import torch
 from browser import tiny_run
-from threadpoolctl import threadpool_limits
 
 from dispart.config import load_config
 from dispart.data.batch import Sequences
@@ -40,14 +39,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One BLAS / torch thread: on a busy shared CPU extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def model():

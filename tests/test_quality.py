@@ -6,9 +6,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from browser import tiny_run
-from threadpoolctl import threadpool_limits
 
 from dispart.config import load_config
 from dispart.data.pipeline import load_experiment_data
@@ -28,14 +26,7 @@ SPEECH_BOUND = 0.85
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One BLAS / torch thread: on a busy shared CPU extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def data():

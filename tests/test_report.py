@@ -7,23 +7,13 @@ import re
 
 import matplotlib.image
 import pytest
-import torch
 from browser import console_errors, ensure_chromium, run_chromium, tiny_run
-from threadpoolctl import threadpool_limits
 
 from dispart.errors import RunDirError
 from dispart.report.cli import add_report_parser
 from dispart.report.html import RENDER_CHECK_SCRIPT, build_report
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One BLAS / torch thread: on a busy shared CPU extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
