@@ -69,6 +69,7 @@ class TrainConfig:
 
     epochs: int = 100
     batch_size: int = 256
+    bucket_pool: int = 50  # length buckets: sort within random pools of bucket_pool * batch_size
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.95, 0.999])
     seed: int = 0

@@ -56,11 +56,13 @@ class AugmentedPairs(Dataset):
 
 class PairedDataModule(L.LightningDataModule):
     def __init__(self, data: ExperimentData, batch_size: int = 256, seed: int = 0,
-                 num_workers: int = 0, augment: RandomWarp | None = None) -> None:
+                 num_workers: int = 0, augment: RandomWarp | None = None,
+                 bucket_pool: int = 50) -> None:
         super().__init__()
         self.data = data
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.augment = augment
+        self.bucket_pool = bucket_pool
         self.dataset: PairedDigits | AugmentedPairs | None = None
         self.sampler: LengthBucketSampler | ShardedBatchSampler | None = None
 
@@ -74,7 +76,7 @@ class PairedDataModule(L.LightningDataModule):
         if self.augment is not None:
             self.dataset = AugmentedPairs(self.dataset, self.augment)
         base = LengthBucketSampler(self.dataset.lengths, self.batch_size, shuffle=True,
-                                   seed=self.seed)
+                                   seed=self.seed, bucket_size_multiplier=self.bucket_pool)
         world = self.trainer.world_size if self.trainer is not None else 1
         rank = self.trainer.global_rank if self.trainer is not None else 0
         self.sampler = ShardedBatchSampler(base, rank, world) if world > 1 else base

@@ -97,7 +97,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     elif cfg.data.augment != "none":
         raise ConfigError(f"data.augment must be 'none' or 'warp', got {cfg.data.augment!r}")
     dm = PairedDataModule(data, cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
-                          augment=augment)
+                          augment=augment, bucket_pool=cfg.train.bucket_pool)
 
     t = cfg.train
     if t.logger == "csv":
