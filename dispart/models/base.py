@@ -259,3 +259,7 @@ class MultimodalModel(nn.Module, ABC):
     def hparams(self) -> dict:
         """Plain-data description from which ``dispart.models.build_model`` rebuilds the model."""
         raise NotImplementedError
+
+    def _hparams(self, **sizes: object) -> dict:
+        """``hparams`` helper: name and modality specs plus the model's own constructor values."""
+        return {"name": self.name, "modalities": [s.to_dict() for s in self.specs.values()], **sizes}

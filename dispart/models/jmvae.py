@@ -171,13 +171,7 @@ class JMVAE(MultimodalModel):
         return LossOutput(loss, terms)
 
     def hparams(self) -> dict:
-        return {
-            "name": self.name,
-            "modalities": [s.to_dict() for s in self.specs.values()],
-            "latent_dim": self.latent_dim,
-            "hidden": self.hidden,
-            "alpha": self.alpha,
-        }
+        return self._hparams(latent_dim=self.latent_dim, hidden=self.hidden, alpha=self.alpha)
 
 
 class PlainJMVAE(JMVAE):

@@ -216,14 +216,6 @@ class MVAE(MultimodalModel):
         return LossOutput(-total.mean(), terms)
 
     def hparams(self) -> dict:
-        h = {
-            "name": self.name,
-            "modalities": [s.to_dict() for s in self.specs.values()],
-            "latent_dim": self.latent_dim,
-            "hidden": self.hidden,
-            "k": self.k,
-            "lambdas": dict(self.lambdas),
-            "beta": self.beta,
-            "anneal_steps": self.anneal_steps,
-        }
-        return h
+        return self._hparams(latent_dim=self.latent_dim, hidden=self.hidden, k=self.k,
+                             lambdas=dict(self.lambdas), beta=self.beta,
+                             anneal_steps=self.anneal_steps)

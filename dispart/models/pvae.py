@@ -208,14 +208,6 @@ class PVAE(MultimodalModel):
         return LossOutput(loss, terms)
 
     def hparams(self) -> dict:
-        return {
-            "name": self.name,
-            "modalities": [s.to_dict() for s in self.specs.values()],
-            "semantic_dim": self.semantic_dim,
-            "style_dim": self.style_dim,
-            "hidden": self.hidden,
-            "alpha_ch": self.alpha_ch,
-            "alpha_cm": self.alpha_cm,
-            "margin": self.margin,
-            "allow_missing": self.allow_missing,
-        }
+        return self._hparams(semantic_dim=self.semantic_dim, style_dim=self.style_dim,
+                             hidden=self.hidden, alpha_ch=self.alpha_ch, alpha_cm=self.alpha_cm,
+                             margin=self.margin, allow_missing=self.allow_missing)

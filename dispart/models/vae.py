@@ -84,9 +84,4 @@ class VAE(MultimodalModel):
                                          "kl": kl_prior.mean(), "elbo": elbo.mean()})
 
     def hparams(self) -> dict:
-        return {
-            "name": self.name,
-            "modalities": [s.to_dict() for s in self.specs.values()],
-            "latent_dim": self.latent_dim,
-            "hidden": self.hidden,
-        }
+        return self._hparams(latent_dim=self.latent_dim, hidden=self.hidden)
