@@ -43,7 +43,7 @@ def find_data(data_dir: Path) -> dict[str, str]:
     audio_candidates = [
         data_dir / "fsdd" / "recordings", data_dir / "recordings",
         *sorted(data_dir.glob("free-spoken-digit-dataset*/recordings")),
-        data_dir / "AudioMNIST" / "data", data_dir / "audiomnist" / "data",
+        *sorted(data_dir.glob("AudioMNIST*/data")), data_dir / "audiomnist" / "data",
     ]
     for cand in audio_candidates:
         if cand.is_dir() and any(cand.rglob("*.wav")):
