@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from model_helpers import vec, vec_batch
 
 from dispart.data.batch import Sequences, index_batch
 from dispart.data.labels import label_spec
@@ -15,13 +16,6 @@ SPEECH = ModalitySpec("audio", "sequence", (4,))
 LAB = label_spec(3)
 
 
-def vec(name, d=3):
-    return ModalitySpec(name, "vector", (d,))
-
-
-def vec_batch(names, b=6, d=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {n: torch.randn(b, d, generator=g) for n in names}
 
 
 def grads(model):

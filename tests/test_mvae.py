@@ -3,23 +3,16 @@ lambda weights, beta annealing, Bernoulli and categorical likelihoods."""
 
 import pytest
 import torch
+from model_helpers import vec, vec_batch
 
 from dispart.data.labels import binarize, binary_image_spec, label_spec
 from dispart.models import MVAE, build_model
 from dispart.models.mvae import random_subsets
-from dispart.nn.modality import ModalitySpec
 
 IMG = binary_image_spec()
 LAB = label_spec(10)
 
 
-def vec(name, d=3):
-    return ModalitySpec(name, "vector", (d,))
-
-
-def vec_batch(names, b=6, d=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {n: torch.randn(b, d, generator=g) for n in names}
 
 
 def image_label_batch(b=6, seed=0):

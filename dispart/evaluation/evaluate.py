@@ -53,8 +53,10 @@ def evaluate_model(
     estimates: dict[str, int] = {}
     speaker_probe: dict[str, float] = {}
     sets: list[tuple[str, Any, list[str]]] = []
+    z_speech_test: dict[str, np.ndarray] = {}
     if speech_test is not None and "audio" in model.modalities:
-        sets.append(("audio", speech_latents(model, speech_test.features), speech_test.labels))
+        z_speech_test = speech_latents(model, speech_test.features)
+        sets.append(("audio", z_speech_test, speech_test.labels))
     if image_test is not None and "image" in model.modalities:
         sets.append(("image", image_latents(model, image_test.images), image_test.labels))
     for modality, latents, labels in sets:
@@ -72,11 +74,10 @@ def evaluate_model(
         if len(set(speech_train.speakers)) > 1 and set(speech_test.speakers) <= set(
                 speech_train.speakers):
             z_tr = speech_latents(model, speech_train.features)
-            z_te = speech_latents(model, speech_test.features)
             for latent in z_tr:
                 speaker_probe[latent_symbol(latent)] = float(linear_probe_accuracy(
                     z_tr[latent], np.asarray(speech_train.speakers),
-                    z_te[latent], np.asarray(speech_test.speakers), seed=cfg.seed))
+                    z_speech_test[latent], np.asarray(speech_test.speakers), seed=cfg.seed))
     return {
         "model": display_name,
         "rows": [r.__dict__ for r in rows],
