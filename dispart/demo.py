@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dispart.cli import find_data
 from dispart.config import load_config
+from dispart.data.pipeline import load_experiment_data
 from dispart.evaluation.evaluate import evaluate_run
 from dispart.evaluation.table import PurityRow, rows_to_markdown
 from dispart.report import build_report
@@ -26,16 +27,17 @@ def run_demo(out: Path, data_dir: Path | None = None, overrides: list[str] | Non
     print(f"[dispart demo] training {cfg.model.display_name} on {where} "
           f"for {cfg.train.epochs} epochs -> {out}")
     t0 = time.perf_counter()
-    train(cfg, out)
+    data = load_experiment_data(cfg.data, progress=cfg.train.progress_bar)  # loaded once, used thrice
+    train(cfg, out, data=data)
     print(f"[dispart demo] trained in {time.perf_counter() - t0:.0f} s; evaluating "
           "(unimodal latents, 10-means purity, inertia k = 1..20)")
-    result = evaluate_run(out)
+    result = evaluate_run(out, data=data)
     print(rows_to_markdown([PurityRow(**r) for r in result["rows"]]))
     for key, k in result["estimated_num_classes"].items():
         if key.endswith("z^s"):
             print(f"estimated number of digit classes from {key}: {k}")
     print("[dispart demo] generating grids, audio and quality numbers; writing the HTML report")
-    report = build_report(out)
+    report = build_report(out, data=data)
     print(f"[dispart demo] done in {time.perf_counter() - t0:.0f} s")
     print(f"[dispart demo] report: {report.resolve()}")
     return result

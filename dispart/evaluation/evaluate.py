@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 
 from dispart.config import EvalConfig
-from dispart.data.pipeline import ImageSet, SpeechSet, load_experiment_data, load_speech_set
+from dispart.data.pipeline import (
+    ExperimentData,
+    ImageSet,
+    SpeechSet,
+    load_experiment_data,
+    load_speech_set,
+)
 from dispart.evaluation.clustering import (
     estimate_num_classes,
     inertia_curve,
@@ -91,15 +97,17 @@ def evaluate_model(
 def evaluate_run(
     run_dir: str | Path, audio: str | Path | None = None, layout: str = "auto",
     out: str | Path | None = None, progress: bool = True, curves: bool = True,
+    data: ExperimentData | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run on its own test split, or on every utterance of ``audio`` (folder/CSV).
 
     Writes ``evaluation.json`` and ``evaluation.md`` into the run folder (or ``out`` stem).
+    ``data``: the run's already-loaded ExperimentData (its test split), to avoid loading it again.
     """
     run: Run = load_run(run_dir)
     cfg = run.config
     if audio is None:
-        data = load_experiment_data(cfg.data, progress=progress, normalizer=run.normalizer)
+        data = data or load_experiment_data(cfg.data, progress=progress, normalizer=run.normalizer)
         speech_test, image_test, speech_train = data.speech_test, data.image_test, \
             data.speech_train
         source = {"audio": cfg.data.audio, "split": cfg.data.split, "images": cfg.data.images}

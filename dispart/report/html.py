@@ -208,7 +208,7 @@ def _ensure(run_dir: Path, run: Run, data: ExperimentData, rows: int, seed: int,
     from dispart.generation.cli import generate
 
     ev_path = run_dir / "evaluation.json"
-    evaluation = evaluate_run(run_dir, progress=False) if regenerate or not ev_path.is_file() \
+    evaluation = evaluate_run(run_dir, progress=False, data=data) if regenerate or not ev_path.is_file() \
         else read_evaluation_json(ev_path)
     man_path = run_dir / "generated" / "manifest.json"
     if regenerate or not man_path.is_file():
