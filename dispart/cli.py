@@ -1,4 +1,4 @@
-"""Command line: ``dispart train | evaluate | table | generate | report | demo | download``.
+"""Command line: ``dispart train | evaluate | likelihood | table | generate | report | demo | download``.
 
 Every command reports bad input as one line naming the file, field or run folder (exit code 2),
 never as a stack trace from inside a model.
@@ -95,12 +95,61 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_run(args.run_dir, audio=args.audio, layout=args.layout, out=args.out,
                           curves=not args.no_curves)
     print(rows_to_markdown([PurityRow(**r) for r in result["rows"]]))
+    if "subsets" in result:
+        from dispart.evaluation.subsets import subsets_markdown
+
+        print("\ninference from each subset of modalities (test split):")
+        print(subsets_markdown(result["subsets"], result["model"]))
     for key, k in result.get("estimated_num_classes", {}).items():
         if key.endswith(("z^s", "/z")):
             print(f"estimated number of classes from {key}: {k}")
     for latent, acc in result.get("speaker_probe_accuracy", {}).items():
         print(f"speaker identity from speech {latent}: {100 * acc:.1f}% (linear probe)")
     out = Path(args.out).with_suffix(".json") if args.out else Path(args.run_dir) / "evaluation.json"
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_likelihood(args: argparse.Namespace) -> int:
+    import torch
+
+    from dispart.data.pipeline import load_experiment_data
+    from dispart.evaluation.likelihood import likelihood_table
+    from dispart.evaluation.subsets import test_examples
+    from dispart.runs import load_run
+
+    run = load_run(args.run_dir)
+    mods = run.model.modalities
+    x1 = args.x1 or ("image" if "image" in mods else mods[0])
+    x2 = args.x2 if args.x2 is not None else (
+        "label" if "label" in mods and x1 != "label" else next((m for m in mods if m != x1), None))
+    for name, m in (("--x1", x1), ("--x2", x2)):
+        if m is not None and m not in mods:
+            raise ConfigError(f"{name} {m!r}: the run's model has modalities {list(mods)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_experiment_data(run.config.data, progress=False, normalizer=run.normalizer,
+                                speech="audio" in mods)
+    batch, _ = test_examples(run.model, data, seed=args.seed, max_items=args.n or None)
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done}/{total} test examples, {time.perf_counter() - t0:.0f} s", end="",
+              file=sys.stderr, flush=True)
+
+    result = likelihood_table(run.model, batch, x1, x2 or None, k=args.k, k_given=args.k_given,
+                              rows_per_step=args.batch_size, progress=progress)
+    print(file=sys.stderr)
+    result.update({"model": run.display_name, "seconds": round(time.perf_counter() - t0, 1),
+                   "threads": torch.get_num_threads(), "seed": args.seed})
+    for key in ("log_p_x1", "log_p_x1_x2", "log_p_x1_given_x2"):
+        if key in result:
+            print(f"{key:20s} {result[key]:10.3f}   var(log w) {result[key + '/log_w_var']:9.3f}"
+                  f"   [{result['proposals'][key]}]")
+    print(f"{result['n']} test examples, K={args.k}, {result['seconds']} s")
+    out = Path(args.out) if args.out else Path(args.run_dir) / "likelihood.json"
+    out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")
     return 0
 
@@ -167,6 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="output path stem (default RUN_DIR/evaluation)")
     e.add_argument("--no-curves", action="store_true", help="skip the k = 1..k_max inertia curves")
     e.set_defaults(func=cmd_evaluate)
+
+    lk = sub.add_parser("likelihood", help="importance-weighted test log-likelihoods (MVAE Tables "
+                                           "2-3): log p(x1), log p(x1, x2), log p(x1 | x2)")
+    lk.add_argument("run_dir")
+    lk.add_argument("--x1", help="the modality x1 (default image)")
+    lk.add_argument("--x2", help="the modality x2 (default label, else the other modality); "
+                                 "'' for log p(x1) only")
+    lk.add_argument("--k", type=int, default=1000, help="importance samples (default 1000)")
+    lk.add_argument("--k-given", type=int, default=5000,
+                    help="prior samples for log p(x2) in the conditional (default 5000)")
+    lk.add_argument("--n", type=int, default=0, help="use a seeded subset of n test examples "
+                                                     "(default 0: all)")
+    lk.add_argument("--batch-size", type=int, default=100, help="test examples per step")
+    lk.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    lk.add_argument("--seed", type=int, default=0)
+    lk.add_argument("--out", help="output JSON (default RUN_DIR/likelihood.json)")
+    lk.set_defaults(func=cmd_likelihood)
 
     tb = sub.add_parser("table", help="combine evaluated runs into one Table 1 (Markdown)")
     tb.add_argument("runs", nargs="+", help="run folders or evaluation.json files")

@@ -39,6 +39,9 @@ class DataConfig:
     cache_dir: str | None = None  # default: $DISPART_CACHE or ~/.cache/dispart
     on_error: str = "raise"  # "raise" at the first bad file, or "skip" and report the count
     num_workers: int = 0
+    binarize: str = "none"  # images: "none" | "stochastic" (one fixed Bernoulli draw) | "threshold" (> 0.5)
+    paired_fraction: float = 1.0  # image+label runs: fraction of training examples kept paired
+    unpaired: str = "split"  # the rest: "split" into image-only and label-only halves | "drop"
 
 
 @dataclass
@@ -47,7 +50,8 @@ class ModelConfig:
 
     name: str = "pvae"  # pvae | jmvae_kl | jmvae | mvae | mvae_q | vae
     display_name: str = "PVAE"
-    modalities: list[str] = field(default_factory=lambda: ["audio", "image"])
+    modalities: list[str] = field(default_factory=lambda: ["audio", "image"])  # audio|image|label
+    image_net: str = "cnn"  # "cnn" (PVAE appendix B) | "mlp" (784-512-512, the MVAE/JMVAE MNIST nets)
     hidden: int = 512
     semantic_dim: int = 32
     style_dim: int = 32
@@ -68,6 +72,7 @@ class TrainConfig:
     """Optimisation and the trainer (PyTorch Lightning). Paper: Adam, lr 1e-3, betas (0.95, 0.999)."""
 
     epochs: int = 100
+    max_steps: int = -1  # > 0: stop after this many optimiser steps (whichever comes first)
     batch_size: int = 256
     bucket_pool: int = 50  # length buckets: sort within random pools of bucket_pool * batch_size
     lr: float = 1e-3

@@ -41,7 +41,7 @@ class Run:
     path: Path
     config: ExperimentConfig
     model: MultimodalModel
-    normalizer: FeatureNormalizer
+    normalizer: FeatureNormalizer | None  # None for runs without speech
     fbank: FbankConfig
     info: dict[str, Any]
 
@@ -86,7 +86,7 @@ def provenance(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def save_run(path: Path, cfg: ExperimentConfig, model: MultimodalModel,
-             normalizer: FeatureNormalizer, fbank: FbankConfig, data_summary: dict) -> None:
+             normalizer: FeatureNormalizer | None, fbank: FbankConfig, data_summary: dict) -> None:
     path.mkdir(parents=True, exist_ok=True)
     save_config(cfg, path / "config.yaml")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -95,7 +95,7 @@ def save_run(path: Path, cfg: ExperimentConfig, model: MultimodalModel,
         "format": RUN_FORMAT,
         "model": model.hparams(),
         "fbank": fbank.to_dict(),
-        "normalizer": _jsonable(normalizer.state_dict()),
+        "normalizer": _jsonable(normalizer.state_dict()) if normalizer is not None else None,
         "data": data_summary,
         "provenance": provenance(cfg),
     }
@@ -128,7 +128,7 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     model.to(device).eval()
     fb = info["fbank"]
     fbank = FbankConfig(**fb)
-    normalizer = FeatureNormalizer.from_state_dict(
+    normalizer = None if info.get("normalizer") is None else FeatureNormalizer.from_state_dict(
         {k: np.asarray(v, dtype=np.float32) if isinstance(v, list) else v
          for k, v in info["normalizer"].items()})
     return Run(p, cfg, model, normalizer, fbank, info)

@@ -118,3 +118,37 @@ def test_pvae_estimates_use_the_prior_for_styles_not_inferred():
         assert est.log_p.shape == (3,) and torch.isfinite(est.log_p).all()
     assert m.training  # estimators restore the mode
     assert not math.isnan(log_conditional(m, batch, ["v"], ["audio"], k=10, k_given=10).log_p.sum())
+
+
+def test_shared_samples_match_separate_estimates_and_table_matches_exact():
+    from dispart.evaluation.likelihood import (
+        likelihood_table,
+        log_importance_weights,
+        log_importance_weights_multi,
+    )
+
+    model, w, b = linear_model()
+    batch = data(w, b, n=30)
+    torch.manual_seed(5)
+    multi = log_importance_weights_multi(model, batch, [("x1",), ("x1", "x2")], ("x1",), k=7)
+    torch.manual_seed(5)
+    single = log_importance_weights(model, batch, ("x1",), ("x1",), k=7)
+    assert multi[("x1",)].shape == (7, 30) and torch.allclose(multi[("x1",)], single)
+    # The joint weights add exactly log p(x2 | z) of the same samples.
+    assert (multi[("x1", "x2")] < multi[("x1",)]).float().mean() > 0.5
+
+    big = data(w, b, n=200, seed=7)
+    xx = torch.cat([big["x1"], big["x2"]], 1)
+    truth = {"log_p_x1": exact(w, b, big["x1"], X1).mean().item(),
+             "log_p_x1_x2": exact(w, b, xx, ALL).mean().item()}
+    truth["log_p_x1_given_x2"] = truth["log_p_x1_x2"] - exact(w, b, big["x2"], X2).mean().item()
+    torch.manual_seed(6)
+    seen = []
+    table = likelihood_table(model, big, "x1", "x2", k=2000, k_given=5000, rows_per_step=64,
+                             progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (200, 200) and table["n"] == 200 and table["k"] == 2000
+    for key, value in truth.items():
+        assert table[key] == pytest.approx(value, abs=0.15), key
+        assert table[key + "/log_w_var"] >= 0
+    only = likelihood_table(model, big, "x1", None, k=10)
+    assert "log_p_x1_x2" not in only and only["k_given"] is None

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from dispart.config import DataConfig
 from dispart.data.corpus import Utterance, scan_corpus
+from dispart.data.labels import binarize
 from dispart.data.mnist import load_mnist
 from dispart.data.sample import sample_fsdd_dir, sample_mnist_path
 from dispart.data.splits import split_utterances
@@ -49,13 +51,19 @@ class ImageSet:
 
 @dataclass
 class ExperimentData:
+    """Speech sets and the normaliser are None for runs without speech (e.g. image + label)."""
+
     fbank: FbankConfig
-    normalizer: FeatureNormalizer
-    speech_train: SpeechSet
-    speech_test: SpeechSet
+    normalizer: FeatureNormalizer | None
+    speech_train: SpeechSet | None
+    speech_test: SpeechSet | None
     image_train: ImageSet
     image_test: ImageSet
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def has_speech(self) -> bool:
+        return self.speech_train is not None
 
 
 def fbank_config(cfg: DataConfig) -> FbankConfig:
@@ -79,6 +87,34 @@ def _check(cfg: DataConfig) -> None:
         raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {cfg.on_error!r}")
     if cfg.normalize not in ("global", "utterance"):
         raise ConfigError(f"data.normalize must be 'global' or 'utterance', got {cfg.normalize!r}")
+    if cfg.binarize not in BINARIZE:
+        raise ConfigError(f"data.binarize must be one of {BINARIZE}, got {cfg.binarize!r}")
+
+
+BINARIZE = ("none", "stochastic", "threshold")
+BINARIZE_SEED = 0  # one fixed draw, so every model of a comparison sees the same binary images
+
+
+def binarize_images(images: np.ndarray, mode: str, seed: int = BINARIZE_SEED) -> np.ndarray:
+    """(N, 28, 28) intensities in [0, 1] -> {0, 1} float32 ("stochastic": pixel ~ Bernoulli(x),
+    drawn once with ``seed``; "threshold": x > 0.5); ``mode="none"`` returns the input."""
+    if mode == "none":
+        return images
+    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    gen = torch.Generator().manual_seed(seed)
+    out = binarize(t, threshold=0.5 if mode == "threshold" else None, generator=gen)
+    return out.numpy().astype(np.float32)
+
+
+def load_images(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
+    """MNIST train and test sets, binarised as ``cfg.binarize`` says (test with another seed)."""
+    mnist = load_mnist(image_source(cfg))
+    sets = []
+    for i, split in enumerate(("train", "test")):
+        images, labels = mnist[split]
+        sets.append(ImageSet(binarize_images(images, cfg.binarize, BINARIZE_SEED + i),
+                             [str(int(y)) for y in labels]))
+    return sets[0], sets[1]
 
 
 def _center(feats: list[np.ndarray], mode: str) -> list[np.ndarray]:
@@ -107,13 +143,18 @@ def _speech_set(utts: list[Utterance], feats: list[np.ndarray], norm: FeatureNor
 
 
 def load_experiment_data(
-    cfg: DataConfig, progress: bool = True, normalizer: FeatureNormalizer | None = None
+    cfg: DataConfig, progress: bool = True, normalizer: FeatureNormalizer | None = None,
+    speech: bool = True,
 ) -> ExperimentData:
     """Everything training needs: split, features, normaliser fitted on train only, images.
 
     Pass the ``normalizer`` of a trained run to reuse its statistics instead of refitting.
+    ``speech=False`` loads only the images (runs whose modalities are image and label).
     """
     _check(cfg)
+    if not speech:
+        image_train, image_test = load_images(cfg)
+        return ExperimentData(fbank_config(cfg), None, None, None, image_train, image_test)
     utts = scan_corpus(audio_source(cfg), layout=cfg.layout)
     kept, feats, skipped = speech_features(utts, cfg, progress)
     by_path = {str(u.path): f for u, f in zip(kept, feats, strict=True)}
@@ -124,14 +165,14 @@ def load_experiment_data(
         raise ConfigError(f"data.split={cfg.split!r} leaves {len(train_u)} training and "
                           f"{len(test_u)} test utterances in {audio_source(cfg)}; both must be > 0")
     norm = normalizer or FeatureNormalizer().fit(_center(train_f, cfg.normalize))
-    mnist = load_mnist(image_source(cfg))
+    image_train, image_test = load_images(cfg)
     return ExperimentData(
         fbank=fbank_config(cfg),
         normalizer=norm,
         speech_train=_speech_set(train_u, train_f, norm, cfg.normalize),
         speech_test=_speech_set(test_u, test_f, norm, cfg.normalize),
-        image_train=ImageSet(mnist["train"][0], [str(int(y)) for y in mnist["train"][1]]),
-        image_test=ImageSet(mnist["test"][0], [str(int(y)) for y in mnist["test"][1]]),
+        image_train=image_train,
+        image_test=image_test,
         skipped=skipped,
     )
 

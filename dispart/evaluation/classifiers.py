@@ -217,7 +217,8 @@ def _signature(run) -> dict[str, Any]:
     d = run.config.data
     return {"audio": d.audio, "images": d.images, "split": d.split, "normalize": d.normalize,
             "n_mels": d.n_mels, "sample_rate": d.sample_rate,
-            "normalizer_mean0": float(run.normalizer.mean[0])}
+            "binarize": d.binarize,
+            "normalizer_mean0": float(run.normalizer.mean[0]) if run.normalizer is not None else None}
 
 
 def run_classifiers(run, data, folder: str | Path | None = None, seed: int = 0,
@@ -231,7 +232,8 @@ def run_classifiers(run, data, folder: str | Path | None = None, seed: int = 0,
     folder = Path(folder) if folder else Path(run.path) / "classifiers"
     sig = _signature(run)
     out: dict[str, DigitClassifier] = {}
-    for modality in ("image", "audio"):
+    wanted = [m for m in ("image", "audio") if m != "audio" or data.speech_train is not None]
+    for modality in wanted:
         stem = folder / modality
         if not retrain and stem.with_suffix(".json").is_file():
             clf = DigitClassifier.load(stem)

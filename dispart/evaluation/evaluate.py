@@ -21,6 +21,7 @@ from dispart.data.pipeline import (
     load_experiment_data,
     load_speech_set,
 )
+from dispart.evaluation.classifiers import run_classifiers
 from dispart.evaluation.clustering import (
     estimate_num_classes,
     inertia_curve,
@@ -28,6 +29,13 @@ from dispart.evaluation.clustering import (
     linear_probe_accuracy,
 )
 from dispart.evaluation.latents import image_latents, speech_latents
+from dispart.evaluation.subsets import (
+    classifier_judge,
+    evaluate_subsets,
+    label_judge,
+    subsets_markdown,
+    test_examples,
+)
 from dispart.evaluation.table import PurityRow, rows_to_markdown, write_evaluation_json
 from dispart.models.base import MultimodalModel
 from dispart.runs import Run, load_run
@@ -106,8 +114,10 @@ def evaluate_run(
     """
     run: Run = load_run(run_dir)
     cfg = run.config
+    speech = "audio" in run.model.modalities
     if audio is None:
-        data = data or load_experiment_data(cfg.data, progress=progress, normalizer=run.normalizer)
+        data = data or load_experiment_data(cfg.data, progress=progress, normalizer=run.normalizer,
+                                            speech=speech)
         speech_test, image_test, speech_train = data.speech_test, data.image_test, \
             data.speech_train
         source = {"audio": cfg.data.audio, "split": cfg.data.split, "images": cfg.data.images}
@@ -118,11 +128,28 @@ def evaluate_run(
         source = {"audio": str(audio), "split": "all utterances"}
     result = evaluate_model(run.model, run.display_name, speech_test, image_test, cfg.eval,
                             speech_train=speech_train, curves=curves)
+    if audio is None and (not speech or "label" in run.model.modalities):
+        result["subsets"] = subset_evaluation(run, data, cfg.eval)
     result["source"] = source
     result["skipped_files"] = [{"path": p, "reason": r} for p, r in skipped]
     result["provenance"] = run.info.get("provenance", {})
     base = Path(out) if out else Path(run_dir) / "evaluation"
     write_evaluation_json(base.with_suffix(".json"), result)
-    base.with_suffix(".md").write_text(
-        rows_to_markdown([PurityRow(**r) for r in result["rows"]]) + "\n")
+    text = rows_to_markdown([PurityRow(**r) for r in result["rows"]]) + "\n"
+    if "subsets" in result:
+        text += "\n" + subsets_markdown(result["subsets"], run.display_name) + "\n"
+    base.with_suffix(".md").write_text(text)
     return result
+
+
+def subset_evaluation(run: Run, data: ExperimentData, cfg: EvalConfig) -> dict[str, Any]:
+    """:func:`dispart.evaluation.subsets.evaluate_subsets` on the run's test split, with the
+    label judged by argmax and images/speech by the run's digit classifiers."""
+    model = run.model
+    batch, labels = test_examples(model, data, seed=cfg.seed)
+    classes = sorted({str(y) for y in data.image_train.labels}, key=lambda c: (len(c), c))
+    judges: dict[str, Any] = {"label": label_judge}
+    if any(m in model.modalities for m in ("image", "audio")) and len(model.modalities) > 1:
+        clfs = run_classifiers(run, data)
+        judges.update({m: classifier_judge(c, classes) for m, c in clfs.items()})
+    return evaluate_subsets(model, batch, labels, judges, n_clusters=cfg.n_clusters, seed=cfg.seed)

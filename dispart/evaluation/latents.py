@@ -39,10 +39,10 @@ def speech_latents(
 def image_latents(
     model: MultimodalModel, images: np.ndarray, batch_size: int = 1024, modality: str = "image"
 ) -> dict[str, np.ndarray]:
-    """Posterior means from images alone ((N, 28, 28) or (N, 1, 28, 28) in [0, 1])."""
+    """Posterior means from images alone ((N, 28, 28) or (N, 1, 28, 28) in [0, 1]), reshaped
+    to the model's image shape."""
     x_all = torch.as_tensor(images, dtype=torch.float32)
-    if x_all.dim() == 3:
-        x_all = x_all.unsqueeze(1)
+    x_all = x_all.reshape(len(x_all), *model.specs[modality].shape)  # (1, 28, 28) or (784,)
     device = next(model.parameters()).device
     chunks: dict[str, list[np.ndarray]] = {}
     was_training = model.training

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from functools import partial
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dispart.data.batch import move_batch
 from dispart.data.paired import LengthBucketSampler, PairedDigits, collate_paired
-from dispart.data.pipeline import ExperimentData
+from dispart.data.pipeline import ExperimentData, ImageSet
+from dispart.data.weak import WeaklyPaired, collate_partial
 from dispart.features.augment import RandomWarp
+from dispart.nn.modality import ModalitySpec
+
+
+class ShuffledBatches(Sampler[list[int]]):
+    """Batches of a random permutation of ``range(n)``, redrawn by ``set_epoch`` (seeded)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0) -> None:
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.n).tolist()
+        return iter([order[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)])
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
@@ -19,7 +40,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
     DistributedSampler, which would break the length buckets). Drops the tail so that every
     rank runs the same number of steps."""
 
-    def __init__(self, base: LengthBucketSampler, rank: int, world_size: int) -> None:
+    def __init__(self, base: LengthBucketSampler | ShuffledBatches, rank: int, world_size: int) -> None:
         self.base, self.rank, self.world_size = base, rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
@@ -102,3 +123,67 @@ class EpochPairing(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.datamodule.set_epoch(trainer.current_epoch)
+
+
+class LabelledImages(Dataset):
+    """MNIST as two modalities: items ``{"image": array of ``shape``, "label": int class}``."""
+
+    def __init__(self, images: ImageSet, shape: Sequence[int]) -> None:
+        self.images = images.images.reshape(len(images), *shape).astype(np.float32, copy=False)
+        self.labels = np.asarray([int(y) for y in images.labels], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "label": int(self.labels[i])}
+
+
+class ImageLabelDataModule(L.LightningDataModule):
+    """Image + label training data, optionally weakly supervised (MVAE section 5.1).
+
+    ``paired_fraction`` of the training examples stay paired; the rest is split into image-only
+    and label-only examples with the pairing shuffled away (``unpaired="split"``) or dropped
+    (``"drop"``, for models that need complete examples such as JMVAE). Batches carry
+    ``"<m>:present"`` masks where rows lack a modality.
+    """
+
+    def __init__(self, data: ExperimentData, specs: Sequence[ModalitySpec], batch_size: int = 256,
+                 seed: int = 0, num_workers: int = 0, paired_fraction: float = 1.0,
+                 unpaired: str = "split") -> None:
+        super().__init__()
+        self.data, self.specs = data, list(specs)
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.paired_fraction, self.unpaired = paired_fraction, unpaired
+        self.dataset: Dataset | None = None
+        self.sampler: ShuffledBatches | ShardedBatchSampler | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        image = next(s for s in self.specs if s.name == "image")
+        base = LabelledImages(self.data.image_train, image.shape)
+        names = [s.name for s in self.specs]
+        if self.paired_fraction < 1.0 and len(names) > 1:
+            self.dataset = WeaklyPaired(base, names, self.paired_fraction, seed=self.seed,
+                                        unpaired="split", paired_only=self.unpaired == "drop")
+        else:
+            self.dataset = base
+        if len(self.dataset) == 0:
+            raise ValueError(f"data.paired_fraction={self.paired_fraction} with data.unpaired="
+                             f"{self.unpaired!r} leaves no training example")
+        batches = ShuffledBatches(len(self.dataset), self.batch_size, self.seed)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        self.sampler = ShardedBatchSampler(batches, rank, world) if world > 1 else batches
+
+    def set_epoch(self, epoch: int) -> None:
+        assert self.sampler is not None
+        self.sampler.set_epoch(epoch)
+
+    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int):
+        return move_batch(batch, device)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.dataset is not None
+        return DataLoader(self.dataset, batch_sampler=self.sampler,
+                          collate_fn=partial(collate_partial, specs=self.specs),
+                          num_workers=self.num_workers)

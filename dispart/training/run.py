@@ -18,16 +18,27 @@ from dispart.features.augment import RandomWarp
 from dispart.models import MODELS
 from dispart.nn.modality import ModalitySpec
 from dispart.runs import save_run
-from dispart.training.datamodule import EpochPairing, PairedDataModule
+from dispart.training.datamodule import EpochPairing, ImageLabelDataModule, PairedDataModule
 from dispart.training.module import LitModel
 from dispart.training.monitor import PurityMonitor
 
 
 def modality_specs(cfg: ExperimentConfig) -> dict[str, ModalitySpec]:
+    """The modalities a config can name: speech features, digit images, digit labels."""
+    if cfg.model.image_net not in ("cnn", "mlp"):
+        raise ConfigError(f"model.image_net must be 'cnn' or 'mlp', got {cfg.model.image_net!r}")
+    likelihood = "gaussian" if cfg.data.binarize == "none" else "bernoulli"
+    image = (ModalitySpec("image", "image", (1, 28, 28), likelihood) if cfg.model.image_net == "cnn"
+             else ModalitySpec("image", "vector", (28 * 28,), likelihood))
     return {
         "audio": ModalitySpec("audio", "sequence", (cfg.data.n_mels,)),
-        "image": ModalitySpec("image", "image", (1, 28, 28)),
+        "image": image,
+        "label": ModalitySpec("label", "categorical", (10,), "categorical"),
     }
+
+
+def uses_speech(cfg: ExperimentConfig) -> bool:
+    return "audio" in cfg.model.modalities
 
 
 def model_hparams(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -58,6 +69,11 @@ def model_hparams(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def data_summary(cfg: ExperimentConfig, data: ExperimentData) -> dict[str, Any]:
+    if not data.has_speech:
+        return {"images": cfg.data.images, "binarize": cfg.data.binarize,
+                "classes": sorted(set(data.image_train.labels)),
+                "n_image_train": len(data.image_train), "n_image_test": len(data.image_test),
+                "paired_fraction": cfg.data.paired_fraction, "unpaired": cfg.data.unpaired}
     return {
         "audio": cfg.data.audio, "images": cfg.data.images, "split": cfg.data.split,
         "classes": sorted(set(data.speech_train.labels)),
@@ -86,7 +102,8 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     save_config(cfg, out / "config.yaml")
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
-    data = data or load_experiment_data(cfg.data, progress=cfg.train.progress_bar)
+    data = data or load_experiment_data(cfg.data, progress=cfg.train.progress_bar,
+                                        speech=uses_speech(cfg))
     if data.skipped:
         print(f"skipped {len(data.skipped)} bad audio files (data.on_error=skip); "
               f"first: {data.skipped[0][0]}: {data.skipped[0][1]}")
@@ -96,8 +113,25 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
         augment = RandomWarp(cfg.data.warp_freq, cfg.data.warp_time, seed=cfg.train.seed)
     elif cfg.data.augment != "none":
         raise ConfigError(f"data.augment must be 'none' or 'warp', got {cfg.data.augment!r}")
-    dm = PairedDataModule(data, cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
-                          augment=augment, bucket_pool=cfg.train.bucket_pool)
+    dm: L.LightningDataModule
+    if uses_speech(cfg):
+        if not data.has_speech:
+            raise ConfigError("model.modalities include audio but the data given has no speech")
+        dm = PairedDataModule(data, cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
+                              augment=augment, bucket_pool=cfg.train.bucket_pool)
+    else:
+        if cfg.data.unpaired not in ("split", "drop"):
+            raise ConfigError(f"data.unpaired must be 'split' or 'drop', got {cfg.data.unpaired!r}")
+        if not 0.0 <= cfg.data.paired_fraction <= 1.0:
+            raise ConfigError(f"data.paired_fraction must be in [0, 1], got {cfg.data.paired_fraction}")
+        if (cfg.model.name == "jmvae_kl" and cfg.data.paired_fraction < 1.0
+                and cfg.data.unpaired == "split"):
+            raise ConfigError("model.name=jmvae_kl trains on complete examples only: with "
+                              "data.paired_fraction < 1 set data.unpaired=drop")
+        specs = modality_specs(cfg)
+        dm = ImageLabelDataModule(data, [specs[m] for m in cfg.model.modalities],
+                                  cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
+                                  cfg.data.paired_fraction, cfg.data.unpaired)
 
     t = cfg.train
     if t.logger == "csv":
@@ -113,11 +147,11 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
         EpochPairing(),
     ]
     monitor = None
-    if t.eval_every > 0:
+    if t.eval_every > 0 and data.has_speech:
         monitor = PurityMonitor(data, cfg.eval, t.eval_every, t.stop_at_purity)
         callbacks.append(monitor)
     trainer = L.Trainer(
-        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices,
+        max_epochs=t.epochs, max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision, logger=logger,
         callbacks=callbacks, enable_progress_bar=t.progress_bar,
         log_every_n_steps=t.log_every_n_steps, gradient_clip_val=t.gradient_clip_val,

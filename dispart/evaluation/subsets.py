@@ -1,0 +1,184 @@
+"""Inference from any subset of modalities, on a run's test split (issue 5's missing-modality
+evaluation; ``dispart evaluate`` for runs with a label modality or without speech).
+
+Test examples hold every modality of the run: speech test utterances paired with test images of
+the same digit (a fixed seeded pairing) and the digit label, or MNIST test images and labels.
+For every subset S of the model's modalities that the model can encode:
+
+- ``purity``: k-means purity (PVAE protocol) of the shared latent (PVAE z^s, the single z of
+  MVAE/JMVAE/VAE) inferred from S alone (posterior means);
+- ``coherence``: for every modality m outside S, m decoded from the latents inferred from S
+  (latents S does not inform are set to their prior mean, 0), judged: a label by its argmax,
+  an image or speech by the run's digit classifiers (:mod:`dispart.evaluation.classifiers`),
+  as the fraction judged to be the test example's digit. With S = {image} and m = label this is
+  the classification accuracy of MVAE's weak-supervision experiment (Fig. 3).
+
+Accuracies and purities are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dispart.data.batch import Batch, Sequences, batch_size, index_batch
+from dispart.data.paired import PairedDigits, collate_paired
+from dispart.data.pipeline import ExperimentData
+from dispart.evaluation.clustering import kmeans_purity
+from dispart.models.base import MultimodalModel
+
+SHARED = ("z_s", "z")  # the latent every modality informs: PVAE's z^s, else the single z
+Judge = Callable[[list[np.ndarray]], np.ndarray]  # decoded items -> predicted class indices
+
+
+def test_examples(model: MultimodalModel, data: ExperimentData, seed: int = 0,
+                  max_items: int | None = None) -> tuple[Batch, np.ndarray]:
+    """All test examples as one batch of the model's modalities, and their (N,) class indices.
+
+    With speech, every test utterance is paired with a random test image of its digit
+    (deterministic in ``seed``); otherwise the MNIST test set. ``max_items`` keeps a seeded subset.
+    """
+    rng = np.random.default_rng(seed)
+    if data.speech_test is not None and "audio" in model.modalities:
+        pairs = PairedDigits(data.speech_test.features, data.speech_test.labels,
+                             data.image_test.images, data.image_test.labels, seed=seed)
+        idx = np.arange(len(pairs))
+        if max_items is not None and len(idx) > max_items:
+            idx = np.sort(rng.choice(len(idx), max_items, replace=False))
+        full = collate_paired([pairs[int(i)] for i in idx])
+        y = full["label"].numpy()
+    else:
+        n = len(data.image_test)
+        idx = np.arange(n)
+        if max_items is not None and n > max_items:
+            idx = np.sort(rng.choice(n, max_items, replace=False))
+        y = np.asarray([int(v) for v in np.asarray(data.image_test.labels)[idx]], dtype=np.int64)
+        full = {"image": torch.as_tensor(data.image_test.images[idx]), "label": torch.as_tensor(y)}
+    batch: dict[str, Any] = {}
+    for m in model.modalities:
+        if m not in full:
+            raise ValueError(f"the test data has no modality {m!r} (it has {sorted(full)})")
+        x = full[m]
+        if isinstance(x, Tensor) and model.specs[m].kind in ("image", "vector"):
+            x = x.reshape(len(x), *model.specs[m].shape)
+        batch[m] = x
+    return batch, y
+
+
+def shared_latent(model: MultimodalModel, subset: Sequence[str]) -> str | None:
+    names = set().union(*(model.latent_names(m) for m in subset))
+    return next((n for n in SHARED if n in names), None)
+
+
+@torch.no_grad()
+def infer_means(model: MultimodalModel, batch: Batch, subset: Sequence[str], chunk: int = 512
+                ) -> dict[str, Tensor]:
+    """Posterior means of every latent inferable from ``subset``, (N, D) each, in chunks."""
+    n = batch_size({m: batch[m] for m in subset})
+    out: dict[str, list[Tensor]] = {}
+    for s in range(0, n, chunk):
+        rows = torch.arange(s, min(n, s + chunk))
+        sub = index_batch({m: batch[m] for m in subset}, rows)
+        for k, v in model.embed(sub).items():
+            out.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+@torch.no_grad()
+def decode_from(model: MultimodalModel, means: dict[str, Tensor], modality: str,
+                lengths: Tensor | None, chunk: int = 512) -> list[np.ndarray]:
+    """Decode ``modality`` from latent means; latents not in ``means`` get the prior mean 0."""
+    sizes = model.latent_sizes()
+    n = len(next(iter(means.values())))
+    items: list[np.ndarray] = []
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        z = {name: means[name][s:e] if name in means else torch.zeros(e - s, sizes[name])
+             for name in model.decoder_latents(modality)}
+        ln = lengths[s:e] if lengths is not None else None
+        x = model.decode(z, modality, ln)
+        if ln is not None:
+            items += [x[i, : int(t)].numpy() for i, t in enumerate(ln)]
+        else:
+            items += list(x.numpy())
+    return items
+
+
+def subsets_of(modalities: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset, largest first."""
+    out = []
+    for r in range(len(modalities), 0, -1):
+        out += list(itertools.combinations(modalities, r))
+    return out
+
+
+def evaluate_subsets(
+    model: MultimodalModel, batch: Batch, labels: np.ndarray, judges: dict[str, Judge],
+    n_clusters: int = 10, seed: int = 0, subsets: Sequence[Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """Purity of the shared latent and cross-modal coherence for every encodable subset.
+
+    Returns ``{"subsets": [{"given": [...], "purity": p | None, "coherence": {m: acc}} ...],
+    "unsupported": [{"given": [...], "reason": str}]}``.
+    """
+    model.eval()
+    lengths = batch["audio"].lengths if isinstance(batch.get("audio"), Sequences) else None
+    rows, unsupported = [], []
+    for subset in subsets or subsets_of(model.modalities):
+        subset = tuple(subset)
+        try:
+            means = infer_means(model, batch, subset)
+        except ValueError as e:  # e.g. JMVAE-kl has no encoder for 2 of 3 modalities
+            unsupported.append({"given": list(subset), "reason": str(e)})
+            continue
+        latent = shared_latent(model, subset)
+        purity = None
+        if latent is not None and latent in means:
+            purity = float(kmeans_purity(means[latent].numpy(), labels, n_clusters=n_clusters,
+                                         seed=seed))
+        coherence = {}
+        for m in model.modalities:
+            if m in subset or m not in judges:
+                continue
+            decoded = decode_from(model, means, m, lengths if m == "audio" else None)
+            coherence[m] = float(np.mean(judges[m](decoded) == labels))
+        rows.append({"given": list(subset), "latent": latent, "purity": purity,
+                     "coherence": coherence})
+    return {"subsets": rows, "unsupported": unsupported, "n": int(len(labels))}
+
+
+def label_judge(decoded: list[np.ndarray]) -> np.ndarray:
+    """Decoded label probabilities -> class indices (argmax)."""
+    return np.asarray([int(np.argmax(p)) for p in decoded], dtype=np.int64)
+
+
+def classifier_judge(clf: Any, classes: Sequence[str]) -> Judge:
+    """A :class:`~dispart.evaluation.classifiers.DigitClassifier` as a judge returning class
+    indices in ``classes`` order (images are reshaped to (28, 28))."""
+    index = {c: i for i, c in enumerate(classes)}
+
+    def judge(decoded: list[np.ndarray]) -> np.ndarray:
+        items = [d.reshape(28, 28) if d.size == 28 * 28 else d for d in decoded]
+        return np.asarray([index.get(p, -1) for p in clf.predict(items)], dtype=np.int64)
+
+    return judge
+
+
+def subsets_markdown(result: dict[str, Any], model_name: str) -> str:
+    """The result of :func:`evaluate_subsets` as a Markdown table (percentages)."""
+    mods = sorted({m for r in result["subsets"] for m in r["coherence"]})
+    head = "| model | given | purity of shared z | " + " | ".join(f"-> {m}" for m in mods) + " |"
+    lines = [head, "|" + "---|" * (3 + len(mods))]
+    for r in result["subsets"]:
+        pur = "-" if r["purity"] is None else f"{100 * r['purity']:.1f}"
+        cells = [f"{100 * r['coherence'][m]:.1f}" if m in r["coherence"] else "" for m in mods]
+        lines.append(f"| {model_name} | {' + '.join(r['given'])} | {pur} | " + " | ".join(cells) + " |")
+    for u in result["unsupported"]:
+        lines.append(f"| {model_name} | {' + '.join(u['given'])} | not supported | "
+                     + " | ".join("" for _ in mods) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""Image + label and three-modality runs, end to end on the embedded sample (real MNIST and FSDD
+files): binarised data, weak supervision, training, evaluation from every subset, likelihoods."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dispart.cli import main
+from dispart.config import load_config
+from dispart.data.pipeline import binarize_images, load_experiment_data
+from dispart.errors import ConfigError
+from dispart.training.datamodule import ImageLabelDataModule
+from dispart.training.run import modality_specs, train
+
+FAST = ["model.hidden=32", "train.progress_bar=false", "train.log_every_n_steps=1"]
+
+
+def test_binarized_images_are_a_fixed_draw_of_the_intensities():
+    cfg = load_config("configs/mnist_label_mvae.yaml")
+    data = load_experiment_data(cfg.data, speech=False)
+    x = data.image_train.images
+    assert set(np.unique(x)) == {0.0, 1.0} and data.speech_train is None and data.normalizer is None
+    raw = load_experiment_data(load_config(None, ["model.modalities=[image]"]).data, speech=False)
+    again = binarize_images(raw.image_train.images, "stochastic")
+    assert np.array_equal(again, x)  # the same seed gives the same draw
+    # Pixels are on about as often as their intensity says, never where the intensity is 0.
+    p = raw.image_train.images
+    assert x[p == 0].max() == 0.0 and abs(x.mean() - p.mean()) < 0.01
+    thr = binarize_images(p, "threshold")
+    assert np.array_equal(thr, (p > 0.5).astype(np.float32))
+    with pytest.raises(ConfigError, match="data.binarize"):
+        load_experiment_data(load_config(None, ["data.binarize=yes"]).data, speech=False)
+
+
+def _counts(dm):
+    dm.setup()
+    rows = [dm.dataset[i] for i in range(len(dm.dataset))]
+    both = sum(("image" in r) and ("label" in r) for r in rows)
+    return both, sum("label" not in r for r in rows), sum("image" not in r for r in rows)
+
+
+def test_weak_supervision_keeps_a_fraction_paired_and_unpairs_the_rest():
+    cfg = load_config("configs/mnist_label_mvae.yaml", ["data.paired_fraction=0.1"])
+    data = load_experiment_data(cfg.data, speech=False)
+    specs = modality_specs(cfg)
+    n = len(data.image_train)
+    dm = ImageLabelDataModule(data, [specs["image"], specs["label"]], batch_size=50,
+                              paired_fraction=0.1)
+    paired, image_only, label_only = _counts(dm)
+    assert paired == round(0.1 * n) and image_only + label_only == n - paired
+    assert abs(image_only - label_only) <= 1
+    # A batch marks the rows that lack a modality.
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape[1:] == (784,) and batch["label"].dtype == torch.int64
+    has = batch.get("image:present", torch.ones(len(batch["image"]), dtype=torch.bool))
+    assert batch["image"][~has].abs().sum() == 0
+    drop = ImageLabelDataModule(data, [specs["image"], specs["label"]], batch_size=50,
+                                paired_fraction=0.1, unpaired="drop")
+    assert _counts(drop) == (round(0.1 * n), 0, 0)
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="data.unpaired=drop"):
+        train(load_config("configs/mnist_label_jmvae.yaml", ["data.paired_fraction=0.5", *FAST]),
+              tmp_path / "j")
+    with pytest.raises(ConfigError, match="model.image_net"):
+        modality_specs(load_config(None, ["model.image_net=transformer"]))
+    with pytest.raises(ConfigError, match="paired_fraction"):
+        train(load_config("configs/mnist_label_mvae.yaml", ["data.paired_fraction=2", *FAST]),
+              tmp_path / "m")
+
+
+@pytest.fixture(scope="module")
+def mvae_run(tmp_path_factory, single_thread):
+    run = tmp_path_factory.mktemp("il") / "mvae"
+    assert main(["train", "configs/mnist_label_mvae.yaml", "--out", str(run), "train.epochs=30",
+                 "data.paired_fraction=0.5", "model.anneal_steps=20", "train.batch_size=50",
+                 *FAST, "model.hidden=64"]) == 0
+    return run
+
+
+def test_image_label_run_trains_evaluates_and_predicts_labels(mvae_run, capsys):
+    info = json.loads((mvae_run / "run.json").read_text())
+    assert info["normalizer"] is None and info["data"]["paired_fraction"] == 0.5
+    assert info["model"]["modalities"][0] == {"name": "image", "kind": "vector", "shape": [784],
+                                              "likelihood": "bernoulli"}
+    assert main(["evaluate", str(mvae_run), "--no-curves"]) == 0
+    out = capsys.readouterr().out
+    assert "inference from each subset" in out
+    result = json.loads((mvae_run / "evaluation.json").read_text())
+    rows = {tuple(r["given"]): r for r in result["subsets"]["subsets"]}
+    assert set(rows) == {("image", "label"), ("image",), ("label",)}
+    # 30 short epochs on 1,200 images: z from image and label together clusters by digit, z
+    # from the image alone far better than untrained encoders (~20% k-means purity).
+    assert rows[("image", "label")]["purity"] > 0.9 and rows[("image",)]["purity"] > 0.3
+    assert rows[("label",)]["purity"] == pytest.approx(1.0)  # z from the label alone: 10 points
+    assert 0.0 <= rows[("label",)]["coherence"]["image"] <= 1.0
+    assert 0.0 <= rows[("image",)]["coherence"]["label"] <= 1.0
+
+
+def test_likelihood_cli_writes_tables_2_and_3(mvae_run, capsys):
+    out = mvae_run / "lk.json"
+    assert main(["likelihood", str(mvae_run), "--k", "50", "--k-given", "100", "--n", "40",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["n"] == 40 and res["k"] == 50 and res["x1"] == "image" and res["x2"] == "label"
+    for key in ("log_p_x1", "log_p_x1_x2", "log_p_x1_given_x2"):
+        assert np.isfinite(res[key]) and res[key] < 0 and res[key + "/log_w_var"] >= 0
+    # log p(x1, x2) <= log p(x1) up to estimator noise (a label has probability <= 1).
+    assert res["log_p_x1_x2"] < res["log_p_x1"] + 1.0
+    assert "log_p_x1_given_x2" in capsys.readouterr().out
+    assert main(["likelihood", str(mvae_run), "--x2", "audio"]) == 2
+
+
+def test_three_modalities_with_each_missing_at_test(tmp_path, single_thread):
+    run = tmp_path / "pvae3"
+    assert main(["train", "dispart/demo.yaml", "--out", str(run), "train.epochs=2",
+                 "model.modalities=[audio,image,label]", "model.allow_missing=true",
+                 "train.batch_size=64", f"data.cache_dir={tmp_path / 'cache'}", *FAST]) == 0
+    assert main(["evaluate", str(run), "--no-curves"]) == 0
+    res = json.loads((run / "evaluation.json").read_text())["subsets"]
+    given = [tuple(r["given"]) for r in res["subsets"]]
+    assert len(given) == 7 and ("audio", "image") in given and ("label",) in given
+    row = next(r for r in res["subsets"] if r["given"] == ["audio", "image"])
+    assert set(row["coherence"]) == {"label"} and row["latent"] == "z_s"
+    row = next(r for r in res["subsets"] if r["given"] == ["label"])
+    assert set(row["coherence"]) == {"audio", "image"}
+    assert res["n"] == 100  # every test utterance of the sample, paired with a test image
