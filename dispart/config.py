@@ -73,6 +73,7 @@ class TrainConfig:
 
     epochs: int = 100
     max_steps: int = -1  # > 0: stop after this many optimiser steps (whichever comes first)
+    checkpoint_every_steps: int = 0  # 0: a checkpoint every epoch; > 0: every this many steps
     batch_size: int = 256
     bucket_pool: int = 50  # length buckets: sort within random pools of bucket_pool * batch_size
     lr: float = 1e-3

@@ -141,9 +141,12 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     else:
         raise ConfigError(f"train.logger must be 'csv' or 'tensorboard', got {t.logger!r}")
     callbacks: list[L.Callback] = [
-        # Every epoch: keep the newest epoch checkpoint and last.ckpt (for --resume after a crash).
+        # Every epoch (or every checkpoint_every_steps steps): keep the newest checkpoint and
+        # last.ckpt (for --resume after a crash).
         ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}",
-                        auto_insert_metric_name=False, save_last=True, every_n_epochs=1),
+                        auto_insert_metric_name=False, save_last=True,
+                        **({"every_n_train_steps": t.checkpoint_every_steps}
+                           if t.checkpoint_every_steps > 0 else {"every_n_epochs": 1})),
         EpochPairing(),
     ]
     monitor = None
