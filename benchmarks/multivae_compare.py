@@ -250,7 +250,7 @@ def summary(clock: EpochClock, n_train: int, fit_seconds: float) -> dict:
     }
 
 
-def train_dispart(name: str, lit, data, args) -> dict:
+def train_dispart(name: str, lit, data, args, epochs: int) -> dict:
     import lightning as L
 
     clock = EpochClock()
@@ -265,7 +265,7 @@ def train_dispart(name: str, lit, data, args) -> dict:
     torch.manual_seed(args.seed)
     loader = torch.utils.data.DataLoader(DictDataset(data["x_train"], data["y_train"]),
                                          batch_size=args.batch_size, shuffle=True)
-    trainer = L.Trainer(max_epochs=args.epochs, enable_progress_bar=False, logger=False,
+    trainer = L.Trainer(max_epochs=epochs, enable_progress_bar=False, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, accelerator="cpu",
                         devices=1, callbacks=[Clock()], num_sanity_val_steps=0)
     t0 = time.perf_counter()
@@ -274,14 +274,14 @@ def train_dispart(name: str, lit, data, args) -> dict:
     return summary(clock, len(loader.dataset), fit)
 
 
-def train_multivae(name: str, mv, data, args, out_dir: str) -> dict:
+def train_multivae(name: str, mv, data, args, out_dir: str, epochs: int) -> dict:
     from multivae.data.datasets.base import MultimodalBaseDataset
     from multivae.trainers import BaseTrainer, BaseTrainerConfig
 
     ds = MultimodalBaseDataset({"image": data["x_train"],
                                 "label": nn.functional.one_hot(data["y_train"], 10).float()})
     cfg = BaseTrainerConfig(output_dir=out_dir, per_device_train_batch_size=args.batch_size,
-                            num_epochs=args.epochs, learning_rate=args.lr, optimizer_cls="Adam",
+                            num_epochs=epochs, learning_rate=args.lr, optimizer_cls="Adam",
                             optimizer_params={"betas": (0.9, 0.999)}, seed=args.seed, no_cuda=True)
     clock = EpochClock()
     t0 = time.perf_counter()
@@ -301,25 +301,49 @@ def train_multivae(name: str, mv, data, args, out_dir: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------ likelihoods
-def dispart_estimates(model, data, args) -> dict:
-    """dispart.evaluation.likelihood on the first ``n_test`` test images (mean nats per image)."""
-    from dispart.evaluation.likelihood import evaluate_likelihoods
+def dispart_estimates(model, data, args) -> tuple[dict, dict[str, torch.Tensor]]:
+    """dispart.evaluation.likelihood (log_marginal / log_conditional, the functions behind
+    evaluate_likelihoods) on the first ``n_test`` test images: means (nats per image) and their
+    standard errors over images, plus the per-image values for paired comparisons."""
+    from dispart.evaluation.likelihood import log_conditional, log_marginal
 
     n, b = args.n_test, args.eval_batch
     batches = [{"image": data["x_test"][i:i + b], "label": data["y_test"][i:i + b]} for i in range(0, n, b)]
     specs = {
-        "log_p_image": dict(targets=["image"], proposal=["image"]),
-        "log_p_image_label": dict(targets=["image", "label"], proposal=["image"]),
-        "log_p_image_label_jointq": dict(targets=["image", "label"], proposal=["image", "label"]),
-        "log_p_image_given_label": dict(targets=["image"], given=["label"], k_given=args.k_given),
+        "log_p_image": (["image"], ["image"]),
+        "log_p_image_label": (["image", "label"], ["image"]),
+        "log_p_image_label_jointq": (["image", "label"], ["image", "label"]),
+        "log_p_image_given_label": None,  # joint with q(z | label), p(label) with k_given prior samples
     }
-    out = {}
-    for key, kw in specs.items():
+    out, per_image = {}, {}
+    for key, spec in specs.items():
         torch.manual_seed(args.seed + 1)
         t0 = time.perf_counter()
-        r = evaluate_likelihoods(model, batches, k=args.k, **kw)
-        out[key] = {"log_p": r["log_p"], "log_w_var": r["log_w_var"],
-                    "seconds": round(time.perf_counter() - t0, 1)}
+        vals, wvar = [], []
+        for batch in batches:
+            if spec is None:
+                est = log_conditional(model, batch, ["image"], ["label"], k=args.k, k_given=args.k_given)
+                vals.append(est.log_p)
+                wvar.append(est.joint.log_w_var)
+            else:
+                est = log_marginal(model, batch, spec[0], spec[1], k=args.k)
+                vals.append(est.log_p)
+                wvar.append(est.log_w_var)
+        v = torch.cat(vals)
+        per_image[key] = v
+        out[key] = {"log_p": float(v.mean()), "sem": float(v.std() / len(v) ** 0.5),
+                    "log_w_var": float(torch.cat(wvar).mean()),
+                    "proposal": "q(z|label) (+ prior for p(label))" if spec is None
+                    else f"q(z|{','.join(spec[1])})", "seconds": round(time.perf_counter() - t0, 1)}
+    return out, per_image
+
+
+def paired(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict:
+    """Mean and standard error of the per-image difference a - b (same images, same estimator)."""
+    out = {}
+    for k in a:
+        d = a[k] - b[k]
+        out[k] = {"mean": float(d.mean()), "sem": float(d.std() / len(d) ** 0.5)}
     return out
 
 
@@ -351,6 +375,8 @@ def parse_args(argv=None):
     p.add_argument("--n-train", type=int, default=60000, help="first N training images (smoke tests)")
     p.add_argument("--eval-batch", type=int, default=100)
     p.add_argument("--models", nargs="+", default=["jmvae_kl", "mvae"], choices=["jmvae_kl", "mvae"])
+    p.add_argument("--recheck-epochs", type=int, default=1,
+                   help="extra timing of fresh models, in the reverse order (multivae first); 0: off")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--latent-dim", type=int, default=64)
     p.add_argument("--hidden", type=int, default=512)
@@ -404,30 +430,37 @@ def main(argv=None) -> int:
                     "cpu": platform.processor() or platform.machine()},
         "models": {},
     }
+    def fresh(name):  # same seed, dispart model first, multivae model loaded with its weights
+        torch.manual_seed(args.seed)
+        lit = LitModel(dispart_hparams(name, args), lr=args.lr, betas=[0.9, 0.999])
+        return lit, build_multivae(name, lit.model, args)
+
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            print(f"== {name}", flush=True)
-            torch.manual_seed(args.seed)
-            lit = LitModel(dispart_hparams(name, args), lr=args.lr, betas=[0.9, 0.999])
-            mv = build_multivae(name, lit.model, args)
-            n_d = sum(p.numel() for p in lit.model.parameters())
-            n_m = sum(p.numel() for p in mv.parameters())
-            res = {"params": {"dispart": n_d, "multivae": n_m}}
-            res["train"] = {"dispart": train_dispart(name, lit, data, args)}
-            print(f"   dispart  {res['train']['dispart']['samples_per_s']:.0f} samples/s", flush=True)
-            res["train"]["multivae"] = train_multivae(name, mv, data, args, tmp)
-            print(f"   multivae {res['train']['multivae']['samples_per_s']:.0f} samples/s", flush=True)
-            d, m = res["train"]["dispart"], res["train"]["multivae"]
-            res["speedup"] = {
-                "dispart_over_multivae": d["samples_per_s"] / m["samples_per_s"],
-                "median_epoch": d["samples_per_s_median_epoch"] / m["samples_per_s_median_epoch"],
-                "cpu_time": d["samples_per_cpu_s"] / m["samples_per_cpu_s"]}
-            dmodel, mmodel = lit.model.eval(), adapter(mv).eval()
-            res["loglik"] = {"dispart_estimator": {"dispart": dispart_estimates(dmodel, data, args),
-                                                   "multivae": dispart_estimates(mmodel, data, args)},
-                             "multivae_estimator": {"multivae": multivae_estimate(mv, data, args)}}
+            print(f"== {name}: train {args.epochs} epochs each (dispart first), then evaluate", flush=True)
+            lit, mv = fresh(name)
+            res = {"params": {"dispart": sum(p.numel() for p in lit.model.parameters()),
+                              "multivae": sum(p.numel() for p in mv.parameters())}}
+            res["train"] = {"dispart": train_dispart(name, lit, data, args, args.epochs),
+                            "multivae": train_multivae(name, mv, data, args, tmp, args.epochs)}
+            print_model(res["train"])
+            est_d, img_d = dispart_estimates(lit.model.eval(), data, args)
+            est_m, img_m = dispart_estimates(adapter(mv).eval(), data, args)
+            res["loglik"] = {
+                "dispart_estimator": {"dispart": est_d, "multivae": est_m,
+                                      "paired_diff_dispart_minus_multivae": paired(img_d, img_m)},
+                "multivae_estimator": {"multivae": multivae_estimate(mv, data, args)}}
             results["models"][name] = res
-            print_model(name, res)
+        for name in args.models if args.recheck_epochs > 0 else []:
+            print(f"== {name}: timing re-check, {args.recheck_epochs} epoch(s) each, multivae first",
+                  flush=True)
+            lit, mv = fresh(name)
+            rc = {"multivae": train_multivae(name, mv, data, args, tmp, args.recheck_epochs),
+                  "dispart": train_dispart(name, lit, data, args, args.recheck_epochs)}
+            print_model(rc)
+            results["models"][name]["train_recheck"] = rc
+    for res in results["models"].values():
+        res["speedup"] = speedups(res, len(data["y_train"]))
     results["total_seconds"] = time.perf_counter() - t_start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
@@ -436,28 +469,64 @@ def main(argv=None) -> int:
     return 0
 
 
-def print_model(name: str, res: dict) -> None:
-    for side in ("dispart", "multivae"):
-        t = res["train"][side]
-        print(f"   {side:8s} epochs wall {t['epoch_wall_s']} cpu {t['epoch_cpu_s']}", flush=True)
+def speedups(res: dict, n_train: int) -> dict:
+    """dispart / multivae throughput: main run, re-check, all epochs together, and CPU-time based."""
+    def rate(runs, key):
+        times = [t for r in runs for t in r[key]]
+        return n_train * len(times) / sum(times)
+
+    out = {}
+    phases = {"main": ["train"], "recheck": ["train_recheck"], "all_epochs": ["train", "train_recheck"]}
+    for phase, keys in phases.items():
+        keys = [k for k in keys if k in res]
+        if not keys:
+            continue
+        d = [res[k]["dispart"] for k in keys]
+        m = [res[k]["multivae"] for k in keys]
+        out[phase] = {"dispart_samples_per_s": rate(d, "epoch_wall_s"),
+                      "multivae_samples_per_s": rate(m, "epoch_wall_s"),
+                      "ratio": rate(d, "epoch_wall_s") / rate(m, "epoch_wall_s"),
+                      "ratio_cpu_time": rate(d, "epoch_cpu_s") / rate(m, "epoch_cpu_s")}
+    return out
 
 
-def print_table(results: dict) -> None:
-    rows = [("model", "side", "samples/s", "ratio d/m", "log p(x)", "log p(x,y) q(z|x)",
-             "log p(x,y) q(z|x,y)", "log p(x,y) mv-est", "log p(x|y)")]
-    for name, res in results["models"].items():
-        for side in ("dispart", "multivae"):
-            est = res["loglik"]["dispart_estimator"][side]
-            mv = res["loglik"]["multivae_estimator"].get(side, {}).get("log_p_image_label_jointq")
-            rows.append((name, side, f"{res['train'][side]['samples_per_s']:.0f}",
-                         f"{res['speedup']['dispart_over_multivae']:.2f}" if side == "dispart" else "",
-                         f"{est['log_p_image']['log_p']:.2f}", f"{est['log_p_image_label']['log_p']:.2f}",
-                         f"{est['log_p_image_label_jointq']['log_p']:.2f}",
-                         f"{mv['log_p']:.2f}" if mv else "-",
-                         f"{est['log_p_image_given_label']['log_p']:.2f}"))
+def print_model(train: dict) -> None:
+    for side, t in train.items():
+        print(f"   {side:8s} {t['samples_per_s']:6.0f} samples/s; epochs wall {t['epoch_wall_s']} "
+              f"cpu {t['epoch_cpu_s']}", flush=True)
+
+
+def _print_rows(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def print_table(results: dict) -> None:
+    print("\ntraining throughput (samples/s, wall clock, training epochs only)")
+    rows = [("model", "phase", "dispart", "multivae", "ratio d/m", "ratio (CPU time)")]
+    for name, res in results["models"].items():
+        for phase, sp in res["speedup"].items():
+            rows.append((name, phase, f"{sp['dispart_samples_per_s']:.0f}",
+                         f"{sp['multivae_samples_per_s']:.0f}", f"{sp['ratio']:.3f}",
+                         f"{sp['ratio_cpu_time']:.3f}"))
+    _print_rows(rows)
+    k, n = results["settings"]["k"], results["settings"]["n_test"]
+    print(f"\ntest log-likelihoods (nats, mean +- s.e. over the first {n} test images, K={k})")
+    keys = {"log_p_image": "log p(x) q(z|x)", "log_p_image_label": "log p(x,y) q(z|x)",
+            "log_p_image_label_jointq": "log p(x,y) q(z|x,y)", "log_p_image_given_label": "log p(x|y)"}
+    rows = [("model", "estimator", "model side", *keys.values())]
+    for name, res in results["models"].items():
+        ll = res["loglik"]["dispart_estimator"]
+        for side in ("dispart", "multivae"):
+            rows.append((name, "dispart", side, *(f"{ll[side][k]['log_p']:.2f}+-{ll[side][k]['sem']:.2f}"
+                                                  for k in keys)))
+        diff = ll["paired_diff_dispart_minus_multivae"]
+        rows.append((name, "dispart", "paired d-m", *(f"{diff[k]['mean']:+.2f}+-{diff[k]['sem']:.2f}"
+                                                      for k in keys)))
+        mv = res["loglik"]["multivae_estimator"]["multivae"]["log_p_image_label_jointq"]["log_p"]
+        rows.append((name, "multivae", "multivae", "-", "-", f"{mv:.2f}", "-"))
+    _print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -139,7 +139,8 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
 
     result = likelihood_table(run.model, batch, x1, x2 or None, k=args.k, k_given=args.k_given,
-                              rows_per_step=args.batch_size, progress=progress)
+                              rows_per_step=args.batch_size, progress=progress,
+                              conditional_proposal=args.conditional_proposal)
     print(file=sys.stderr)
     result.update({"model": run.display_name, "seconds": round(time.perf_counter() - t0, 1),
                    "threads": torch.get_num_threads(), "seed": args.seed})
@@ -229,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--n", type=int, default=0, help="use a seeded subset of n test examples "
                                                      "(default 0: all)")
     lk.add_argument("--batch-size", type=int, default=100, help="test examples per step")
+    lk.add_argument("--conditional-proposal", choices=["x1", "x2"], default="x1",
+                    help="encoder for the joint term of log p(x1 | x2): q(z|x1) (default, MVAE "
+                         "Table 2) or q(z|x2) (MVAE section 5 text)")
     lk.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     lk.add_argument("--seed", type=int, default=0)
     lk.add_argument("--out", help="output JSON (default RUN_DIR/likelihood.json)")

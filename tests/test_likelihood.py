@@ -150,5 +150,9 @@ def test_shared_samples_match_separate_estimates_and_table_matches_exact():
     for key, value in truth.items():
         assert table[key] == pytest.approx(value, abs=0.15), key
         assert table[key + "/log_w_var"] >= 0
+    torch.manual_seed(8)
+    other = likelihood_table(model, big, "x1", "x2", k=2000, k_given=5000, conditional_proposal="x2")
+    assert other["log_p_x1_given_x2"] == pytest.approx(truth["log_p_x1_given_x2"], abs=0.15)
+    assert other["proposals"]["log_p_x1_given_x2"].startswith("q(z|x2)")
     only = likelihood_table(model, big, "x1", None, k=10)
     assert "log_p_x1_x2" not in only and only["k_given"] is None

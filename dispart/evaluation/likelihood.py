@@ -251,14 +251,19 @@ def likelihood_table(
     rows_per_step: int = 100,
     max_rows: int = 8192,
     progress: Callable[[int, int], None] | None = None,
+    conditional_proposal: str = "x1",
 ) -> dict[str, Any]:
     """MVAE Tables 2-3 on a data set held in ``batch`` (all rows), ``rows_per_step`` at a time.
 
     Estimates (data-set means, nats) and the mean variance of their K log importance weights:
     ``log_p_x1`` and ``log_p_x1_x2`` with q(z | x1) (the same samples), and ``log_p_x1_given_x2``
-    = log p(x1, x2) with q(z | x2) minus log p(x2) with ``k_given`` prior samples (variance of
-    the joint term). Without ``x2`` only ``log_p_x1``.
+    = log p(x1, x2) minus log p(x2) with ``k_given`` prior samples (variance: of the joint term).
+    The joint term of the conditional uses q(z | x1) (``conditional_proposal="x1"``, MVAE
+    Table 2, footnote 2: it is ``log_p_x1_x2`` itself) or q(z | x2) (``"x2"``, MVAE section 5's
+    text; an extra pass of the x1 decoder). Without ``x2`` only ``log_p_x1``.
     """
+    if conditional_proposal not in ("x1", "x2"):
+        raise ValueError(f"conditional_proposal must be 'x1' or 'x2', got {conditional_proposal!r}")
     model.eval()
     n = batch_size({m: batch[m] for m in (x1,) + ((x2,) if x2 else ())})
     sums: dict[str, float] = {}
@@ -270,7 +275,8 @@ def likelihood_table(
         ests = {"log_p_x1": _estimate(w[(x1,)])}
         if x2:
             ests["log_p_x1_x2"] = _estimate(w[(x1, x2)])
-            joint = _estimate(log_importance_weights(model, sub, (x1, x2), (x2,), k, max_rows))
+            joint = ests["log_p_x1_x2"] if conditional_proposal == "x1" else _estimate(
+                log_importance_weights(model, sub, (x1, x2), (x2,), k, max_rows))
             given = log_marginal(model, sub, (x2,), (), k_given, max_rows)
             ests["log_p_x1_given_x2"] = IWEstimate(joint.log_p - given.log_p, joint.log_w_var, k)
         for name, e in ests.items():
@@ -281,6 +287,7 @@ def likelihood_table(
     out: dict[str, Any] = {key: v / n for key, v in sums.items()}
     out.update({"n": n, "k": k, "k_given": k_given if x2 else None, "x1": x1, "x2": x2,
                 "proposals": {"log_p_x1": f"q(z|{x1})", "log_p_x1_x2": f"q(z|{x1})",
-                              "log_p_x1_given_x2": f"q(z|{x2}) for the joint, p(z) for p({x2})"}
+                              "log_p_x1_given_x2": f"q(z|{x1 if conditional_proposal == 'x1' else x2})"
+                                                   f" for the joint, p(z) for p({x2})"}
                 if x2 else {"log_p_x1": f"q(z|{x1})"}})
     return out
