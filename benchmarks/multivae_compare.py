@@ -60,6 +60,19 @@ MODALITIES = [
     {"name": "label", "kind": "categorical", "shape": [10], "likelihood": "categorical"},
 ]
 
+NOTES = [
+    "same binarised data, same initial weights (multivae modules loaded from the dispart model), same seed "
+    "(also the same shuffling and reparameterisation draws, so both sides follow nearly the same trajectory)",
+    "Adam lr 1e-3 betas (0.9, 0.999) on both sides (dispart's LitModel default betas are (0.95, 0.999))",
+    "no KL annealing: multivae warmup=0 (its default is 10 epochs), dispart anneal_steps=0; beta=1",
+    "MVAE: ELBO(joint) + ELBO(image) + ELBO(label), k=0 (multivae forces k=0 for 2 modalities); lambdas "
+    "image 1, label 50 as multivae rescale_factors (uses_likelihood_rescaling=True): training loss only",
+    "JMVAE-kl: alpha=0.1, likelihood weights 1 on both sides (dispart's jmvae_kl has no lambdas)",
+    "multivae gets one-hot float labels (its categorical likelihood needs them), dispart (B,) int64 classes",
+    "timing: dispart = Lightning hooks on_train_epoch_start..end; multivae = BaseTrainer.train_step (its "
+    "per-epoch best-model deepcopy and the final save are excluded); dataloading included on both sides",
+    "dispart estimator on multivae models goes through MultivaeAsDispart (multivae encoders/PoE/decoders)",
+]
 
 # ----------------------------------------------------------------------------------------- data
 def load_data(data_dir: Path, seed: int) -> dict[str, torch.Tensor]:
@@ -250,7 +263,7 @@ def summary(clock: EpochClock, n_train: int, fit_seconds: float) -> dict:
     }
 
 
-def train_dispart(name: str, lit, data, args, epochs: int) -> dict:
+def train_dispart(name: str, lit, data, args, epochs: int, seed: int | None = None) -> dict:
     import lightning as L
 
     clock = EpochClock()
@@ -262,7 +275,7 @@ def train_dispart(name: str, lit, data, args, epochs: int) -> dict:
         def on_train_epoch_end(self, trainer, pl_module):
             clock.stop()
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed if seed is None else seed)
     loader = torch.utils.data.DataLoader(DictDataset(data["x_train"], data["y_train"]),
                                          batch_size=args.batch_size, shuffle=True)
     trainer = L.Trainer(max_epochs=epochs, enable_progress_bar=False, logger=False,
@@ -377,6 +390,8 @@ def parse_args(argv=None):
     p.add_argument("--models", nargs="+", default=["jmvae_kl", "mvae"], choices=["jmvae_kl", "mvae"])
     p.add_argument("--recheck-epochs", type=int, default=1,
                    help="extra timing of fresh models, in the reverse order (multivae first); 0: off")
+    p.add_argument("--no-reference-seed", dest="reference_seed", action="store_false",
+                   help="skip the noise reference (dispart trained again with seed + 1)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--latent-dim", type=int, default=64)
     p.add_argument("--hidden", type=int, default=512)
@@ -428,10 +443,11 @@ def main(argv=None) -> int:
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "multivae": getattr(multivae, "__version__", "1.0.3"), "threads": torch.get_num_threads(),
                     "cpu": platform.processor() or platform.machine()},
+        "notes": NOTES,
         "models": {},
     }
-    def fresh(name):  # same seed, dispart model first, multivae model loaded with its weights
-        torch.manual_seed(args.seed)
+    def fresh(name, seed=args.seed):  # dispart model first, multivae model loaded with its weights
+        torch.manual_seed(seed)
         lit = LitModel(dispart_hparams(name, args), lr=args.lr, betas=[0.9, 0.999])
         return lit, build_multivae(name, lit.model, args)
 
@@ -450,6 +466,15 @@ def main(argv=None) -> int:
                 "dispart_estimator": {"dispart": est_d, "multivae": est_m,
                                       "paired_diff_dispart_minus_multivae": paired(img_d, img_m)},
                 "multivae_estimator": {"multivae": multivae_estimate(mv, data, args)}}
+            if args.reference_seed:  # run-to-run noise scale: dispart again with another seed
+                ref_seed = args.seed + 1
+                print(f"== {name}: dispart with seed {ref_seed} (noise reference)", flush=True)
+                lit_r, _ = fresh(name, ref_seed)
+                res["train_reference_seed"] = train_dispart(name, lit_r, data, args, args.epochs, ref_seed)
+                est_r, img_r = dispart_estimates(lit_r.model.eval(), data, args)
+                ll = res["loglik"]["dispart_estimator"]
+                ll["dispart_reference_seed"] = est_r
+                ll["paired_diff_dispart_minus_dispart_reference_seed"] = paired(img_d, img_r)
             results["models"][name] = res
         for name in args.models if args.recheck_epochs > 0 else []:
             print(f"== {name}: timing re-check, {args.recheck_epochs} epoch(s) each, multivae first",
@@ -524,6 +549,12 @@ def print_table(results: dict) -> None:
         diff = ll["paired_diff_dispart_minus_multivae"]
         rows.append((name, "dispart", "paired d-m", *(f"{diff[k]['mean']:+.2f}+-{diff[k]['sem']:.2f}"
                                                       for k in keys)))
+        if "dispart_reference_seed" in ll:
+            ref, diff = ll["dispart_reference_seed"], ll["paired_diff_dispart_minus_dispart_reference_seed"]
+            rows.append((name, "dispart", "dispart seed+1", *(f"{ref[k]['log_p']:.2f}+-{ref[k]['sem']:.2f}"
+                                                             for k in keys)))
+            rows.append((name, "dispart", "paired d-(seed+1)",
+                         *(f"{diff[k]['mean']:+.2f}+-{diff[k]['sem']:.2f}" for k in keys)))
         mv = res["loglik"]["multivae_estimator"]["multivae"]["log_p_image_label_jointq"]["log_p"]
         rows.append((name, "multivae", "multivae", "-", "-", f"{mv:.2f}", "-"))
     _print_rows(rows)

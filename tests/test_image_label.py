@@ -128,3 +128,25 @@ def test_three_modalities_with_each_missing_at_test(tmp_path, single_thread):
     row = next(r for r in res["subsets"] if r["given"] == ["label"])
     assert set(row["coherence"]) == {"audio", "image"}
     assert res["n"] == 100  # every test utterance of the sample, paired with a test image
+
+
+def test_subsets_a_model_cannot_encode_are_reported_not_crashed():
+    from dispart.evaluation.subsets import evaluate_subsets, label_judge
+    from dispart.models import build_model
+
+    torch.manual_seed(0)
+    mods = [{"name": "a", "kind": "vector", "shape": [5], "likelihood": "gaussian"},
+            {"name": "b", "kind": "vector", "shape": [4], "likelihood": "gaussian"},
+            {"name": "label", "kind": "categorical", "shape": [3], "likelihood": "categorical"}]
+    model = build_model({"name": "jmvae_kl", "modalities": mods, "latent_dim": 4, "hidden": 8,
+                         "alpha": 0.1})
+    y = torch.arange(30) % 3
+    batch = {"a": torch.randn(30, 5), "b": torch.randn(30, 4), "label": y}
+    res = evaluate_subsets(model, batch, y.numpy(), {"label": label_judge}, n_clusters=3)
+    done = {tuple(r["given"]) for r in res["subsets"]}
+    refused = {tuple(r["given"]) for r in res["unsupported"]}
+    assert done == {("a", "b", "label"), ("a",), ("b",), ("label",)}
+    assert refused == {("a", "b"), ("a", "label"), ("b", "label")}
+    assert all(r["reason"] for r in res["unsupported"])
+    a_only = next(r for r in res["subsets"] if r["given"] == ["a"])
+    assert set(a_only["coherence"]) == {"label"} and a_only["latent"] == "z"
