@@ -13,6 +13,11 @@ test log-likelihoods:
 - multivae's own estimator (``LikelihoodsEvaluator`` -> ``compute_joint_nll``, joint posterior as
   proposal) on the multivae models, to check the adapter apples to apples.
 
+Also: a noise reference (dispart trained again with seed + 1 and evaluated the same way: the
+run-to-run spread that dispart-vs-multivae differences should be judged against), a timing re-check
+(fresh models, ``--recheck-epochs`` epochs, multivae first this time) and the dispart model in a bare
+PyTorch loop (how much of dispart's time is Lightning's; not part of the ratios).
+
 multivae imports torchvision, which needs the torch it was built for, so it lives in its own venv::
 
     python -m venv /work/venv-multivae
@@ -23,7 +28,7 @@ multivae imports torchvision, which needs the torch it was built for, so it live
 Run (from the repository root; ~35 min on one thread)::
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE /work/venv-multivae/bin/python \\
-        benchmarks/multivae_compare.py --epochs 5 --batch-size 128 --k 1000 --n-test 1000 \\
+        benchmarks/multivae_compare.py --epochs 8 --batch-size 128 --k 1000 --n-test 1000 \\
         --out results/multivae_compare.json
 
 Skips (exit 0, with a message) when multivae or the MNIST data (../shared/data/mnist/mnist.npz)
@@ -287,6 +292,26 @@ def train_dispart(name: str, lit, data, args, epochs: int, seed: int | None = No
     return summary(clock, len(loader.dataset), fit)
 
 
+def train_plain_loop(model, data, args, epochs: int) -> dict:
+    """The dispart model in a bare PyTorch loop (no Lightning), for reference."""
+    torch.manual_seed(args.seed)
+    loader = torch.utils.data.DataLoader(DictDataset(data["x_train"], data["y_train"]),
+                                         batch_size=args.batch_size, shuffle=True)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    model.train()
+    clock = EpochClock()
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        clock.start()
+        for batch in loader:
+            loss = model.loss(batch).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        clock.stop()
+    return summary(clock, len(loader.dataset), time.perf_counter() - t0)
+
+
 def train_multivae(name: str, mv, data, args, out_dir: str, epochs: int) -> dict:
     from multivae.data.datasets.base import MultimodalBaseDataset
     from multivae.trainers import BaseTrainer, BaseTrainerConfig
@@ -315,39 +340,43 @@ def train_multivae(name: str, mv, data, args, out_dir: str, epochs: int) -> dict
 
 # ------------------------------------------------------------------------------------ likelihoods
 def dispart_estimates(model, data, args) -> tuple[dict, dict[str, torch.Tensor]]:
-    """dispart.evaluation.likelihood (log_marginal / log_conditional, the functions behind
-    evaluate_likelihoods) on the first ``n_test`` test images: means (nats per image) and their
-    standard errors over images, plus the per-image values for paired comparisons."""
-    from dispart.evaluation.likelihood import log_conditional, log_marginal
+    """dispart.evaluation.likelihood.log_marginal on the first ``n_test`` test images: means (nats per
+    image), standard errors over images, and per-image values for paired comparisons.
+
+    Conditionals follow ``log_conditional``: log p(x | y) = log p(x, y) - log p(y), the joint with
+    q(z | y) (dispart's default, MVAE protocol) or q(z | x, y) (JMVAE eq. 4), log p(y) with
+    ``k_given`` prior samples; each piece is estimated once and reused.
+    """
+    from dispart.evaluation.likelihood import log_marginal
 
     n, b = args.n_test, args.eval_batch
     batches = [{"image": data["x_test"][i:i + b], "label": data["y_test"][i:i + b]} for i in range(0, n, b)]
-    specs = {
-        "log_p_image": (["image"], ["image"]),
-        "log_p_image_label": (["image", "label"], ["image"]),
-        "log_p_image_label_jointq": (["image", "label"], ["image", "label"]),
-        "log_p_image_given_label": None,  # joint with q(z | label), p(label) with k_given prior samples
+    xy = ["image", "label"]
+    specs = {  # key: (targets, proposal, K)
+        "log_p_image": (["image"], ["image"], args.k),
+        "log_p_image_label": (xy, ["image"], args.k),
+        "log_p_image_label_jointq": (xy, xy, args.k),
+        "log_p_image_label_labelq": (xy, ["label"], args.k),
+        "log_p_label": (["label"], [], args.k_given),
     }
     out, per_image = {}, {}
-    for key, spec in specs.items():
+    for key, (targets, proposal, k) in specs.items():
         torch.manual_seed(args.seed + 1)
         t0 = time.perf_counter()
-        vals, wvar = [], []
-        for batch in batches:
-            if spec is None:
-                est = log_conditional(model, batch, ["image"], ["label"], k=args.k, k_given=args.k_given)
-                vals.append(est.log_p)
-                wvar.append(est.joint.log_w_var)
-            else:
-                est = log_marginal(model, batch, spec[0], spec[1], k=args.k)
-                vals.append(est.log_p)
-                wvar.append(est.log_w_var)
-        v = torch.cat(vals)
+        ests = [log_marginal(model, batch, targets, proposal, k=k) for batch in batches]
+        v = torch.cat([e.log_p for e in ests])
         per_image[key] = v
         out[key] = {"log_p": float(v.mean()), "sem": float(v.std() / len(v) ** 0.5),
-                    "log_w_var": float(torch.cat(wvar).mean()),
-                    "proposal": "q(z|label) (+ prior for p(label))" if spec is None
-                    else f"q(z|{','.join(spec[1])})", "seconds": round(time.perf_counter() - t0, 1)}
+                    "log_w_var": float(torch.cat([e.log_w_var for e in ests]).mean()), "k": k,
+                    "proposal": f"q(z|{','.join(proposal)})" if proposal else "prior",
+                    "seconds": round(time.perf_counter() - t0, 1)}
+    for key, joint in (("log_p_image_given_label", "log_p_image_label_labelq"),
+                       ("log_p_image_given_label_jointq", "log_p_image_label_jointq")):
+        v = per_image[joint] - per_image["log_p_label"]
+        per_image[key] = v
+        out[key] = {"log_p": float(v.mean()), "sem": float(v.std() / len(v) ** 0.5),
+                    "log_w_var": out[joint]["log_w_var"],
+                    "proposal": f"{out[joint]['proposal']} for log p(x,y); prior for log p(y)"}
     return out, per_image
 
 
@@ -482,6 +511,8 @@ def main(argv=None) -> int:
             lit, mv = fresh(name)
             rc = {"multivae": train_multivae(name, mv, data, args, tmp, args.recheck_epochs),
                   "dispart": train_dispart(name, lit, data, args, args.recheck_epochs)}
+            lit_p, _ = fresh(name)  # not part of the ratios: how much of dispart's time is Lightning's
+            rc["dispart_plain_loop"] = train_plain_loop(lit_p.model, data, args, args.recheck_epochs)
             print_model(rc)
             results["models"][name]["train_recheck"] = rc
     for res in results["models"].values():
@@ -539,7 +570,8 @@ def print_table(results: dict) -> None:
     k, n = results["settings"]["k"], results["settings"]["n_test"]
     print(f"\ntest log-likelihoods (nats, mean +- s.e. over the first {n} test images, K={k})")
     keys = {"log_p_image": "log p(x) q(z|x)", "log_p_image_label": "log p(x,y) q(z|x)",
-            "log_p_image_label_jointq": "log p(x,y) q(z|x,y)", "log_p_image_given_label": "log p(x|y)"}
+            "log_p_image_label_jointq": "log p(x,y) q(z|x,y)", "log_p_image_given_label": "log p(x|y) q(z|y)",
+            "log_p_image_given_label_jointq": "log p(x|y) q(z|x,y)"}
     rows = [("model", "estimator", "model side", *keys.values())]
     for name, res in results["models"].items():
         ll = res["loglik"]["dispart_estimator"]
@@ -556,7 +588,7 @@ def print_table(results: dict) -> None:
             rows.append((name, "dispart", "paired d-(seed+1)",
                          *(f"{diff[k]['mean']:+.2f}+-{diff[k]['sem']:.2f}" for k in keys)))
         mv = res["loglik"]["multivae_estimator"]["multivae"]["log_p_image_label_jointq"]["log_p"]
-        rows.append((name, "multivae", "multivae", "-", "-", f"{mv:.2f}", "-"))
+        rows.append((name, "multivae", "multivae", "-", "-", f"{mv:.2f}", "-", "-"))
     _print_rows(rows)
 
 

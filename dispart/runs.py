@@ -102,6 +102,16 @@ def save_run(path: Path, cfg: ExperimentConfig, model: MultimodalModel,
     (path / "run.json").write_text(json.dumps(_jsonable(info), indent=1, sort_keys=True))
 
 
+def require_speech_and_images(run: Run, what: str) -> None:
+    """Raise RunDirError unless the run's model has both speech and images (``what`` needs them)."""
+    missing = [m for m in ("audio", "image") if m not in run.model.modalities]
+    if missing:
+        raise RunDirError(f"{run.path}: {what} needs a model over speech and images; this run's "
+                          f"{run.model.name} model has {list(run.model.modalities)} (missing "
+                          f"{missing}). For image + label runs use `dispart evaluate` and "
+                          f"`dispart likelihood`")
+
+
 def load_run(path: str | Path, device: str = "cpu") -> Run:
     """Load a finished run; errors name the missing or incompatible part."""
     p = Path(path)

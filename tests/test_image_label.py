@@ -150,3 +150,10 @@ def test_subsets_a_model_cannot_encode_are_reported_not_crashed():
     assert all(r["reason"] for r in res["unsupported"])
     a_only = next(r for r in res["subsets"] if r["given"] == ["a"])
     assert set(a_only["coherence"]) == {"label"} and a_only["latent"] == "z"
+
+
+def test_generate_and_report_explain_what_an_image_label_run_lacks(mvae_run, capsys):
+    assert main(["generate", str(mvae_run)]) == 2
+    assert main(["report", str(mvae_run)]) == 2
+    err = capsys.readouterr().err
+    assert "missing ['audio']" in err and "dispart likelihood" in err

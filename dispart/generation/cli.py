@@ -44,7 +44,7 @@ from dispart.generation.grids import (
     shared_latent_rows,
     style_latent,
 )
-from dispart.runs import Run, load_run
+from dispart.runs import Run, load_run, require_speech_and_images
 
 __all__ = ["KINDS", "build_grids", "write_grid_outputs", "generate", "generate_run",
            "add_generate_parser"]
@@ -225,6 +225,7 @@ def generate(run: Run, data: ExperimentData, out: str | Path, kinds: Sequence[st
 def generate_run(run_dir: str | Path, out: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
     """:func:`generate` for a run folder (output default RUN_DIR/generated)."""
     run = load_run(run_dir)
+    require_speech_and_images(run, "dispart generate")
     data = load_experiment_data(run.config.data, progress=False, normalizer=run.normalizer)
     return generate(run, data, Path(out) if out else Path(run_dir) / "generated", **kwargs)
 

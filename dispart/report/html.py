@@ -29,7 +29,7 @@ from dispart.evaluation.evaluate import evaluate_run, latent_symbol
 from dispart.evaluation.latents import image_latents, speech_latents
 from dispart.evaluation.plots import plot_inertia, plot_tsne
 from dispart.evaluation.table import PurityRow, read_evaluation_json, rows_to_markdown
-from dispart.runs import Run, load_run
+from dispart.runs import Run, load_run, require_speech_and_images
 
 __all__ = ["build_report", "data_uri", "markdown_table_to_html", "RENDER_CHECK_SCRIPT"]
 
@@ -358,6 +358,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, seed: int =
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir)
+    require_speech_and_images(run, "dispart report")
     if data is None:
         data = load_experiment_data(run.config.data, progress=False, normalizer=run.normalizer)
     evaluation, manifest, quality = _ensure(run_dir, run, data, rows, seed, regenerate, quality_items)
