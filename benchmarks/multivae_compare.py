@@ -20,16 +20,16 @@ PyTorch loop (how much of dispart's time is Lightning's; not part of the ratios)
 
 multivae imports torchvision, which needs the torch it was built for, so it lives in its own venv::
 
-    python -m venv /work/venv-multivae
-    /work/venv-multivae/bin/pip install torch==2.14.1 torchvision==0.29.1
-    /work/venv-multivae/bin/pip install multivae==1.0.3
-    /work/venv-multivae/bin/pip install -e /work/main      # keeps torch 2.14.1
+    python -m venv ../venv-multivae
+    ../venv-multivae/bin/pip install torch==2.14.1 torchvision==0.29.1
+    ../venv-multivae/bin/pip install multivae==1.0.3
+    ../venv-multivae/bin/pip install -e .      # keeps torch 2.14.1
 
 Run (from the repository root; ~35 min on one thread)::
 
-    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE /work/venv-multivae/bin/python \\
+    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE ../venv-multivae/bin/python \\
         benchmarks/multivae_compare.py --epochs 8 --batch-size 128 --k 1000 --n-test 1000 \\
-        --out results/multivae_compare.json
+        --out benchmarks/results/multivae_compare.json
 
 Skips (exit 0, with a message) when multivae or the MNIST data (../shared/data/mnist/mnist.npz)
 is missing.
@@ -428,7 +428,7 @@ def parse_args(argv=None):
     p.add_argument("--label-lambda", type=float, default=50.0, help="MVAE label weight (image: 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "multivae_compare.json")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "multivae_compare.json")
     args = p.parse_args(argv)
     args.lambdas = {"image": 1.0, "label": args.label_lambda}
     return args
