@@ -40,6 +40,7 @@ RENDER_CHECK_SCRIPT = """
 window.__reportErrors = [];
 window.addEventListener('error', function (e) {
   var t = e.target;
+  if (t && t.tagName === 'AUDIO') { t.__failed = true; }  // a.load() below resets a.error
   window.__reportErrors.push(t && t !== window && t.tagName ? 'failed to load ' + t.tagName
                             : 'script error: ' + e.message);
 }, true);
@@ -49,8 +50,9 @@ window.addEventListener('load', function () {
   var tries = 0;
   function finish() {
     var badImg = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length;
-    var badAud = auds.filter(function (a) { return !!a.error; }).length;
-    var pending = auds.filter(function (a) { return !a.error && a.readyState < 1; }).length;
+    var badAud = auds.filter(function (a) { return !!a.error || !!a.__failed; }).length;
+    var pending = auds.filter(function (a) {
+      return !a.error && !a.__failed && a.readyState < 1; }).length;
     if (pending && tries++ < 100) { setTimeout(finish, 50); return; }
     var errs = window.__reportErrors;
     var ok = !badImg && !badAud && !pending && !errs.length;
