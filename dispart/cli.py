@@ -123,7 +123,8 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     x1 = args.x1 or ("image" if "image" in mods else mods[0])
     x2 = args.x2 if args.x2 is not None else (
         "label" if "label" in mods and x1 != "label" else next((m for m in mods if m != x1), None))
-    for name, m in (("--x1", x1), ("--x2", x2)):
+    for name, m in (("--x1", x1), ("--x2", x2),
+                    *(("--proposal", p) for p in (args.proposal or "").split(",") if p)):
         if m is not None and m not in mods:
             raise ConfigError(f"{name} {m!r}: the run's model has modalities {list(mods)}")
     if args.threads:
@@ -140,7 +141,8 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
 
     result = likelihood_table(run.model, batch, x1, x2 or None, k=args.k, k_given=args.k_given,
                               rows_per_step=args.batch_size, progress=progress,
-                              conditional_proposal=args.conditional_proposal)
+                              conditional_proposal=args.conditional_proposal,
+                              proposal=args.proposal.split(",") if args.proposal else None)
     print(file=sys.stderr)
     result.update({"model": run.display_name, "seconds": round(time.perf_counter() - t0, 1),
                    "threads": torch.get_num_threads(), "seed": args.seed})
@@ -233,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--conditional-proposal", choices=["x1", "x2"], default="x1",
                     help="encoder for the joint term of log p(x1 | x2): q(z|x1) (default, MVAE "
                          "Table 2) or q(z|x2) (MVAE section 5 text)")
+    lk.add_argument("--proposal", help="encoder for log p(x1) and log p(x1, x2), comma-separated "
+                                       "modalities (default x1; e.g. image,label: the joint one)")
     lk.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     lk.add_argument("--seed", type=int, default=0)
     lk.add_argument("--out", help="output JSON (default RUN_DIR/likelihood.json)")

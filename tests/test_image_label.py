@@ -112,6 +112,10 @@ def test_likelihood_cli_writes_tables_2_and_3(mvae_run, capsys):
     assert res["log_p_x1_x2"] < res["log_p_x1"] + 1.0
     assert "log_p_x1_given_x2" in capsys.readouterr().out
     assert main(["likelihood", str(mvae_run), "--x2", "audio"]) == 2
+    assert main(["likelihood", str(mvae_run), "--proposal", "image,speech"]) == 2
+    assert main(["likelihood", str(mvae_run), "--k", "5", "--k-given", "5", "--n", "10",
+                 "--proposal", "image,label", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["proposals"]["log_p_x1"] == "q(z|image,label)"
 
 
 def test_three_modalities_with_each_missing_at_test(tmp_path, single_thread):

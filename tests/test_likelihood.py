@@ -154,5 +154,10 @@ def test_shared_samples_match_separate_estimates_and_table_matches_exact():
     other = likelihood_table(model, big, "x1", "x2", k=2000, k_given=5000, conditional_proposal="x2")
     assert other["log_p_x1_given_x2"] == pytest.approx(truth["log_p_x1_given_x2"], abs=0.15)
     assert other["proposals"]["log_p_x1_given_x2"].startswith("q(z|x2)")
+    torch.manual_seed(9)
+    joint = likelihood_table(model, big, "x1", "x2", k=2000, k_given=5000, proposal=("x1", "x2"))
+    assert joint["proposals"]["log_p_x1"] == "q(z|x1,x2)"
+    for key, value in truth.items():
+        assert joint[key] == pytest.approx(value, abs=0.15), key
     only = likelihood_table(model, big, "x1", None, k=10)
     assert "log_p_x1_x2" not in only and only["k_given"] is None

@@ -252,6 +252,7 @@ def likelihood_table(
     max_rows: int = 8192,
     progress: Callable[[int, int], None] | None = None,
     conditional_proposal: str = "x1",
+    proposal: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """MVAE Tables 2-3 on a data set held in ``batch`` (all rows), ``rows_per_step`` at a time.
 
@@ -261,7 +262,10 @@ def likelihood_table(
     The joint term of the conditional uses q(z | x1) (``conditional_proposal="x1"``, MVAE
     Table 2, footnote 2: it is ``log_p_x1_x2`` itself) or q(z | x2) (``"x2"``, MVAE section 5's
     text; an extra pass of the x1 decoder). Without ``x2`` only ``log_p_x1``.
+    ``proposal``: the encoder for the first two estimates instead of q(z | x1), e.g.
+    ``(x1, x2)`` for the joint encoder (any proposal gives an unbiased estimate of p).
     """
+    prop = tuple(proposal) if proposal else (x1,)
     if conditional_proposal not in ("x1", "x2"):
         raise ValueError(f"conditional_proposal must be 'x1' or 'x2', got {conditional_proposal!r}")
     model.eval()
@@ -269,14 +273,16 @@ def likelihood_table(
     sums: dict[str, float] = {}
     for s in range(0, n, rows_per_step):
         rows = torch.arange(s, min(n, s + rows_per_step))
-        sub = index_batch({m: batch[m] for m in (x1,) + ((x2,) if x2 else ())}, rows)
+        sub = index_batch({m: batch[m] for m in dict.fromkeys((x1,) + ((x2,) if x2 else ()) + prop)},
+                          rows)
         sets = [(x1,), (x1, x2)] if x2 else [(x1,)]
-        w = log_importance_weights_multi(model, sub, sets, (x1,), k, max_rows)
+        w = log_importance_weights_multi(model, sub, sets, prop, k, max_rows)
         ests = {"log_p_x1": _estimate(w[(x1,)])}
         if x2:
             ests["log_p_x1_x2"] = _estimate(w[(x1, x2)])
-            joint = ests["log_p_x1_x2"] if conditional_proposal == "x1" else _estimate(
-                log_importance_weights(model, sub, (x1, x2), (x2,), k, max_rows))
+            cond_prop = (x1,) if conditional_proposal == "x1" else (x2,)
+            joint = ests["log_p_x1_x2"] if cond_prop == prop else _estimate(
+                log_importance_weights(model, sub, (x1, x2), cond_prop, k, max_rows))
             given = log_marginal(model, sub, (x2,), (), k_given, max_rows)
             ests["log_p_x1_given_x2"] = IWEstimate(joint.log_p - given.log_p, joint.log_w_var, k)
         for name, e in ests.items():
@@ -286,8 +292,9 @@ def likelihood_table(
             progress(int(rows[-1]) + 1, n)
     out: dict[str, Any] = {key: v / n for key, v in sums.items()}
     out.update({"n": n, "k": k, "k_given": k_given if x2 else None, "x1": x1, "x2": x2,
-                "proposals": {"log_p_x1": f"q(z|{x1})", "log_p_x1_x2": f"q(z|{x1})",
+                "proposals": {"log_p_x1": f"q(z|{','.join(prop)})",
+                              "log_p_x1_x2": f"q(z|{','.join(prop)})",
                               "log_p_x1_given_x2": f"q(z|{x1 if conditional_proposal == 'x1' else x2})"
                                                    f" for the joint, p(z) for p({x2})"}
-                if x2 else {"log_p_x1": f"q(z|{x1})"}})
+                if x2 else {"log_p_x1": f"q(z|{','.join(prop)})"}})
     return out
