@@ -121,7 +121,7 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir)
     mods = run.model.modalities
     x1 = args.x1 or ("image" if "image" in mods else mods[0])
-    x2 = args.x2 if args.x2 is not None else (
+    x2 = (args.x2 or None) if args.x2 is not None else (  # --x2 '' : log p(x1) only
         "label" if "label" in mods and x1 != "label" else next((m for m in mods if m != x1), None))
     for name, m in (("--x1", x1), ("--x2", x2),
                     *(("--proposal", p) for p in (args.proposal or "").split(",") if p)):
@@ -139,7 +139,7 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
         print(f"\r{done}/{total} test examples, {time.perf_counter() - t0:.0f} s", end="",
               file=sys.stderr, flush=True)
 
-    result = likelihood_table(run.model, batch, x1, x2 or None, k=args.k, k_given=args.k_given,
+    result = likelihood_table(run.model, batch, x1, x2, k=args.k, k_given=args.k_given,
                               rows_per_step=args.batch_size, progress=progress,
                               conditional_proposal=args.conditional_proposal,
                               proposal=args.proposal.split(",") if args.proposal else None)

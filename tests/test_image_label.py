@@ -116,6 +116,10 @@ def test_likelihood_cli_writes_tables_2_and_3(mvae_run, capsys):
     assert main(["likelihood", str(mvae_run), "--k", "5", "--k-given", "5", "--n", "10",
                  "--proposal", "image,label", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["proposals"]["log_p_x1"] == "q(z|image,label)"
+    assert main(["likelihood", str(mvae_run), "--k", "5", "--n", "10", "--x2", "", "--out",
+                 str(out)]) == 0  # log p(x1) only
+    only = json.loads(out.read_text())
+    assert only["x2"] is None and "log_p_x1_x2" not in only and np.isfinite(only["log_p_x1"])
 
 
 def test_three_modalities_with_each_missing_at_test(tmp_path, single_thread):
