@@ -89,6 +89,10 @@ def _check(cfg: DataConfig) -> None:
         raise ConfigError(f"data.normalize must be 'global' or 'utterance', got {cfg.normalize!r}")
     if cfg.binarize not in BINARIZE:
         raise ConfigError(f"data.binarize must be one of {BINARIZE}, got {cfg.binarize!r}")
+    if cfg.unpaired not in ("split", "drop"):
+        raise ConfigError(f"data.unpaired must be 'split' or 'drop', got {cfg.unpaired!r}")
+    if not 0.0 <= cfg.paired_fraction <= 1.0:
+        raise ConfigError(f"data.paired_fraction must be in [0, 1], got {cfg.paired_fraction}")
 
 
 BINARIZE = ("none", "stochastic", "threshold")

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from dispart.config import EvalConfig
+from dispart.data.paired import sort_classes
 from dispart.data.pipeline import (
     ExperimentData,
     ImageSet,
@@ -147,7 +148,7 @@ def subset_evaluation(run: Run, data: ExperimentData, cfg: EvalConfig) -> dict[s
     label judged by argmax and images/speech by the run's digit classifiers."""
     model = run.model
     batch, labels = test_examples(model, data, seed=cfg.seed)
-    classes = sorted({str(y) for y in data.image_train.labels}, key=lambda c: (len(c), c))
+    classes = sort_classes(data.image_train.labels)  # the class order of test_examples' labels
     judges: dict[str, Any] = {"label": label_judge}
     if any(m in model.modalities for m in ("image", "audio")) and len(model.modalities) > 1:
         clfs = run_classifiers(run, data)

@@ -75,7 +75,21 @@ class AugmentedPairs(Dataset):
         return item
 
 
-class PairedDataModule(L.LightningDataModule):
+class _BatchedDataModule(L.LightningDataModule):
+    """What both data modules share: a batch sampler sharded by DDP rank, per-epoch reshuffling,
+    and moving batches (which may hold Sequences) to the device."""
+
+    def _shard(self, base: LengthBucketSampler | ShuffledBatches
+               ) -> LengthBucketSampler | ShuffledBatches | ShardedBatchSampler:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        return ShardedBatchSampler(base, rank, world) if world > 1 else base
+
+    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int):
+        return move_batch(batch, device)
+
+
+class PairedDataModule(_BatchedDataModule):
     def __init__(self, data: ExperimentData, batch_size: int = 256, seed: int = 0,
                  num_workers: int = 0, augment: RandomWarp | None = None,
                  bucket_pool: int = 50) -> None:
@@ -96,20 +110,15 @@ class PairedDataModule(L.LightningDataModule):
         )
         if self.augment is not None:
             self.dataset = AugmentedPairs(self.dataset, self.augment)
-        base = LengthBucketSampler(self.dataset.lengths, self.batch_size, shuffle=True,
-                                   seed=self.seed, bucket_size_multiplier=self.bucket_pool)
-        world = self.trainer.world_size if self.trainer is not None else 1
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        self.sampler = ShardedBatchSampler(base, rank, world) if world > 1 else base
+        self.sampler = self._shard(LengthBucketSampler(
+            self.dataset.lengths, self.batch_size, shuffle=True, seed=self.seed,
+            bucket_size_multiplier=self.bucket_pool))
 
     def set_epoch(self, epoch: int) -> None:
         """Re-pair speech and images and reshuffle the batches for ``epoch``."""
         assert self.dataset is not None and self.sampler is not None
         self.dataset.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
-
-    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int):
-        return move_batch(batch, device)
 
     def train_dataloader(self) -> DataLoader:
         assert self.dataset is not None
@@ -139,7 +148,7 @@ class LabelledImages(Dataset):
         return {"image": self.images[i], "label": int(self.labels[i])}
 
 
-class ImageLabelDataModule(L.LightningDataModule):
+class ImageLabelDataModule(_BatchedDataModule):
     """Image + label training data, optionally weakly supervised (MVAE section 5.1).
 
     ``paired_fraction`` of the training examples stay paired; the rest is split into image-only
@@ -170,17 +179,11 @@ class ImageLabelDataModule(L.LightningDataModule):
         if len(self.dataset) == 0:
             raise ValueError(f"data.paired_fraction={self.paired_fraction} with data.unpaired="
                              f"{self.unpaired!r} leaves no training example")
-        batches = ShuffledBatches(len(self.dataset), self.batch_size, self.seed)
-        world = self.trainer.world_size if self.trainer is not None else 1
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        self.sampler = ShardedBatchSampler(batches, rank, world) if world > 1 else batches
+        self.sampler = self._shard(ShuffledBatches(len(self.dataset), self.batch_size, self.seed))
 
     def set_epoch(self, epoch: int) -> None:
         assert self.sampler is not None
         self.sampler.set_epoch(epoch)
-
-    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int):
-        return move_batch(batch, device)
 
     def train_dataloader(self) -> DataLoader:
         assert self.dataset is not None

@@ -120,10 +120,6 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
         dm = PairedDataModule(data, cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
                               augment=augment, bucket_pool=cfg.train.bucket_pool)
     else:
-        if cfg.data.unpaired not in ("split", "drop"):
-            raise ConfigError(f"data.unpaired must be 'split' or 'drop', got {cfg.data.unpaired!r}")
-        if not 0.0 <= cfg.data.paired_fraction <= 1.0:
-            raise ConfigError(f"data.paired_fraction must be in [0, 1], got {cfg.data.paired_fraction}")
         if (cfg.model.name == "jmvae_kl" and cfg.data.paired_fraction < 1.0
                 and cfg.data.unpaired == "split"):
             raise ConfigError("model.name=jmvae_kl trains on complete examples only: with "
