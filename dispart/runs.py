@@ -30,6 +30,7 @@ from dispart.config import ExperimentConfig, load_config, save_config
 from dispart.errors import RunDirError
 from dispart.features.fbank import FbankConfig
 from dispart.features.normalize import FeatureNormalizer
+from dispart.files import file_sha256
 from dispart.models import build_model
 from dispart.models.base import MultimodalModel
 
@@ -44,6 +45,7 @@ class Run:
     normalizer: FeatureNormalizer | None  # None for runs without speech
     fbank: FbankConfig
     info: dict[str, Any]
+    weights_sha256: str = ""  # of model.safetensors: outputs computed from the run record it
 
     @property
     def display_name(self) -> str:
@@ -141,4 +143,4 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     normalizer = None if info.get("normalizer") is None else FeatureNormalizer.from_state_dict(
         {k: np.asarray(v, dtype=np.float32) if isinstance(v, list) else v
          for k, v in info["normalizer"].items()})
-    return Run(p, cfg, model, normalizer, fbank, info)
+    return Run(p, cfg, model, normalizer, fbank, info, file_sha256(p / "model.safetensors"))
