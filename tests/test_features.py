@@ -214,14 +214,20 @@ def test_cache_hit_and_invalidation(
     key = cache_key(utts, CFG)
     st = utts[0].path.stat()
     os.utime(utts[0].path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
-    assert cache_key(utts, CFG) != key  # touched file
+    assert cache_key(utts, CFG) == key  # touched file, same bytes: keyed by content, not mtime
     shutil.copy(sample_utts[20].path, src / sample_utts[20].path.name)
     assert cache_key(scan_corpus(src), CFG) != cache_key(utts, CFG)  # added file
     other_label = [Utterance(u.path, "x", u.speaker, u.take) for u in utts]
     assert cache_key(other_label, CFG) != cache_key(utts, CFG)
-    third = compute_features(utts, CFG, cache, progress=False)  # recomputed after touch
-    assert len(list(cache.glob("*.npz"))) == 2
+    with monkeypatch.context() as m:
+        m.setattr(fbank_mod, "fbank_from_file", _no_raise)
+        third = compute_features(utts, CFG, cache, progress=False)  # still a hit after touch
+    assert len(list(cache.glob("*.npz"))) == 1
     np.testing.assert_array_equal(third.features[0], first.features[0])
+    shutil.copy(sample_utts[21].path, utts[0].path)  # other bytes: recomputed
+    fourth = compute_features(utts, CFG, cache, progress=False)
+    assert len(list(cache.glob("*.npz"))) == 2
+    np.testing.assert_array_equal(fourth.features[0], fbank_from_file(sample_utts[21].path, CFG))
 
 
 def test_skip_mode_counts_and_cache_keeps_errors(
