@@ -10,7 +10,6 @@ benchmarks/results/generation.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -25,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from dispart.config import load_config  # noqa: E402
 from dispart.data.pipeline import load_experiment_data  # noqa: E402
+from dispart.files import atomic_write_json  # noqa: E402
 from dispart.generation.audio import features_to_logmel, logmels_to_waveforms, write_wav  # noqa: E402
 from dispart.generation.grids import (  # noqa: E402
     decode_grid,
@@ -108,8 +108,7 @@ def main() -> int:
         print(f"{k:>22}: {v:.3f} s")
     print(f"{'speech generated':>22}: {result['audio_seconds_generated']:.1f} s of audio")
     target = ROOT / "benchmarks" / "results" / "generation.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_json(target, result)
     print(f"wrote {target}")
     return 0
 

@@ -45,7 +45,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")  # multivae's trainer always adds a tqdm progress bar
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -518,8 +517,9 @@ def main(argv=None) -> int:
     for res in results["models"].values():
         res["speedup"] = speedups(res, len(data["y_train"]))
     results["total_seconds"] = time.perf_counter() - t_start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    from dispart.files import atomic_write_json
+
+    atomic_write_json(args.out, results, indent=2)
     print_table(results)
     print(f"wrote {args.out} ({results['total_seconds'] / 60:.1f} min)")
     return 0

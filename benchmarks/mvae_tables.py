@@ -12,7 +12,6 @@ and .md with the variances of the log importance weights (Table 3).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -23,7 +22,9 @@ from dispart.config import load_config
 from dispart.data.pipeline import load_experiment_data
 from dispart.evaluation.likelihood import likelihood_table
 from dispart.evaluation.subsets import test_examples
-from dispart.runs import load_run
+from dispart.evaluation.table import fresh_run_output, write_run_output
+from dispart.files import atomic_write, atomic_write_json
+from dispart.runs import current_weights_sha256, load_run
 from dispart.training.run import train
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -47,10 +48,9 @@ COLUMNS = ("log_p_x1", "log_p_x1_x2", "log_p_x1_given_x2")
 
 def estimate(run: Path, k: int, k_given: int) -> dict:
     path = run / "likelihood.json"
-    if path.is_file():
-        cached = json.loads(path.read_text())
-        if cached.get("k") == k and cached.get("n") == 10000:
-            return cached
+    cached = fresh_run_output(path, current_weights_sha256(run))  # None if missing or stale
+    if cached is not None and cached.get("k") == k and cached.get("n") == 10000:
+        return cached
     r = load_run(run)
     data = load_experiment_data(r.config.data, progress=False, speech=False)
     batch, _ = test_examples(r.model, data)
@@ -60,7 +60,7 @@ def estimate(run: Path, k: int, k_given: int) -> dict:
     result = likelihood_table(r.model, batch, "image", x2, k=k, k_given=k_given)
     result.update({"model": r.display_name, "seconds": round(time.perf_counter() - t0, 1),
                    "threads": torch.get_num_threads(), "seed": 0})
-    path.write_text(json.dumps(result, indent=1))
+    write_run_output(path, result, r)
     return result
 
 
@@ -98,10 +98,9 @@ def main() -> None:
             cells = [f"{cell(res.get(k))} / {cell(PAPER[model].get(k))}" for k in keys]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
-    (out / "mvae_tables.md").write_text(text + "\n")
-    (out / "mvae_tables.json").write_text(json.dumps(
-        {"epochs": args.epochs, "k": args.k, "k_given": args.k_given, "ours": results,
-         "paper": PAPER}, indent=1))
+    atomic_write(out / "mvae_tables.md", text + "\n")
+    atomic_write_json(out / "mvae_tables.json", {"epochs": args.epochs, "k": args.k,
+                      "k_given": args.k_given, "ours": results, "paper": PAPER})
     print(text)
 
 

@@ -11,7 +11,6 @@ overrides apply to every run (e.g. data.normalize=utterance data.augment=warp).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from dispart.cli import find_data
 from dispart.config import load_config
 from dispart.evaluation.evaluate import evaluate_run
 from dispart.evaluation.table import PurityRow, rows_to_markdown
+from dispart.files import atomic_write, atomic_write_json
 from dispart.training.run import train
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -47,10 +47,10 @@ def main() -> None:
         result = evaluate_run(run, progress=False)
         rows += [PurityRow(**r) for r in result["rows"]]
     table = rows_to_markdown(rows)
-    (out / "table1.md").write_text(table + "\n")
-    (out / "table1.json").write_text(json.dumps(
-        {"split": args.split, "epochs": args.epochs, "overrides": args.overrides,
-         "rows": [r.__dict__ for r in rows], "train_seconds": timing}, indent=1))
+    atomic_write(out / "table1.md", table + "\n")
+    atomic_write_json(out / "table1.json", {
+        "split": args.split, "epochs": args.epochs, "overrides": args.overrides,
+        "rows": [r.__dict__ for r in rows], "train_seconds": timing})
     print(table)
 
 

@@ -12,7 +12,6 @@ benchmarks/results/throughput.json. Falls back to the embedded sample when the d
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from dispart.config import DataConfig
 from dispart.data.paired import LengthBucketSampler, PairedDigits, collate_paired
 from dispart.data.pipeline import load_experiment_data
+from dispart.files import atomic_write_json
 from dispart.models import PVAE
 from dispart.nn.modality import DIGIT_IMAGE, SPEECH
 
@@ -129,8 +129,7 @@ def main() -> None:
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=1))
+    atomic_write_json(OUT, result)
     for k, v in result.items():
         print(f"{k:>20}: {v:.4g}" if isinstance(v, float) else f"{k:>20}: {v}")
     print(f"wrote {OUT}")

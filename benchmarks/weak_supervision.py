@@ -15,7 +15,6 @@ Finished runs are reused. Writes RUNS/weak_supervision.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from dispart.cli import find_data
 from dispart.config import load_config
 from dispart.data.pipeline import load_experiment_data
 from dispart.evaluation.evaluate import evaluate_run
+from dispart.files import atomic_write, atomic_write_json
 from dispart.training.run import train
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -92,9 +92,9 @@ def main() -> None:
         cells = [next((f"{100 * r['accuracy']:.1f}" for r in results
                        if r["model"] == m and r["paired"] == n_paired), "") for m in names]
         lines.append(f"| {n_paired} | " + " | ".join(cells) + " |")
-    (out / "weak_supervision.md").write_text("\n".join(lines) + "\n")
-    (out / "weak_supervision.json").write_text(json.dumps(
-        {"steps": args.steps, "overrides": args.overrides, "results": results}, indent=1))
+    atomic_write(out / "weak_supervision.md", "\n".join(lines) + "\n")
+    atomic_write_json(out / "weak_supervision.json", {
+        "steps": args.steps, "overrides": args.overrides, "results": results})
     print("\n".join(lines))
 
 

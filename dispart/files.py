@@ -23,6 +23,22 @@ import yaml
 from dispart.errors import RunDirError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: str, target: Path) -> None:
+    """Give ``tmp`` the mode a plain ``open(target, "w")`` would, then rename it over ``target``."""
+    try:
+        mode = target.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    os.chmod(tmp, mode)  # mkstemp creates 0600
+    os.replace(tmp, target)
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -49,7 +65,7 @@ def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None)
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
+        _publish(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -78,7 +94,7 @@ def atomic_write_with(path: str | Path, writer: Callable[[str], Any]) -> None:
         writer(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, target)
+        _publish(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -91,6 +107,10 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 1, **kwar
     atomic_write(path, json.dumps(obj, indent=indent, **kwargs) + "\n")
 
 
+def _one_line(e: Exception) -> str:
+    return " ".join(f"{e.__class__.__name__}: {e}".split())
+
+
 def read_json(path: str | Path, error: type[Exception] = RunDirError) -> Any:
     """Parse a JSON file; a missing, unreadable or corrupt file raises ``error`` naming it."""
     p = Path(path)
@@ -99,7 +119,7 @@ def read_json(path: str | Path, error: type[Exception] = RunDirError) -> Any:
     except FileNotFoundError as e:
         raise error(f"{p}: file is missing") from e
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise error(f"{p}: not a readable JSON file ({e.__class__.__name__}: {e})") from e
+        raise error(f"{p}: not a readable JSON file ({_one_line(e)})") from e
 
 
 def read_yaml(path: str | Path, error: type[Exception] = RunDirError) -> Any:
@@ -110,7 +130,7 @@ def read_yaml(path: str | Path, error: type[Exception] = RunDirError) -> Any:
     except FileNotFoundError as e:
         raise error(f"{p}: file is missing") from e
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise error(f"{p}: not a readable YAML file ({e.__class__.__name__}: {e})") from e
+        raise error(f"{p}: not a readable YAML file ({_one_line(e)})") from e
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -35,7 +35,7 @@ def test_pinned_checksum_ok_and_mismatch(tmp_path: Path) -> None:
     other = tmp_path / "dl2" / "file.bin"
     with pytest.raises(DataError, match=r"file\.bin: downloaded file has a checksum mismatch"):
         dl.fetch_verified(src.as_uri(), other, sha256="0" * 64)
-    assert not other.exists() and not other.with_name("file.bin.part").exists()
+    assert sorted(p.name for p in other.parent.iterdir()) == []  # no file, no temporary file
     # an existing file that does not verify is reported, not silently replaced
     dest.write_bytes(b"tampered")
     with pytest.raises(DataError, match=r"file\.bin: checksum mismatch"):
@@ -123,3 +123,61 @@ def test_download_mnist_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     np.testing.assert_allclose(data["test"][0] * 255, x, atol=1e-3)
     monkeypatch.setattr(dl.urllib.request, "urlopen", _no_network)
     dl.download_mnist(tmp_path / "mnist")
+
+
+def _fsdd_archive(path: Path, *extra: str) -> str:
+    top = f"free-spoken-digit-dataset-{dl.FSDD_COMMIT}"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{top}/recordings/README.md", "FSDD")
+        for name in extra:
+            z.writestr(name, "escaped")
+    return top
+
+
+@pytest.mark.parametrize("member", ["../escaped.txt", "free-spoken-digit-dataset-x/../../escaped.txt",
+                                    "/tmp/dispart-zip-slip-escaped.txt"])
+def test_zip_slip_members_are_refused_before_anything_is_extracted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, member: str
+) -> None:
+    archive = tmp_path / "evil.zip"
+    top = _fsdd_archive(archive, member)
+    monkeypatch.setattr(dl, "FSDD_URL", archive.as_uri())
+    dest = tmp_path / "data" / "inner"
+    with pytest.raises(DataError) as info:
+        dl.download_fsdd(dest)
+    assert str(info.value) == (f"{dest / (top + '.zip')}: member '{member}' would extract "
+                               f"outside {dest}")
+    # nothing was extracted, inside or outside the destination
+    assert sorted(p.name for p in dest.iterdir()) == [dl.CHECKSUMS_FILE, f"{top}.zip"]
+    assert not (tmp_path / "data" / "escaped.txt").exists()
+    assert not Path("/tmp/dispart-zip-slip-escaped.txt").exists()
+
+
+class _BrokenStream:
+    """A response that delivers some bytes, then fails (a dropped connection)."""
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    def __enter__(self) -> _BrokenStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def read(self, n: int = -1) -> bytes:
+        if self.sent:
+            raise ConnectionResetError("connection reset mid-download")
+        self.sent = True
+        return b"partial bytes"
+
+
+def test_an_interrupted_download_leaves_no_file_under_the_final_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dl.urllib.request, "urlopen", lambda *a, **k: _BrokenStream())
+    dest = tmp_path / "dl" / "file.bin"
+    with pytest.raises(DataError, match=r"file\.bin: download failed \(http://x/file\.bin: "
+                                        r"connection reset mid-download\)"):
+        dl.fetch_verified("http://x/file.bin", dest)
+    assert sorted(p.name for p in dest.parent.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -92,4 +93,7 @@ def test_quality_run_writes_quality_json(tmp_path_factory, data):
     assert saved["speaker_probe_accuracy"].keys() == {"z_s", "z_audio"}
     assert 0 <= saved["resynthesis_real_speech"]["accuracy"] <= 1
     assert result["model_type"] == "pvae"
+    # computed from these weights: the report recomputes it when model.safetensors changes
+    weights = hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()
+    assert saved["weights_sha256"] == weights == result["weights_sha256"]
     assert (run / "classifiers" / "audio.safetensors").is_file()

@@ -14,20 +14,22 @@ Integrity, honestly stated:
 
 Every function skips the download when the file is already present and verifies, and raises
 :class:`DataError` on a checksum mismatch (the bad file is removed only if this call just
-downloaded it; an existing file is left for you to inspect and delete).
+downloaded it; an existing file is left for you to inspect and delete). Downloads, checksum
+records and completion markers are written atomically (:mod:`dispart.files`), so an interrupted
+download never leaves a partial file under the final name; archive members that would extract
+outside the destination (``../``, absolute paths) are refused before anything is extracted.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import shutil
 import urllib.request
 import zipfile
 from pathlib import Path
 
 from dispart.errors import DataError
+from dispart.files import atomic_open, atomic_write, atomic_write_json, read_json
 
 __all__ = [
     "AUDIOMNIST_COMMIT",
@@ -83,10 +85,7 @@ def _read_records(folder: Path) -> dict[str, str]:
     path = folder / CHECKSUMS_FILE
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: unreadable checksum record ({e})") from e
+    data = read_json(path, error=DataError)
     if not isinstance(data, dict):
         raise DataError(f"{path}: checksum record must be a JSON object")
     return {str(k): str(v) for k, v in data.items()}
@@ -95,9 +94,7 @@ def _read_records(folder: Path) -> dict[str, str]:
 def _write_record(folder: Path, name: str, sha256: str) -> None:
     records = _read_records(folder)
     records[name] = sha256
-    tmp = folder / (CHECKSUMS_FILE + ".tmp")
-    tmp.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, folder / CHECKSUMS_FILE)
+    atomic_write_json(folder / CHECKSUMS_FILE, records, indent=2, sort_keys=True)
 
 
 def _verify(path: Path, sha256: str | None, md5: str | None) -> str | None:
@@ -140,21 +137,18 @@ def fetch_verified(
                 "expected release - delete it to download again"
             )
         return dest_file
-    part = dest_file.with_name(dest_file.name + ".part")
     errors = []
     for url in (urls,) if isinstance(urls, str) else urls:
         try:
             print(f"downloading {url} -> {dest_file}")
-            with urllib.request.urlopen(url, timeout=60) as r, part.open("wb") as f:
+            with urllib.request.urlopen(url, timeout=60) as r, atomic_open(dest_file) as f:
                 shutil.copyfileobj(r, f, 1 << 20)
             break
         except OSError as e:  # URLError, HTTPError, timeouts are OSErrors
             errors.append(f"{url}: {e}")
-            part.unlink(missing_ok=True)
     else:
         raise DataError(f"{dest_file}: download failed ({'; '.join(errors)})")
     # Verify under the final name so a trust-on-first-use record uses it.
-    os.replace(part, dest_file)
     reason = _verify(dest_file, sha256, md5)
     if reason:
         dest_file.unlink(missing_ok=True)
@@ -181,7 +175,7 @@ def _download_archive(url: str, dest: Path, sha256: str | None, folder_name: str
     _extract_zip(archive, dest)
     if not out.is_dir():
         raise DataError(f"{archive}: archive did not contain the folder '{folder_name}'")
-    (out / _COMPLETE).write_text(file_digest(archive) + "\n")
+    atomic_write(out / _COMPLETE, file_digest(archive) + "\n")
     return out
 
 

@@ -7,13 +7,14 @@
   so generated features are classified without any waveform round trip.
 
 Both are trained on the real training split of a run's data and saved as
-``NAME.safetensors`` (weights) + ``NAME.json`` (classes, sizes, data source, test accuracy):
-no pickle.
+``NAME.safetensors`` (weights) + ``NAME.json`` (classes, sizes, data source, test accuracy and
+the SHA-256 of the weights file): no pickle. Both are written atomically, the JSON last; a
+truncated, corrupt or changed classifier is reported in one warning line and retrained.
 """
 
 from __future__ import annotations
 
-import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from dispart.errors import RunDirError
+from dispart.files import atomic_write_json, atomic_write_with, file_sha256, read_json
 
 __all__ = [
     "DigitClassifier",
@@ -122,26 +125,40 @@ class DigitClassifier:
         return float(np.mean([p == str(y) for p, y in zip(pred, labels, strict=True)]))
 
     def save(self, stem: str | Path) -> None:
-        """Write ``stem.safetensors`` and ``stem.json``."""
+        """Write ``stem.safetensors`` then ``stem.json`` (with the weights' SHA-256), atomically."""
         stem = Path(stem)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()},
-                  str(stem.with_suffix(".safetensors")))
-        stem.with_suffix(".json").write_text(json.dumps(
-            {"modality": self.modality, "classes": self.classes, "meta": self.meta}, indent=1))
+        weights = stem.with_suffix(".safetensors")
+        state = {k: v.contiguous() for k, v in self.net.state_dict().items()}
+        atomic_write_with(weights, lambda tmp: save_file(state, tmp))
+        atomic_write_json(stem.with_suffix(".json"), {
+            "modality": self.modality, "classes": self.classes, "meta": self.meta,
+            "weights_sha256": file_sha256(weights)})
 
     @classmethod
     def load(cls, stem: str | Path) -> DigitClassifier:
-        """Read a classifier written by :meth:`save`."""
+        """Read a classifier written by :meth:`save`; RunDirError (one line naming the file) if
+        either file is missing, truncated, corrupt or does not match the other."""
         stem = Path(stem)
+        info = read_json(stem.with_suffix(".json"))
+        weights = stem.with_suffix(".safetensors")
         try:
-            info = json.loads(stem.with_suffix(".json").read_text())
-            state = load_file(str(stem.with_suffix(".safetensors")))
+            recorded = info.get("weights_sha256")
+            if recorded is not None and file_sha256(weights) != recorded:
+                raise RunDirError(f"{weights}: SHA-256 does not match the one recorded in "
+                                  f"{stem.with_suffix('.json').name} (truncated or changed)")
+            state = load_file(str(weights))
             net = _build(info["modality"], len(info["classes"]), info["meta"].get("in_dim", 0))
             net.load_state_dict(state)
-        except (OSError, KeyError, ValueError, RuntimeError) as e:
-            raise RunDirError(f"{stem}: cannot load classifier: {e}") from e
+        except (OSError, KeyError, ValueError, RuntimeError, TypeError, AttributeError,
+                SafetensorError) as e:
+            raise RunDirError(f"{stem}: cannot load classifier ({e.__class__.__name__}: "
+                              f"{' '.join(str(e).split())})") from e
         return cls(info["modality"], list(info["classes"]), net.eval(), info["meta"])
+
+
+def _warn(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"dispart: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _build(modality: str, n_classes: int, in_dim: int) -> nn.Module:
@@ -221,13 +238,23 @@ def _signature(run) -> dict[str, Any]:
             "normalizer_mean0": float(run.normalizer.mean[0]) if run.normalizer is not None else None}
 
 
+def _load_or_none(stem: Path) -> DigitClassifier | None:
+    """The saved classifier, or None (after one warning line) when it cannot be used."""
+    try:
+        return DigitClassifier.load(stem)
+    except RunDirError as e:
+        _warn(f"{' '.join(str(e).split())}; retraining the judge")
+        return None
+
+
 def run_classifiers(run, data, folder: str | Path | None = None, seed: int = 0,
                     retrain: bool = False) -> dict[str, DigitClassifier]:
     """Classifiers for a run's data, {"image": ..., "audio": ...}, trained on its training split
     and scored on its test split (``meta["test_accuracy"]``).
 
     They are cached in ``folder`` (default RUN_DIR/classifiers) and reused when the data
-    signature (sources, split, features, normaliser) matches.
+    signature (sources, split, features, normaliser) matches; a cached classifier that cannot
+    be loaded (truncated, corrupt) is reported in one warning line and retrained.
     """
     folder = Path(folder) if folder else Path(run.path) / "classifiers"
     sig = _signature(run)
@@ -236,8 +263,8 @@ def run_classifiers(run, data, folder: str | Path | None = None, seed: int = 0,
     for modality in wanted:
         stem = folder / modality
         if not retrain and stem.with_suffix(".json").is_file():
-            clf = DigitClassifier.load(stem)
-            if clf.meta.get("data") == sig:
+            clf = _load_or_none(stem)
+            if clf is not None and clf.meta.get("data") == sig:
                 out[modality] = clf
                 continue
         if modality == "image":

@@ -37,7 +37,8 @@ from dispart.evaluation.subsets import (
     subsets_markdown,
     test_examples,
 )
-from dispart.evaluation.table import PurityRow, rows_to_markdown, write_evaluation_json
+from dispart.evaluation.table import PurityRow, rows_to_markdown, write_run_output
+from dispart.files import atomic_write
 from dispart.models.base import MultimodalModel
 from dispart.runs import Run, load_run
 
@@ -110,7 +111,8 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate a run on its own test split, or on every utterance of ``audio`` (folder/CSV).
 
-    Writes ``evaluation.json`` and ``evaluation.md`` into the run folder (or ``out`` stem).
+    Writes ``evaluation.json`` and ``evaluation.md`` into the run folder (or ``out`` stem),
+    atomically; the JSON records the ``weights_sha256`` of the model it was computed from.
     ``data``: the run's already-loaded ExperimentData (its test split), to avoid loading it again.
     """
     run: Run = load_run(run_dir)
@@ -134,12 +136,13 @@ def evaluate_run(
     result["source"] = source
     result["skipped_files"] = [{"path": p, "reason": r} for p, r in skipped]
     result["provenance"] = run.info.get("provenance", {})
+    result["weights_sha256"] = run.weights_sha256
     base = Path(out) if out else Path(run_dir) / "evaluation"
-    write_evaluation_json(base.with_suffix(".json"), result)
+    write_run_output(base.with_suffix(".json"), result, run)
     text = rows_to_markdown([PurityRow(**r) for r in result["rows"]]) + "\n"
     if "subsets" in result:
         text += "\n" + subsets_markdown(result["subsets"], run.display_name) + "\n"
-    base.with_suffix(".md").write_text(text)
+    atomic_write(base.with_suffix(".md"), text)
     return result
 
 

@@ -18,6 +18,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from sklearn.manifold import TSNE
 
+from dispart.files import atomic_write_with
+
 __all__ = ["plot_inertia", "plot_tsne", "MARKER_CYCLE", "MAX_LEGEND_LABELS"]
 
 MAX_LEGEND_LABELS = 20
@@ -34,9 +36,8 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, format="png")
+    """Save ``fig`` as PNG atomically (parent folders are created)."""
+    atomic_write_with(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def plot_inertia(

@@ -30,7 +30,7 @@ from dispart.data.pipeline import ExperimentData, load_experiment_data
 from dispart.evaluation.classifiers import DigitClassifier, run_classifiers
 from dispart.evaluation.clustering import linear_probe_accuracy
 from dispart.evaluation.latents import image_latents, speech_latents
-from dispart.evaluation.table import write_evaluation_json
+from dispart.evaluation.table import write_run_output
 from dispart.generation.audio import features_to_waveform, utterance_offset, waveform_to_features
 from dispart.generation.grids import SEMANTIC, style_latent
 from dispart.models.base import MultimodalModel
@@ -79,7 +79,8 @@ def quality_from_data(
     run: Run, data: ExperimentData, classifiers: dict[str, DigitClassifier], max_items: int = 2000,
     seed: int = 0, n_resynth: int = 30,
 ) -> dict[str, Any]:
-    """All quality numbers for a loaded run (see the module docstring)."""
+    """All quality numbers for a loaded run (see the module docstring), with the
+    ``weights_sha256`` of the model they were computed from."""
     model = run.model
     rng = np.random.default_rng(seed)
     test = {"audio": (data.speech_test.features, np.asarray(data.speech_test.labels)),
@@ -93,6 +94,7 @@ def quality_from_data(
     has_style = all(SEMANTIC in model.latent_names(m) for m in sel)
     result: dict[str, Any] = {
         "model": run.display_name, "model_type": model.name, "split": "test", "seed": seed,
+        "weights_sha256": run.weights_sha256,
         "n_items": {m: int(len(v)) for m, v in labels.items()},
         "chance": 1.0 / max(1, len(classifiers["image"].classes)),
         "classifiers": {m: {k: c.meta.get(k) for k in ("test_accuracy", "n_train", "n_test")}
@@ -193,12 +195,12 @@ def _resynth_accuracy(run: Run, clf: DigitClassifier, features: list[np.ndarray]
 def quality_run(run_dir: str | Path, max_items: int = 2000, seed: int = 0, out: str | Path | None = None,
                 data: ExperimentData | None = None) -> dict[str, Any]:
     """Train (or reuse) the judge classifiers, compute the quality numbers and write
-    ``RUN_DIR/quality.json`` (or ``out``). Returns the payload."""
+    ``RUN_DIR/quality.json`` (or ``out``) atomically. Returns the payload."""
     run = load_run(run_dir)
     if data is None:
         data = load_experiment_data(run.config.data, progress=False, normalizer=run.normalizer)
     classifiers = run_classifiers(run, data, seed=seed)
     result = quality_from_data(run, data, classifiers, max_items=max_items, seed=seed)
     result["provenance"] = run.info.get("provenance", {})
-    write_evaluation_json(Path(out) if out else Path(run_dir) / "quality.json", result)
+    write_run_output(Path(out) if out else Path(run_dir) / "quality.json", result, run)
     return result

@@ -4,6 +4,9 @@
 - :data:`PAPER_TABLE1` -- Table 1 of Hsu & Glass (2018), transcribed from the paper.
 - :func:`rows_to_markdown` -- Markdown table in the paper's layout, optionally with paper numbers.
 - :func:`write_evaluation_json` / :func:`read_evaluation_json` -- plain JSON payloads.
+- :func:`write_run_output` / :func:`read_run_output` / :func:`fresh_run_output` -- outputs
+  computed from a run (evaluation.json, quality.json, likelihood.json), stamped with the
+  ``weights_sha256`` of the model they came from, so a stale one is recognised.
 """
 
 from __future__ import annotations
@@ -12,24 +15,34 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dispart.errors import DataError
+from dispart.files import atomic_write
+
+if TYPE_CHECKING:
+    from dispart.runs import Run
 
 __all__ = [
     "MODALITIES",
     "MODEL_ORDER",
     "PAPER_TABLE1",
     "EvaluationFileError",
+    "StaleOutputError",
     "PurityRow",
     "rows_to_markdown",
     "write_evaluation_json",
     "read_evaluation_json",
+    "write_run_output",
+    "read_run_output",
+    "fresh_run_output",
+    "read_evaluation_of",
 ]
 
 MODALITIES: tuple[str, str] = ("speech", "image")
@@ -214,10 +227,7 @@ def write_evaluation_json(path: str | os.PathLike[str], payload: Mapping[str, An
         )
     except (TypeError, ValueError) as exc:
         raise EvaluationFileError(f"cannot write evaluation JSON {target}: {exc}") from exc
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write(target, text + "\n")
 
 
 def read_evaluation_json(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -235,6 +245,10 @@ def read_evaluation_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     try:
         data = json.loads(source.read_text(encoding="utf-8"), parse_constant=_reject_constant)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise EvaluationFileError(f"cannot read evaluation JSON {source}: {exc}") from exc
     except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError, NaN / Infinity
         raise EvaluationFileError(f"malformed evaluation JSON {source}: {exc}") from exc
     if not isinstance(data, dict):
@@ -257,3 +271,71 @@ def _iter_floats(obj: Any) -> Iterator[float]:
     elif isinstance(obj, list):
         for v in obj:
             yield from _iter_floats(v)
+
+
+class StaleOutputError(EvaluationFileError):
+    """An output of a run was computed from other weights than the run's model.safetensors."""
+
+
+def _weights_sha256(run: Run | str) -> str:
+    sha = run if isinstance(run, str) else run.weights_sha256
+    if not sha:
+        raise ValueError("the run's weights_sha256 is empty (load the run with load_run)")
+    return sha
+
+
+def write_run_output(path: str | os.PathLike[str], payload: Mapping[str, Any],
+                     run: Run | str) -> None:
+    """:func:`write_evaluation_json` of ``payload`` with ``"weights_sha256"`` of ``run`` (a
+    :class:`~dispart.runs.Run` or the hash itself) at the top level."""
+    write_evaluation_json(path, {**payload, "weights_sha256": _weights_sha256(run)})
+
+
+def read_run_output(path: str | os.PathLike[str], run: Run | str,
+                    again: str = "compute it again") -> dict[str, Any]:
+    """Read an output of ``run`` and check it was computed from the run's current weights.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        EvaluationFileError: the file is corrupt (names it).
+        StaleOutputError: it records other weights, or none (written by an older dispart).
+    """
+    data = read_evaluation_json(path)
+    want, got = _weights_sha256(run), data.get("weights_sha256")
+    if got != want:
+        what = "records no weights_sha256" if got is None else (
+            f"was computed from weights {str(got)[:16]}..., not the current {want[:16]}...")
+        raise StaleOutputError(f"{path}: stale output: it {what} ({again})")
+    return data
+
+
+def fresh_run_output(path: str | os.PathLike[str], run: Run | str) -> dict[str, Any] | None:
+    """The output of ``run`` at ``path``, or None when it is missing, stale or corrupt (the
+    caller recomputes it); a corrupt file is reported in one warning line on stderr."""
+    try:
+        return read_run_output(path, run)
+    except FileNotFoundError:
+        return None
+    except StaleOutputError:
+        return None
+    except EvaluationFileError as e:
+        print(f"dispart: warning: {e}; computing it again", file=sys.stderr, flush=True)
+        return None
+
+
+def read_evaluation_of(source: str | os.PathLike[str]) -> dict[str, Any]:
+    """Evaluation results for ``dispart table``: ``source`` is a run folder (its evaluation.json,
+    which must come from the folder's current model.safetensors) or an evaluation JSON file
+    (read as it is: there is no run to compare it with)."""
+    from dispart.runs import current_weights_sha256
+
+    path = Path(source)
+    if not path.is_dir():
+        if not path.is_file():
+            raise EvaluationFileError(f"{source}: no such run folder or evaluation JSON file")
+        return read_evaluation_json(path)
+    if not (path / "evaluation.json").is_file():
+        raise EvaluationFileError(f"{source}: no evaluation.json (run `dispart evaluate {source}` "
+                                  f"first)")
+    return read_run_output(path / "evaluation.json", current_weights_sha256(path),
+                           again=f"run `dispart evaluate {source}` again")
