@@ -63,11 +63,26 @@ def test_no_nan_with_extreme_log_variances(extreme):
     logvars = torch.zeros(3, 4, 5)
     logvars[1] = extreme
     logvars.requires_grad_(True)
-    for fn in (lambda: product_of_experts(means, logvars),
-               lambda: product_quotient_of_experts(means, constrained_logvar(logvars),
-                                                   torch.zeros(4, 5), torch.zeros(4, 5))):
+    m0, m1, m2 = means.detach()
+    # Closed forms. Product: an expert of variance e^extreme (> e^80) counts for nothing next to
+    # two N(m, 1) experts (T = 2, mean (m0 + m2) / 2); one of variance e^-extreme dominates (its
+    # mean, log-variance clamped at -30). Product/quotient with raw log-variances (0, x, 0):
+    # constrained log-variances -log 2, -softplus(x), -log 2; for x -> -inf expert 1 is the
+    # prior (T = 2 + 1 + 2 - 2 = 3, mean (2 m0 + m1 + 2 m2) / 3), for x -> +inf it dominates.
+    if extreme > 0:
+        product = ((m0 + m2) / 2, torch.full_like(m0, -math.log(2)))
+        quotient = (m1, torch.full_like(m0, -30.0))
+    else:
+        product = (m1, torch.full_like(m0, -30.0))
+        quotient = ((2 * m0 + m1 + 2 * m2) / 3, torch.full_like(m0, -math.log(3)))
+    for fn, (want_mean, want_logvar) in (
+            (lambda: product_of_experts(means, logvars), product),
+            (lambda: product_quotient_of_experts(means, constrained_logvar(logvars),
+                                                 torch.zeros(4, 5), torch.zeros(4, 5)), quotient)):
         mean, logvar = fn()
         assert torch.isfinite(mean).all() and torch.isfinite(logvar).all()
+        assert torch.allclose(mean, want_mean, atol=1e-5)
+        assert torch.allclose(logvar, want_logvar, atol=1e-5)
         q = diag_gaussian(mean, logvar)  # a valid Normal: positive finite scale
         (q.rsample().sum() + mean.sum() + logvar.sum()).backward()
         assert torch.isfinite(means.grad).all() and torch.isfinite(logvars.grad).all()
@@ -111,4 +126,9 @@ def test_variance_constraints():
     raw = torch.linspace(-50, 50, 11)
     assert (constrained_logvar(raw) <= 0).all()
     assert (constrained_logvar(raw, 1.5) <= 1.5).all()
+    # logvar = prior - softplus(raw), softplus(x) = log(1 + e^x) = max(x, 0) + log(1 + e^-|x|).
+    softplus = [max(x, 0.0) + math.log1p(math.exp(-abs(x))) for x in raw.tolist()]
+    assert torch.allclose(constrained_logvar(raw), -torch.tensor(softplus), atol=1e-6)
+    assert torch.allclose(constrained_logvar(raw, 1.5), 1.5 - torch.tensor(softplus), atol=1e-6)
+    assert constrained_logvar(torch.tensor(0.0)).item() == pytest.approx(-math.log(2))
     assert torch.equal(prior_floored_logvar(torch.tensor([-1.0, 2.0])), torch.tensor([-1.0, 0.0]))

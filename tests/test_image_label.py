@@ -2,6 +2,7 @@
 files): binarised data, weak supervision, training, evaluation from every subset, likelihoods."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from dispart.cli import main
 from dispart.config import load_config
 from dispart.data.pipeline import binarize_images, load_experiment_data
 from dispart.errors import ConfigError
+from dispart.evaluation.classifiers import DigitClassifier
+from dispart.runs import load_run
 from dispart.training.datamodule import ImageLabelDataModule
 from dispart.training.run import modality_specs, train
 
@@ -98,6 +101,24 @@ def test_image_label_run_trains_evaluates_and_predicts_labels(mvae_run, capsys):
     assert rows[("label",)]["purity"] == pytest.approx(1.0)  # z from the label alone: 10 points
     assert 0.0 <= rows[("label",)]["coherence"]["image"] <= 1.0
     assert 0.0 <= rows[("image",)]["coherence"]["label"] <= 1.0
+    # Coherence recomputed here from the model and the run's image judge: the fraction of the
+    # 400 MNIST test examples whose decoded label (argmax) / decoded image (judged) is their digit.
+    run = load_run(mvae_run)
+    data = load_experiment_data(run.config.data, speech=False)
+    y = np.asarray(data.image_test.labels, dtype=np.int64)
+    model = run.model.eval()
+    with torch.no_grad():
+        z_image = model.encode({"image": torch.as_tensor(data.image_test.images).reshape(-1, 784)})
+        z_label = model.encode({"label": torch.as_tensor(y)})
+        labels = model.decode({"z": z_image["z"].mean}, "label").argmax(-1).numpy()
+        images = model.decode({"z": z_label["z"].mean}, "image").reshape(-1, 28, 28).numpy()
+    judged = DigitClassifier.load(mvae_run / "classifiers" / "image").predict(list(images))
+    one = 1 / len(y) + 1e-9  # at most one argmax tie may flip
+    assert rows[("image",)]["coherence"]["label"] == pytest.approx(np.mean(labels == y), abs=one)
+    assert rows[("label",)]["coherence"]["image"] == pytest.approx(
+        np.mean([p == str(t) for p, t in zip(judged, y, strict=True)]), abs=one)
+    # Images generated from the label are mostly the right digit (chance: 0.1; measured 0.59).
+    assert rows[("label",)]["coherence"]["image"] > 0.3
 
 
 def test_likelihood_cli_writes_tables_2_and_3(mvae_run, capsys):
@@ -110,6 +131,10 @@ def test_likelihood_cli_writes_tables_2_and_3(mvae_run, capsys):
         assert np.isfinite(res[key]) and res[key] < 0 and res[key + "/log_w_var"] >= 0
     # log p(x1, x2) <= log p(x1) up to estimator noise (a label has probability <= 1).
     assert res["log_p_x1_x2"] < res["log_p_x1"] + 1.0
+    # log p(x1 | x2) = log p(x1, x2) - log p(x2): the implied log p(label) is about log(1/10)
+    # (balanced digits; measured -2.39), and the conditional reports its joint term's variance.
+    assert res["log_p_x1_x2"] - res["log_p_x1_given_x2"] == pytest.approx(math.log(0.1), abs=0.5)
+    assert res["log_p_x1_given_x2/log_w_var"] == res["log_p_x1_x2/log_w_var"] > 0
     assert "log_p_x1_given_x2" in capsys.readouterr().out
     assert main(["likelihood", str(mvae_run), "--x2", "audio"]) == 2
     assert main(["likelihood", str(mvae_run), "--proposal", "image,speech"]) == 2
@@ -156,12 +181,28 @@ def test_subsets_a_model_cannot_encode_are_reported_not_crashed():
     assert done == {("a", "b", "label"), ("a",), ("b",), ("label",)}
     assert refused == {("a", "b"), ("a", "label"), ("b", "label")}
     assert all(r["reason"] for r in res["unsupported"])
+    for r in res["unsupported"]:  # the reason names the subset and why
+        assert f"cannot infer from modalities {r['given']}" in r["reason"]
+        assert "no encoder for other subsets" in r["reason"]
     a_only = next(r for r in res["subsets"] if r["given"] == ["a"])
     assert set(a_only["coherence"]) == {"label"} and a_only["latent"] == "z"
+    # Coherence is the fraction of rows judged to be their own label: a judge right on exactly
+    # the first 20 of the 30 rows scores 2/3.
+    def judge(decoded):
+        assert len(decoded) == 30
+        pred = y.numpy().copy()
+        pred[20:] = (pred[20:] + 1) % 3
+        return pred
+
+    res = evaluate_subsets(model, batch, y.numpy(), {"label": judge}, n_clusters=3, subsets=[("a",)])
+    assert res["subsets"][0]["coherence"] == {"label": pytest.approx(2 / 3)}
 
 
 def test_generate_and_report_explain_what_an_image_label_run_lacks(mvae_run, capsys):
-    assert main(["generate", str(mvae_run)]) == 2
-    assert main(["report", str(mvae_run)]) == 2
-    err = capsys.readouterr().err
-    assert "missing ['audio']" in err and "dispart likelihood" in err
+    for command in ("generate", "report"):
+        assert main([command, str(mvae_run)]) == 2
+        err = capsys.readouterr().err
+        assert "missing ['audio']" in err and "dispart likelihood" in err
+        # One line, naming the command and the run, not a traceback.
+        assert err.count("\n") == 1 and f"dispart {command}: error: {mvae_run}:" in err
+        assert "Traceback" not in err

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from model_helpers import vec, vec_batch
+from model_helpers import kl_diag, np64, rbf, vec, vec_batch
 
 from dispart.data.batch import Sequences, index_batch
 from dispart.data.labels import label_spec
@@ -70,8 +70,15 @@ def test_masked_loss_is_size_weighted_loss_of_presence_groups():
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert out.terms["elbo_b"].item() == pytest.approx(l2.terms["elbo_b"].item(), rel=1e-6)
     # A row with none of the model's modalities is dropped; all rows empty is an error.
-    b[mask_key("a")] = torch.tensor([True, True, True, True, True, False])
-    assert torch.isfinite(model.loss(b).loss)
+    b[mask_key("a")] = torch.tensor([True, False, True, True, True, True])  # row 1: neither
+    torch.manual_seed(2)
+    out = model.loss(b)
+    assert torch.isfinite(out.loss)
+    torch.manual_seed(2)
+    l1 = model.loss({"a": b["a"][[3]]})  # a only
+    rows = torch.tensor([0, 2, 4, 5])  # a and b
+    l2 = model.loss({"a": b["a"][rows], "b": b["b"][rows]})
+    assert out.loss.item() == pytest.approx(((1 * l1.loss + 4 * l2.loss) / 5).item(), rel=1e-6)
     with pytest.raises(ValueError, match="none of the modalities"):
         model.loss({"a": b["a"], mask_key("a"): torch.zeros(6, dtype=torch.bool)})
 
@@ -112,9 +119,26 @@ def test_pvae_three_modalities_any_subset():
     uni = m.loss({"a": b["a"]})
     assert uni.terms["ch_kl"].item() == 0 and uni.terms["cm_hinge"].item() == 0
     assert uni.loss.item() == pytest.approx(-uni.terms["elbo"].item(), rel=1e-5)
-    pair = m.loss({"a": b["a"], "b": b["b"]}, negative_index=torch.tensor([1, 2, 3, 0]))
+    neg = torch.tensor([2, 0, 3, 1])  # not a cyclic shift: random_negatives never draws it
+    pair = m.loss({"a": b["a"], "b": b["b"]}, negative_index=neg)
     assert pair.terms["cm_hinge"].item() >= 0 and pair.terms["ch_kl"].item() > 0
     assert "rec_audio" not in pair.terms
+    # By hand (numpy) from r_a, r_b: q(z_s | a, b) has precision T_a + T_b - 1 (T = 1 / min(V, 1))
+    # and mean (T_a mu_a + T_b mu_b) / precision; its styles are r_m's, so CH (eq. 7 over the
+    # present modalities) is sum_m KL(q(z_s) || r_m(z_s)); CM is eq. (8) over the pair (M = 2).
+    rb = m.unimodal["b"](b["b"])
+    mu = {k: np64(r["z_s"].mean) for k, r in (("a", ra), ("b", rb))}
+    var = {k: np64(r["z_s"].variance) for k, r in (("a", ra), ("b", rb))}
+    t = {k: 1 / np.minimum(var[k], 1.0) for k in "ab"}
+    prec = t["a"] + t["b"] - 1
+    q_mean = (t["a"] * mu["a"] + t["b"] * mu["b"]) / prec
+    ch = sum(kl_diag(q_mean, -np.log(prec), mu[k], np.log(var[k])) for k in "ab")
+    cm = sum(np.maximum(0.0, 0.5 - rbf(mu[anchor], mu[k]) + rbf(mu[anchor], mu[k][neg.numpy()]))
+             for k, anchor in (("a", "b"), ("b", "a"))) / 2
+    assert pair.terms["ch_kl"].item() == pytest.approx(ch.mean(), rel=1e-5)
+    assert pair.terms["cm_hinge"].item() == pytest.approx(cm.mean(), rel=1e-5, abs=1e-7)
+    assert pair.loss.item() == pytest.approx(
+        -pair.terms["elbo"].item() + 0.1 * ch.mean() + 10.0 * cm.mean(), rel=1e-5)
     # Without allow_missing, the paper's behaviour: full pairs only.
     strict = PVAE([vec("a"), vec("b")], semantic_dim=2, style_dim=2, hidden=8)
     with pytest.raises(ValueError, match="allow_missing=True"):
@@ -190,7 +214,9 @@ def test_weakly_paired_wrapper_and_collate():
     # Deterministic in the seed; "split" gives disjoint shares; paired_only keeps pairs only.
     assert WeaklyPaired(Toy(), ["audio", "v", "label"], 0.25, seed=0).items == w.items
     s = WeaklyPaired(Toy(), ["audio", "v", "label"], 0.25, seed=0, unpaired="split")
-    assert sum(s.summary().values()) == 20
+    assert s.summary() == {"paired": 5, "only_audio": 5, "only_v": 5, "only_label": 5}
+    assert sorted(i for m in ("audio", "v", "label") for i in s.unpaired_indices[m]) == sorted(
+        set(range(20)) - set(s.paired_indices.tolist()))  # disjoint shares of the other 15
     assert len(WeaklyPaired(Toy(), ["audio", "v"], 0.25, paired_only=True)) == 5
     with pytest.raises(ValueError):
         WeaklyPaired(Toy(), ["audio", "v"], 1.5)

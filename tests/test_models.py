@@ -1,7 +1,20 @@
 """Model API, the PVAE/JMVAE-kl objectives as a whole, padding invariance, shape errors."""
 
+import numpy as np
 import pytest
 import torch
+from model_helpers import (
+    FixedHead,
+    LinearDecoder,
+    kl_diag,
+    kl_std,
+    known_gaussian,
+    np64,
+    rbf,
+    sample,
+    unit_gauss_logpdf,
+    vec,
+)
 
 from dispart.data.batch import Sequences
 from dispart.models import JMVAE, PVAE, VAE, build_model
@@ -46,27 +59,103 @@ def test_paper_networks_shapes_and_latent_sizes():
     assert j.encode({"image": b["image"]})["z"].mean.shape == (2, 96)
 
 
+HAND_AUDIO, HAND_IMAGE = ModalitySpec("audio", "sequence", (2,)), vec("image", 3)
+
+
+def _linear_decoders(g, latent_dim):
+    """Known linear decoders: audio (2-dim frames) and image (3-dim vectors) from latent_dim."""
+    w = {"audio": torch.randn(2, latent_dim, generator=g), "image": torch.randn(3, latent_dim,
+                                                                               generator=g)}
+    c = {"audio": torch.randn(2, generator=g), "image": torch.randn(3, generator=g)}
+    return {mod: LinearDecoder(w[mod], c[mod]) for mod in w}
+
+
+def _hand_batch(g, b=4):
+    """Speech of lengths 3, 1, 2, 3 padded to 5 frames with garbage, and 3-dim "images"."""
+    lengths = torch.tensor([3, 1, 2, 3])[:b]
+    data = torch.randn(b, 5, 2, generator=g)
+    for i, n in enumerate(lengths.tolist()):
+        data[i, n:] = 100.0  # padding: must count for nothing
+    return {"audio": Sequences(data, lengths), "image": torch.randn(b, 3, generator=g)}
+
+
+def _hand_rec(x, z, dec):
+    """log N(x; W z + c, I) per row in float64; speech frames past each length left out."""
+    mean = z @ np64(dec.weight).T + np64(dec.bias)
+    if not isinstance(x, Sequences):
+        return unit_gauss_logpdf(x, mean).sum(1)
+    valid = (np.arange(x.data.shape[1])[None, :] < x.lengths.numpy()[:, None])[..., None]
+    return (unit_gauss_logpdf(x.data, mean[:, None]) * valid).sum((1, 2))
+
+
+def _hand_pvae(alpha_ch=0.1, alpha_cm=10.0):
+    """A PVAE whose heads emit known Gaussians and whose decoders are known linear maps, a
+    batch for it, and its objective's terms computed by hand (per row)."""
+    b, s_dim, y_dim = 4, 2, 3
+    m = PVAE([HAND_AUDIO, HAND_IMAGE], semantic_dim=s_dim, style_dim=y_dim, hidden=4,
+             alpha_ch=alpha_ch, alpha_cm=alpha_cm)
+    g = torch.Generator().manual_seed(0)
+    q = {"z_s": known_gaussian(g, b, s_dim), "z_audio": known_gaussian(g, b, y_dim),
+         "z_image": known_gaussian(g, b, y_dim)}
+    r = {"audio": {"z_s": known_gaussian(g, b, s_dim), "z_audio": known_gaussian(g, b, y_dim)},
+         "image": {"z_s": known_gaussian(g, b, s_dim), "z_image": known_gaussian(g, b, y_dim)}}
+    # Unimodal semantic means that make the hinge active for some pairs and not for others.
+    r["audio"]["z_s"] = (torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0]]),
+                         r["audio"]["z_s"][1])
+    r["image"]["z_s"] = (torch.tensor([[0.1, 0.0], [1.0, 0.5], [3.0, 0.0], [2.0, 2.2]]),
+                         r["image"]["z_s"][1])
+    for name in m.joint.heads:
+        m.joint.heads[name] = FixedHead(*q[name])
+    for mod in r:
+        for name in m.unimodal[mod].heads:
+            m.unimodal[mod].heads[name] = FixedHead(*r[mod][name])
+    m.decoders.update(_linear_decoders(g, s_dim + y_dim))
+    x = _hand_batch(g, b)
+    neg = torch.tensor([1, 2, 3, 0])
+
+    # By hand, from the paper (eqs. 7-9 and appendix A), in float64; z ~ q with the noise the
+    # model will draw after torch.manual_seed(1) (one draw per latent, in encode order).
+    torch.manual_seed(1)
+    z = {name: sample(*q[name], torch.randn(b, q[name][0].shape[1])) for name in q}
+    rec = {mod: _hand_rec(x[mod], np.concatenate([z["z_s"], z[f"z_{mod}"]], 1), m.decoders[mod])
+           for mod in ("audio", "image")}
+    kl = sum(kl_std(*q[name]) for name in q)
+    elbo = rec["audio"] + rec["image"] - kl
+    ch = sum(kl_diag(*q[name], *r[mod][name]) for mod in r for name in r[mod])
+    mu = {mod: np64(r[mod]["z_s"][0]) for mod in r}
+    unclamped = np.stack([0.5 - rbf(mu[anchor], mu[mod]) + rbf(mu[anchor], mu[mod][neg.numpy()])
+                          for mod, anchor in (("audio", "image"), ("image", "audio"))])
+    cm = np.maximum(unclamped, 0.0).sum(0) / 2
+    hand = {"rec_audio": -rec["audio"], "rec_image": -rec["image"], "kl": kl, "elbo": elbo,
+            "ch_kl": ch, "cm_hinge": cm}
+    return m, x, neg, hand, unclamped
+
+
 def test_pvae_loss_is_negative_elbo_plus_weighted_terms():
-    torch.manual_seed(0)
-    m = small_pvae(alpha_ch=0.1, alpha_cm=10.0)
-    b = batch()
-    neg = torch.tensor([1, 2, 3, 4, 0])
+    m, b, neg, hand, unclamped = _hand_pvae(alpha_ch=0.1, alpha_cm=10.0)
+    assert (unclamped < 0).any() and (unclamped > 0).any()  # the max(0, .) matters
     torch.manual_seed(1)
     out = m.loss(b, negative_index=neg)
-    t = out.terms
-    expected = -t["elbo"] + 0.1 * t["ch_kl"] + 10.0 * t["cm_hinge"]
-    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    # elbo = -(rec terms) - kl
-    assert t["elbo"].item() == pytest.approx(
-        -(t["rec_audio"] + t["rec_image"] + t["kl"]).item(), rel=1e-5)
-    # cm_hinge is eq. (8) on the unimodal semantic means.
-    mu = {k: m.unimodal[k](b[k])["z_s"].mean for k in ("audio", "image")}
-    assert t["cm_hinge"].item() == pytest.approx(cross_modal_hinge(mu, neg).mean().item(), rel=1e-5)
+    expected = (-hand["elbo"] + 0.1 * hand["ch_kl"] + 10.0 * hand["cm_hinge"]).mean()
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    # Every logged term: elbo = -(rec terms) - kl; ch_kl is eq. (7), cm_hinge eq. (8) on the
+    # unimodal semantic means (not the joint's).
+    assert out.terms.keys() == hand.keys()
+    for k, v in hand.items():
+        assert out.terms[k].item() == pytest.approx(v.mean(), rel=1e-5, abs=1e-6), k
     # a_CM = 0 ("PVAE (no CM)") drops exactly that term.
     m.alpha_cm = 0.0
     torch.manual_seed(1)
     out0 = m.loss(b, negative_index=neg)
-    assert out0.loss.item() == pytest.approx((-t["elbo"] + 0.1 * t["ch_kl"]).item(), rel=1e-5)
+    assert out0.loss.item() == pytest.approx((-hand["elbo"] + 0.1 * hand["ch_kl"]).mean(), rel=1e-5)
+    # The same objective on the real networks: cm_hinge is eq. (8) on r's semantic means.
+    torch.manual_seed(0)
+    real = small_pvae(alpha_ch=0.1, alpha_cm=10.0)
+    rb = batch()
+    neg = torch.tensor([1, 2, 3, 4, 0])
+    t = real.loss(rb, negative_index=neg).terms
+    mu = {k: real.unimodal[k](rb[k])["z_s"].mean for k in ("audio", "image")}
+    assert t["cm_hinge"].item() == pytest.approx(cross_modal_hinge(mu, neg).mean().item(), rel=1e-5)
 
 
 def test_padding_changes_no_loss_term_or_gradient():
@@ -103,7 +192,31 @@ def test_jmvae_kl_loss_weights_unimodal_kl_by_alpha():
     out = m.loss(batch())
     t = out.terms
     assert out.loss.item() == pytest.approx((-t["elbo"] + 0.3 * t["kl_unimodal"]).item(), rel=1e-5)
-    assert t["kl_unimodal"].item() >= 0
+    # By hand (Suzuki et al. eq. 2) with known heads and linear decoders:
+    # -(E_q[log p(x^a|z) + log p(x^i|z)] - KL(q||p)) + alpha sum_m KL(q(z|X) || r_m(z|x^m)).
+    m = JMVAE([HAND_AUDIO, HAND_IMAGE], latent_dim=3, hidden=4, alpha=0.3)
+    g = torch.Generator().manual_seed(0)
+    q = known_gaussian(g, 4, 3)
+    r = {mod: known_gaussian(g, 4, 3) for mod in ("audio", "image")}
+    m.joint_head = FixedHead(*q)
+    for mod in r:
+        m.unimodal_head[mod] = FixedHead(*r[mod])
+    m.decoders.update(_linear_decoders(g, 3))
+    x = _hand_batch(g)
+    torch.manual_seed(1)
+    z = sample(*q, torch.randn(4, 3))
+    rec = {mod: _hand_rec(x[mod], z, m.decoders[mod]) for mod in ("audio", "image")}
+    kl = kl_std(*q)
+    kl_uni = kl_diag(*q, *r["audio"]) + kl_diag(*q, *r["image"])
+    elbo = rec["audio"] + rec["image"] - kl
+    hand = {"rec_audio": -rec["audio"], "rec_image": -rec["image"], "kl": kl, "elbo": elbo,
+            "kl_unimodal": kl_uni}
+    torch.manual_seed(1)
+    out = m.loss(x)
+    assert out.loss.item() == pytest.approx((-elbo + 0.3 * kl_uni).mean(), rel=1e-5)
+    assert out.terms.keys() == hand.keys()
+    for k, v in hand.items():
+        assert out.terms[k].item() == pytest.approx(v.mean(), rel=1e-5), k
 
 
 def test_vae_loss_and_build_model_round_trip():
@@ -114,6 +227,20 @@ def test_vae_loss_and_build_model_round_trip():
         rebuilt = build_model(model.hparams())
         rebuilt.load_state_dict(model.state_dict())
         assert type(rebuilt) is type(model)
+    # By hand: -(E_q[log p(x|z)] - KL(q(z|x) || N(0, I))) with a known head and decoder.
+    v = VAE(HAND_AUDIO, latent_dim=3, hidden=4)
+    g = torch.Generator().manual_seed(3)
+    q = known_gaussian(g, 4, 3)
+    v.head = FixedHead(*q)
+    v.decoder = _linear_decoders(g, 3)["audio"]
+    x = _hand_batch(g)
+    torch.manual_seed(4)
+    rec = _hand_rec(x["audio"], sample(*q, torch.randn(4, 3)), v.decoder)
+    torch.manual_seed(4)
+    out = v.loss(x)  # the image in the batch is ignored
+    assert out.loss.item() == pytest.approx((kl_std(*q) - rec).mean(), rel=1e-5)
+    assert out.terms["kl"].item() == pytest.approx(kl_std(*q).mean(), rel=1e-5)
+    assert out.terms["rec_audio"].item() == pytest.approx(-rec.mean(), rel=1e-5)
 
 
 def test_bad_inputs_give_clear_errors():
@@ -184,5 +311,6 @@ def test_decode_is_likelihood_mean_of_decoder_parameters():
                 semantic_dim=3, style_dim=2, hidden=16)
     img = bern.decode(z, "image")
     assert ((img >= 0) & (img <= 1)).all()
+    assert torch.allclose(img, torch.sigmoid(bern.decode_params(z, "image")))  # Bernoulli mean
     with pytest.raises(ValueError, match="categorical likelihood goes with kind"):
         ModalitySpec("image", "image", (1, 28, 28), "categorical")

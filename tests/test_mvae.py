@@ -1,9 +1,20 @@
 """MVAE / MVAE-Q: product (and quotient) of experts, prior expert, sub-sampled objective,
 lambda weights, beta annealing, Bernoulli and categorical likelihoods."""
 
+import numpy as np
 import pytest
 import torch
-from model_helpers import vec, vec_batch
+from model_helpers import (
+    FixedExpertHead,
+    LinearDecoder,
+    kl_std,
+    known_gaussian,
+    np64,
+    sample,
+    unit_gauss_logpdf,
+    vec,
+    vec_batch,
+)
 
 from dispart.data.labels import binarize, binary_image_spec, label_spec
 from dispart.models import MVAE, build_model
@@ -69,6 +80,14 @@ def test_extreme_expert_outputs_give_no_nan():
         out.loss.backward()
         assert torch.isfinite(out.loss)
         assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+        # The expert of variance ~e^-1e4 decides q alone (a; for MVAE-Q b, whose raw 1e4 is a
+        # log-variance of -1e4 there): its mean, a log-variance clamped at -30.
+        b = vec_batch("ab")
+        sharp = "b" if quotient else "a"
+        with torch.no_grad():
+            q = m.encode(b)["z"]
+            assert torch.allclose(q.mean, m.expert_params(sharp, b[sharp])[0], atol=1e-5)
+            assert torch.allclose(q.variance.log(), torch.full_like(q.mean, -30.0), atol=1e-4)
 
 
 def test_subsampled_objective_term_counts():
@@ -110,6 +129,43 @@ def test_loss_is_sum_of_elbo_terms_with_lambdas_and_beta():
         MVAE([vec("a")], lambdas={"x": 1.0})
 
 
+def test_loss_by_hand_with_known_experts_and_decoders():
+    """MVAE eq. (2) and (5) by hand: experts with known outputs, linear decoders, numpy.
+
+    -(1/B) sum_b sum_{Y in {ab, a, b}} [sum_{m in Y} lambda_m log N(x^m; W_m z_Y + c_m, I)
+    - beta KL(q(z|Y) || N(0, I))], q(z|Y) = N(0, I) prod_{m in Y} N(mu_m, V_m), z_Y ~ q(z|Y)."""
+    m = MVAE([vec("a"), vec("b", 2)], latent_dim=3, hidden=4, lambdas={"a": 2.0}, beta=0.5)
+    g = torch.Generator().manual_seed(0)
+    experts = {k: known_gaussian(g, 5, 3) for k in "ab"}
+    for k in "ab":
+        m.experts[k].head = FixedExpertHead(*experts[k])
+    dec = {k: LinearDecoder(torch.randn(d, 3, generator=g), torch.randn(d, generator=g))
+           for k, d in (("a", 3), ("b", 2))}
+    m.decoders.update(dec)
+    b = {"a": torch.randn(5, 3, generator=g), "b": torch.randn(5, 2, generator=g)}
+    lam = {"a": 2.0, "b": 1.0}
+    torch.manual_seed(3)
+    total, plain = 0.0, {}
+    for subset in ("ab", "a", "b"):  # the full set, then each modality (k = 0)
+        prec = 1 + sum(np.exp(-np64(experts[k][1])) for k in subset)
+        mean = sum(np.exp(-np64(experts[k][1])) * np64(experts[k][0]) for k in subset) / prec
+        z = sample(mean, -np.log(prec), torch.randn(5, 3))
+        rec = {k: unit_gauss_logpdf(b[k], z @ np64(dec[k].weight).T + np64(dec[k].bias)).sum(1)
+               for k in subset}
+        kl = kl_std(mean, -np.log(prec))
+        total = total + sum(lam[k] * rec[k] for k in subset) - 0.5 * kl
+        plain[subset] = (sum(rec.values()) - kl, rec, kl)
+    torch.manual_seed(3)
+    out = m.loss(b)
+    assert out.loss.item() == pytest.approx(-total.mean(), rel=1e-5)
+    t = out.terms
+    assert t["elbo"].item() == pytest.approx(plain["ab"][0].mean(), rel=1e-5)
+    assert t["kl"].item() == pytest.approx(plain["ab"][2].mean(), rel=1e-5)
+    for k in "ab":
+        assert t[f"rec_{k}"].item() == pytest.approx(-plain["ab"][1][k].mean(), rel=1e-5)
+        assert t[f"elbo_{k}"].item() == pytest.approx(plain[k][0].mean(), rel=1e-5)
+
+
 def test_beta_is_annealed_over_training_steps_and_saved():
     torch.manual_seed(0)
     m = MVAE([vec("a"), vec("b")], latent_dim=2, hidden=8, beta=1.0, anneal_steps=4)
@@ -135,6 +191,9 @@ def test_bernoulli_image_and_categorical_label_mvae():
     img, lab = m.decode({"z": z}, "image"), m.decode({"z": z}, "label")
     assert img.shape == (6, 1, 28, 28) and ((img >= 0) & (img <= 1)).all()
     assert torch.allclose(lab.sum(-1), torch.ones(6), atol=1e-5)
+    # decode gives the likelihoods' means: sigmoid of the image logits, softmax of the label's.
+    assert torch.allclose(img, torch.sigmoid(m.decode_params({"z": z}, "image")))
+    assert torch.allclose(lab, torch.softmax(m.decode_params({"z": z}, "label"), -1))
     # One-hot labels and indices are the same observation.
     onehot = torch.nn.functional.one_hot(b["label"], 10).float()
     assert torch.allclose(m.encode({"label": onehot})["z"].mean, z, atol=1e-6)

@@ -114,8 +114,10 @@ def test_bernoulli_and_categorical_likelihoods_hand_values():
     assert bern.log_prob(logits, x).item() == pytest.approx(expected, rel=1e-5)
     assert torch.allclose(bern.mean(logits), torch.sigmoid(logits))
     assert bern.log_prob_of_mean(bern.mean(logits), x).item() == pytest.approx(expected, rel=1e-4)
-    # Extreme logits stay finite (computed from logits, not probabilities).
-    assert torch.isfinite(bern.log_prob(torch.tensor([[100.0, -100.0]]), torch.tensor([[0.0, 1.0]])))
+    # Extreme logits stay finite and exact (computed from logits, not probabilities):
+    # log sigmoid(-100) = -100 - log(1 + e^-100), twice.
+    extreme = bern.log_prob(torch.tensor([[100.0, -100.0]]), torch.tensor([[0.0, 1.0]]))
+    assert torch.isfinite(extreme) and extreme.item() == pytest.approx(-200.0, rel=1e-6)
     # Masked sequence frames count for nothing.
     seq = Sequences(torch.ones(1, 3, 2), torch.tensor([1]))
     assert bern.log_prob(torch.zeros(1, 3, 2), seq).item() == pytest.approx(2 * math.log(0.5))
