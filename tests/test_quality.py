@@ -20,12 +20,11 @@ from dispart.evaluation.classifiers import (
 from dispart.evaluation.quality import quality_run
 from dispart.features.fbank import FbankConfig
 from dispart.generation.audio import features_to_waveform, waveform_to_features
+from dispart.runs import load_run
 
 # Bounds on the embedded sample (1200 MNIST / 300 FSDD training items; measured 91.5% / 96%).
 IMAGE_BOUND = 0.85
 SPEECH_BOUND = 0.85
-
-
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -86,12 +85,23 @@ def test_quality_run_writes_quality_json(tmp_path_factory, data):
     saved = json.loads((run / "quality.json").read_text())
     assert saved["coherence"].keys() == {"audio->image", "image->audio"}
     for entry in saved["coherence"].values():
-        assert 0 <= entry["reference_style"] <= 1 and 0 <= entry["prior_style"] <= 1
         assert entry["n"] == 60
+        for key in ("reference_style", "prior_style"):  # a fraction of the 60 judged items
+            assert entry[key] * 60 == pytest.approx(round(entry[key] * 60), abs=1e-9)
     assert saved["content_preservation"].keys() == {"audio", "image"}
     assert saved["classifiers"]["image"]["test_accuracy"] > IMAGE_BOUND
     assert saved["speaker_probe_accuracy"].keys() == {"z_s", "z_audio"}
-    assert 0 <= saved["resynthesis_real_speech"]["accuracy"] <= 1
+    # the Griffin-Lim check, recomputed independently: the first 30 of the 60 test utterances the
+    # seed-0 subset picks, waveform and back, judged by the run's saved speech classifier
+    rng = np.random.default_rng(0)
+    idx = np.sort(rng.choice(len(data.speech_test), 60, replace=False))[:30]
+    loaded = load_run(run)
+    again = [waveform_to_features(features_to_waveform(data.speech_test.features[i],
+                                                       loaded.normalizer, loaded.fbank),
+                                  loaded.normalizer, loaded.fbank) for i in idx]
+    judge = DigitClassifier.load(run / "classifiers" / "audio")
+    expected = judge.accuracy(again, [data.speech_test.labels[i] for i in idx])
+    assert saved["resynthesis_real_speech"] == {"n": 30, "accuracy": pytest.approx(expected)}
     assert result["model_type"] == "pvae"
     # computed from these weights: the report recomputes it when model.safetensors changes
     weights = hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()
