@@ -189,6 +189,8 @@ def _load_weights(p: Path, info: dict[str, Any], device: str) -> MultimodalModel
         if tuple(state[k].shape) != tuple(v.shape):
             raise RunDirError(f"{file}: tensor {k} has shape {tuple(state[k].shape)}, the model "
                               f"of run.json needs {tuple(v.shape)}")
+        if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all()):
+            raise RunDirError(f"{file}: tensor {k} holds NaN or infinite values")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # e.g. a dtype that cannot be copied

@@ -1,5 +1,7 @@
 """Config loading/overrides, augmentation, DDP batch sharding, data-dir discovery."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -99,3 +101,221 @@ def test_mvae_and_plain_jmvae_build_from_config_and_take_a_step():
         loss = model.loss(batch).loss
         loss.backward()
         assert torch.isfinite(loss)
+
+
+# --- validation: every field, override syntax, config files, flags; one line, exit code 2 ------
+
+BAD_OVERRIDES = [  # (override, field named in the message, value as the message shows it)
+    ("train.epochs=abc", "train.epochs", "'abc'"),
+    ("train.epochs=0", "train.epochs", "0"),
+    ("train.epochs=2.5", "train.epochs", "2.5"),
+    ("train.batch_size=-5", "train.batch_size", "-5"),
+    ("train.lr=0", "train.lr", "0"),
+    ("train.lr=-0.001", "train.lr", "-0.001"),
+    ("train.lr=.nan", "train.lr", "nan"),
+    ("train.betas=[0.9]", "train.betas", "[0.9]"),
+    ("train.betas=[0.9, 1.0]", "train.betas", "[0.9, 1.0]"),
+    ("train.betas=[-0.1, 0.9]", "train.betas", "[-0.1, 0.9]"),
+    ("train.betas=[a, b]", "train.betas", "['a', 'b']"),
+    ("train.betas=0.9", "train.betas", "0.9"),
+    ("data.paired_fraction=1.5", "data.paired_fraction", "1.5"),
+    ("data.paired_fraction=-0.1", "data.paired_fraction", "-0.1"),
+    ("data.warp_freq=1", "data.warp_freq", "1"),
+    ("data.layout=timit", "data.layout", "'timit'"),
+    ("data.normalize=none", "data.normalize", "'none'"),
+    ("data.split=random", "data.split", "'random'"),
+    ("data.num_workers=-1", "data.num_workers", "-1"),
+    ("data.audio=''", "data.audio", "''"),
+    ("model.name=vqvae", "model.name", "'vqvae'"),
+    ("model.modalities=[audio, smell]", "model.modalities", "['audio', 'smell']"),
+    ("model.modalities=[]", "model.modalities", "[]"),
+    ("model.hidden=0", "model.hidden", "0"),
+    ("model.alpha_cm=-1", "model.alpha_cm", "-1"),
+    ("model.allow_missing=maybe", "model.allow_missing", "'maybe'"),
+    ("model.lambdas={image: -1}", "model.lambdas", "{'image': -1}"),
+    ("model.lambdas=[1, 2]", "model.lambdas", "[1, 2]"),
+    ("train.seed=-1", "train.seed", "-1"),
+    ("train.max_steps=0", "train.max_steps", "0"),
+    ("train.accelerator=quantum", "train.accelerator", "'quantum'"),
+    ("train.devices=0", "train.devices", "0"),
+    ("train.strategy=telepathy", "train.strategy", "'telepathy'"),
+    ("train.precision=33", "train.precision", "33"),
+    ("train.logger=wandb", "train.logger", "'wandb'"),
+    ("train.progress_bar=1", "train.progress_bar", "1"),
+    ("train.max_time=10", "train.max_time", "10"),
+    ("train.stop_at_purity=1.5", "train.stop_at_purity", "1.5"),
+    ("train.gradient_clip_val=-1", "train.gradient_clip_val", "-1"),
+    ("eval.n_clusters=0", "eval.n_clusters", "0"),
+    ("eval.seed=99999999999", "eval.seed", "99999999999"),
+]
+
+
+@pytest.mark.parametrize(("override", "field", "shown"), BAD_OVERRIDES)
+def test_bad_value_is_one_line_naming_override_field_and_value(override, field, shown):
+    with pytest.raises(ConfigError) as e:
+        load_config("configs/pvae.yaml", [override])
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"override {override!r}: {field}={shown}: ")
+    assert "expected " in msg
+
+
+def test_every_field_is_checked_and_defaults_and_configs_are_valid():
+    import dataclasses
+    import glob
+
+    from dispart.config import _SECTIONS, MODEL_NAMES, RULES, ExperimentConfig, validate_config
+    from dispart.models import MODELS
+
+    validate_config(ExperimentConfig())
+    for path in glob.glob("configs/*.yaml") + ["dispart/demo.yaml"]:
+        validate_config(load_config(path), path)
+    assert tuple(MODEL_NAMES) == tuple(MODELS)
+    fields = {f"{s}.{f.name}" for s, c in _SECTIONS.items() for f in dataclasses.fields(c)}
+    assert set(RULES) <= fields
+    # only booleans, free-text names and the optional per-field lists go without a rule
+    assert fields - set(RULES) == {"model.display_name", "model.allow_missing", "train.progress_bar"}
+    cfg = ExperimentConfig()
+    cfg.train.epochs = "3"  # set in Python, checked on demand
+    with pytest.raises(ConfigError, match=r"^config: train\.epochs='3': wrong type"):
+        validate_config(cfg)
+
+
+def test_good_overrides_are_typed():
+    cfg = load_config(None, ["model.alpha_cm=0", "train.betas=[0, 0.5]", "train.precision=32",
+                             "train.devices=auto", "train.max_time='00:00:10:00'",
+                             "data.split=speakers:a,b", "model.lambdas={label: 50}"])
+    assert isinstance(cfg.model.alpha_cm, float) and cfg.model.alpha_cm == 0.0
+    assert cfg.train.betas == [0.0, 0.5] and all(isinstance(b, float) for b in cfg.train.betas)
+    assert cfg.model.lambdas == {"label": 50.0} and cfg.train.devices == "auto"
+
+
+@pytest.mark.parametrize(("override", "fragment"), [
+    ("train.betas=[0.9", "override 'train.betas=[0.9': value '[0.9' is not valid YAML"),
+    ("train.epochs", "override 'train.epochs' must look like section.field=value"),
+    ("epochs=3", "override 'epochs=3': 'epochs' is not a field"),
+    ("optim.lr=3", "override 'optim.lr=3': 'optim.lr' is not a field"),
+    ("train.lr.x=3", "override 'train.lr.x=3': 'train.lr.x' is not a field"),
+    ("train.epoch=3", "override 'train.epoch=3': unknown field 'train.epoch'"),
+    ("model.lambdas={a: [1", "override 'model.lambdas={a: [1': value '{a: [1' is not valid YAML"),
+])
+def test_override_syntax_errors_are_one_line(override, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert str(e.value).startswith(fragment) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("- a\n- b\n", "top level must be a mapping of sections, got list"),
+    ("train: [1, 2]\n", "section 'train' must be a mapping of fields, got list"),
+    ("optim:\n  lr: 1\n", "unknown section 'optim'"),
+    ("train:\n  epochs: ten\n", "train.epochs='ten': wrong type; expected an integer >= 1"),
+    ("train:\n  betas: [0.9, 2]\n", "train.betas=[0.9, 2]: out of range"),
+    ("model:\n  nme: pvae\n", "unknown field 'model.nme'"),
+    ("train:\n  epochs: [1\n", "not valid YAML: expected ',' or ']'"),
+    ("train: {epochs: 1}\n\tbad", "not valid YAML"),
+])
+def test_config_file_errors_are_one_line_naming_file_and_field(tmp_path, text, fragment):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    assert str(e.value).startswith(f"{bad}: ") and fragment in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_config_file_not_text_and_empty_sections(tmp_path):
+    bad = tmp_path / "bin.yaml"
+    bad.write_bytes(b"\x93NUMPY\xff\xfe")
+    with pytest.raises(ConfigError, match=rf"^{bad}: cannot read config \(UnicodeDecodeError"):
+        load_config(bad)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("train:\n")
+    assert load_config(empty).train.epochs == 100
+
+
+def _cli(argv, capsys):
+    from dispart.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ("train.epochs=abc", "train.epochs"), ("train.batch_size=-5", "train.batch_size"),
+    ("train.betas=[0.9", "train.betas"), ("train.lr=0", "train.lr"), ("nope", "nope"),
+])
+def test_cli_train_bad_override_exits_2_with_one_line(tmp_path, capsys, override, field):
+    code, err = _cli(["train", "configs/pvae.yaml", "--out", str(tmp_path / "r"), override], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"dispart train: error: override '{field}")
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["likelihood", "RUN", "--k", "0"], "dispart likelihood: error: --k must be >= 1, got 0"),
+    (["likelihood", "RUN", "--k-given", "-3"], "dispart likelihood: error: --k-given must be >= 1, got -3"),
+    (["likelihood", "RUN", "--n", "-1"], "dispart likelihood: error: --n must be >= 0, got -1"),
+    (["likelihood", "RUN", "--batch-size", "0"],
+     "dispart likelihood: error: --batch-size must be >= 1, got 0"),
+    (["likelihood", "RUN", "--seed", "-2"],
+     "dispart likelihood: error: --seed must be in [0, 4294967295], got -2"),
+    (["generate", "RUN", "--griffin-lim-iters", "0"],
+     "dispart generate: error: --griffin-lim-iters must be >= 1, got 0"),
+    (["report", "RUN", "--rows", "0"], "dispart report: error: --rows must be >= 1, got 0"),
+    (["evaluate", "RUN/nope"], "dispart evaluate: error: run folder not found: RUN/nope"),
+    (["likelihood", "RUN/nope"], "dispart likelihood: error: run folder not found: RUN/nope"),
+])
+def test_cli_bad_flags_exit_2_with_one_line(tmp_path, capsys, argv, line):
+    argv = [a.replace("RUN", str(tmp_path)) for a in argv]
+    code, err = _cli(argv, capsys)
+    assert (code, err) == (2, line.replace("RUN", str(tmp_path)) + "\n")
+
+
+def test_cli_argparse_errors_exit_2_with_usage(tmp_path, capsys):
+    from dispart.cli import main
+
+    for argv, fragment in ((["likelihood", str(tmp_path), "--k", "abc"], "argument --k: invalid int"),
+                           (["train", "configs/pvae.yaml"], "the following arguments are required: --out"),
+                           (["train", "configs/pvae.yaml", "--out", "r", "--bogus"],
+                            "unrecognized arguments: --bogus"),
+                           (["frobnicate"], "invalid choice: 'frobnicate'")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("usage: dispart") and fragment in err
+        assert "Traceback" not in err
+
+
+def test_cli_missing_audio_names_the_source_precisely(tmp_path, capsys):
+    """The audit's `"missing" in err` passed because the path itself contains "missing"."""
+    audio = tmp_path / "absent_corpus"
+    code, err = _cli(["train", "dispart/demo.yaml", "--out", str(tmp_path / "r"),
+                      f"data.audio={audio}", "train.progress_bar=false"], capsys)
+    assert code == 2
+    assert err == f"dispart train: error: {audio}: corpus source does not exist\n"
+
+
+def test_cli_error_with_line_break_in_a_path_stays_one_line(tmp_path, capsys):
+    code, err = _cli(["train", str(tmp_path / "a\nb.yaml"), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "a\\nb.yaml" in err
+
+
+def test_cli_refuses_a_bad_config_before_importing_the_trainer(tmp_path):
+    """check_args validates train/demo configs first: no Lightning import, no folder, one line."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom dispart.cli import main\n"
+            f"rc = [main(['train', 'configs/pvae.yaml', '--out', {str(tmp_path / 'r')!r}, "
+            "'train.lr=-1']), main(['demo', '--out', " f"{str(tmp_path / 'd')!r}, 'train.epochs=abc'])]\n"
+            "print(rc, 'dispart.training.run' in sys.modules, 'lightning' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.stdout == "[2, 2] False False\n", proc.stderr
+    assert proc.stderr.splitlines() == [
+        "dispart train: error: override 'train.lr=-1': train.lr=-1: out of range; expected a number > 0",
+        "dispart demo: error: override 'train.epochs=abc': train.epochs='abc': wrong type; expected an "
+        "integer >= 1"]
+    assert not (tmp_path / "r").exists() and not (tmp_path / "d").exists()

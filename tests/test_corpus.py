@@ -220,3 +220,56 @@ def test_split_errors() -> None:
     only_train = [u for u in utts if int(u.take) >= 5]
     with pytest.raises(DataError, match="empty test set"):
         official_split(only_train)
+
+
+# --- malformed manifests: one DataError naming the CSV, the line and the field -----------------
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ("label,speaker,path\n3,ann,a.wav\n4,bob,a.wav,extra\n",
+     "line 3: 1 more non-empty cell(s) than the header has columns"),
+    ("label,speaker,path\n3,ann\n", "line 2: field 'path' is empty or missing"),
+    ("label,speaker,path\n3,,a.wav\n", "line 2: field 'speaker' is empty or missing"),
+    ("label,speaker,path\n  ,ann,a.wav\n", "line 2: field 'label' is empty or missing"),
+    ("speaker,path\n", "line 1: header lacks column 'label'"),
+    ("", "line 1: header lacks column 'label'"),
+    ("label,speaker,path\n3,ann,a.wav\n3,ann,\"" + "x" * 140_000 + "\"\n",
+     "line 3: malformed CSV (field larger than field limit (131072))"),
+    ("label,speaker,path\n3,ann," + "d/" * 3000 + "a.wav\n", "line 2: field 'path': file"),
+    ("label,speaker,path\n3,ann,a\0b.wav\n", "line 2: field 'path': file"),
+    ("label,speaker,path\n3,ann,\"a\nb.wav\"\n", "line 3: field 'path': file"),
+], ids=["extra-cell", "short-row", "no-speaker", "blank-label", "no-label-column", "empty-file",
+        "field-too-large", "path-too-long", "nul-in-path", "newline-in-path"])
+def test_malformed_manifest_rows_name_csv_line_field(tmp_path: Path, sample_wav: Path, body: str,
+                                                     fragment: str) -> None:
+    shutil.copy(sample_wav, tmp_path / "a.wav")
+    csv = tmp_path / "m.csv"
+    csv.write_text(body)
+    with pytest.raises(DataError) as e:
+        read_manifest(csv)
+    assert str(e.value).startswith(f"{csv}, {fragment}")
+
+
+def test_manifest_encoding_bom_and_trailing_commas(tmp_path: Path, sample_wav: Path) -> None:
+    shutil.copy(sample_wav, tmp_path / "a.wav")
+    csv = tmp_path / "m.csv"
+    csv.write_bytes(b"label,speaker,path\n3,ann,a\xff\xfe.wav\n")
+    with pytest.raises(DataError, match=rf"^{csv}, line 2: not UTF-8 text \(invalid start byte at byte 26\)"):
+        read_manifest(csv)
+    csv.write_bytes("\ufefflabel,speaker,path\n3,ann,a.wav,,\n".encode())  # Excel's BOM and commas
+    assert read_manifest(csv) == [Utterance(tmp_path / "a.wav", "3", "ann", "")]
+    with pytest.raises(DataError, match="corpus source does not exist"):
+        scan_corpus(tmp_path / ("x" * 300))  # ENAMETOOLONG is "does not exist", not an OSError
+
+
+def test_cli_names_the_bad_manifest_row_in_one_line(tmp_path: Path, sample_wav: Path, capsys) -> None:
+    from dispart.cli import main
+
+    shutil.copy(sample_wav, tmp_path / "a.wav")
+    csv = tmp_path / "m.csv"
+    csv.write_text("label,speaker,path\n3,ann,a.wav\n,bob,a.wav\n")
+    code = main(["train", "dispart/demo.yaml", "--out", str(tmp_path / "r"), f"data.audio={csv}",
+                 "train.progress_bar=false"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"dispart train: error: {csv}, line 3: field 'label' is empty or missing\n"

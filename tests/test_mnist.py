@@ -111,3 +111,88 @@ def test_idx_errors_name_file(tmp_path: Path, raw_sample: dict) -> None:
     labels.unlink()
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
         load_mnist(tmp_path)
+
+
+# --- every bad input is one DataError naming the file and the field -----------------------------
+
+
+@pytest.mark.parametrize(("bad_label", "index"), [(10, 3), (-1, 0), (255, 7)])
+def test_npz_labels_outside_0_9_are_refused(tmp_path: Path, raw_sample: dict, bad_label: int,
+                                            index: int) -> None:
+    y = raw_sample["y_test"].astype(np.int64).copy()
+    y[index] = bad_label
+    bad = tmp_path / "labels.npz"
+    np.savez(bad, **{**raw_sample, "y_test": y})
+    with pytest.raises(DataError) as e:
+        load_mnist(bad)
+    assert str(e.value) == (f"{bad}: field 'y_test' has label {bad_label} at index {index}, "
+                            f"expected digits 0..9 (1 labels out of range)")
+
+
+def test_idx_labels_outside_0_9_name_the_idx_file(tmp_path: Path, raw_sample: dict) -> None:
+    small = {k: v[:20].copy() for k, v in raw_sample.items()}
+    small["y_train"][5] = 12
+    _write_idx_folder(tmp_path, small, gz=True)
+    with pytest.raises(DataError) as e:
+        load_mnist(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / 'train-labels-idx1-ubyte.gz'} has label 12 at index 5")
+
+
+@pytest.mark.parametrize(("field", "value", "fragment"), [
+    ("x_train", np.zeros((0, 28, 28), np.uint8), "field 'x_train' has shape (0, 28, 28)"),
+    ("x_train", np.zeros((1200, 28, 28), np.int32), "field 'x_train' has dtype int32, expected uint8"),
+    ("x_test", np.full((400, 28, 28), 2.0, np.float32), "field 'x_test' is float but not within [0, 1]"),
+    ("y_train", np.zeros(1200, np.float32), "field 'y_train' has dtype float32, expected integers"),
+    ("y_test", np.zeros((400, 1), np.int64), "field 'y_test' has shape (400, 1), expected (400,)"),
+    ("y_test", np.array(["a"] * 400, dtype=object), "field 'y_test' cannot be read (ValueError: Object "
+                                                    "arrays cannot be loaded when allow_pickle=False)"),
+])
+def test_npz_bad_shapes_and_dtypes_name_file_and_field(tmp_path: Path, raw_sample: dict, field: str,
+                                                       value: np.ndarray, fragment: str) -> None:
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **{**raw_sample, field: value})
+    with pytest.raises(DataError) as e:
+        load_mnist(bad)
+    assert str(e.value).startswith(f"{bad}: {fragment}")
+
+
+def test_corrupt_npz_and_idx_files_are_named(tmp_path: Path, raw_sample: dict) -> None:
+    single = tmp_path / "single.npz"  # a .npy under an .npz name
+    with single.open("wb") as f:
+        np.save(f, raw_sample["x_train"])
+    with pytest.raises(DataError, match=rf"^{single}: a single \.npy array, not an \.npz archive"):
+        load_mnist(single)
+    good = tmp_path / "good.npz"
+    np.savez(good, **raw_sample)
+    data = bytearray(good.read_bytes())
+    data[200:400] = b"\0" * 200  # inside the first member: a corrupt header or CRC
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"^{corrupt}: (field 'x_\w+' cannot be read|cannot read)"):
+        load_mnist(corrupt)
+    idx = tmp_path / "idx"
+    _write_idx_folder(idx, {k: v[:20] for k, v in raw_sample.items()}, gz=True)
+    gz = idx / "t10k-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:-20])  # a truncated gzip stream: EOFError inside gzip
+    with pytest.raises(DataError, match=rf"^{gz}: cannot read IDX file \(EOFError"):
+        load_mnist(idx)
+    labels = idx / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(bytes([0, 0, 8, 1, 255, 255, 255, 255])))  # 4 G labels promised
+    gz.write_bytes(gzip.compress(_idx_bytes(raw_sample["x_test"][:20])))
+    with pytest.raises(DataError, match=rf"^{labels}: IDX header announces shape \(4294967295,\)"):
+        load_mnist(idx)
+
+
+def test_cli_names_the_bad_mnist_file_in_one_line(tmp_path: Path, raw_sample: dict, capsys) -> None:
+    from dispart.cli import main
+
+    y = raw_sample["y_train"].copy()
+    y[0] = 10
+    bad = tmp_path / "mnist.npz"
+    np.savez(bad, **{**raw_sample, "y_train": y})
+    code = main(["train", "configs/mnist_label_mvae.yaml", "--out", str(tmp_path / "r"),
+                 f"data.images={bad}", "train.progress_bar=false"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (f"dispart train: error: {bad}: field 'y_train' has label 10 at index 0, expected "
+                   f"digits 0..9 (1 labels out of range)\n")

@@ -12,9 +12,11 @@ Supported layouts (see :func:`scan_corpus`):
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +46,14 @@ class Utterance:
     label: str
     speaker: str
     take: str = ""
+
+
+def _stat_kind(path: Path) -> str | None:
+    """Return "file", "dir" or None (missing, or a name the OS refuses: too long, NUL byte)."""
+    try:
+        return "file" if path.is_file() else "dir" if path.is_dir() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _sorted(utts: list[Utterance]) -> list[Utterance]:
@@ -116,40 +126,68 @@ def read_manifest(csv_path: str | Path) -> list[Utterance]:
 
         label,speaker,path
         3,ae,tidigits/train/man/ae/3a.wav
+
+    Every problem is one DataError naming the CSV, the line and the field.
     """
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
+    if _stat_kind(csv_path) != "file":
         raise DataError(f"{csv_path}: manifest file does not exist")
-    base = csv_path.parent
-    utts = []
-    with csv_path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    utts: list[Utterance] = []
+    reader = csv.DictReader(io.StringIO(_read_text(csv_path), newline=""))
+    try:
         header = [h.strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header
-        for col in ("label", "speaker", "path"):
-            if col not in header:
-                raise DataError(
-                    f"{csv_path}, line 1: header lacks column '{col}' (has {header}); "
-                    "expected 'label,speaker,path'"
-                )
+        _check_header(csv_path, header)
         for row in reader:
-            line = reader.line_num
-            values = {}
-            for col in ("label", "speaker", "path"):
-                v = row.get(col)
-                if v is None or not v.strip():
-                    raise DataError(f"{csv_path}, line {line}: field '{col}' is empty or missing")
-                values[col] = v.strip()
-            p = Path(values["path"])
-            if not p.is_absolute():
-                p = base / p
-            if not p.is_file():
-                raise DataError(f"{csv_path}, line {line}: field 'path': file {p} does not exist")
-            take = (row.get("take") or "").strip()
-            utts.append(Utterance(p, values["label"], values["speaker"], take))
+            utts.append(_manifest_row(csv_path, reader.line_num, row))
+    except csv.Error as e:  # the record being parsed starts on the next line
+        raise DataError(f"{csv_path}, line {reader.line_num + 1}: malformed CSV ({e})") from e
     if not utts:
         raise DataError(f"{csv_path}: manifest has no rows")
     return _sorted(utts)
+
+
+def _read_text(csv_path: Path) -> str:
+    """The manifest as text (UTF-8, an Excel BOM allowed); errors name the file and line."""
+    try:
+        data = csv_path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{csv_path}: cannot read manifest ({e.__class__.__name__}: {e})") from e
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{csv_path}, line {line}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
+def _check_header(csv_path: Path, header: list[str]) -> None:
+    for col in ("label", "speaker", "path"):
+        if col not in header:
+            raise DataError(
+                f"{csv_path}, line 1: header lacks column '{col}' (has {header}); "
+                "expected 'label,speaker,path'"
+            )
+
+
+def _manifest_row(csv_path: Path, line: int, row: dict[str | None, Any]) -> Utterance:
+    """One manifest row as an Utterance; the path must name an existing file."""
+    extra = [c for c in row.get(None) or [] if c.strip()]  # DictReader: cells beyond the header
+    if extra:
+        raise DataError(f"{csv_path}, line {line}: {len(extra)} more non-empty cell(s) than the "
+                        f"header has columns (an unquoted comma?)")
+    values = {}
+    for col in ("label", "speaker", "path"):
+        v = row.get(col)
+        if v is None or not v.strip():
+            raise DataError(f"{csv_path}, line {line}: field '{col}' is empty or missing")
+        values[col] = v.strip()
+    p = Path(values["path"])
+    if not p.is_absolute():
+        p = csv_path.parent / p
+    if _stat_kind(p) != "file":
+        raise DataError(f"{csv_path}, line {line}: field 'path': file {p} does not exist")
+    take = (row.get("take") or "").strip()
+    return Utterance(p, values["label"], values["speaker"], take)
 
 
 def _detect_layout(folder: Path) -> str:
@@ -175,10 +213,11 @@ def scan_corpus(source: str | Path, layout: str = "auto") -> list[Utterance]:
     source = Path(source)
     if layout not in LAYOUTS:
         raise DataError(f"unknown corpus layout '{layout}'; expected one of {list(LAYOUTS)}")
-    if not source.exists():
+    kind = _stat_kind(source)
+    if kind is None:
         raise DataError(f"{source}: corpus source does not exist")
     if layout == "auto":
-        if source.is_file():
+        if kind == "file":
             if source.suffix.lower() != ".csv":
                 raise DataError(f"{source}: a corpus file must be a .csv manifest")
             layout = "csv"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _NPZ_KEYS = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}
+N_CLASSES = 10  # MNIST digits: labels 0..9
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -26,8 +29,8 @@ def read_idx(path: str | Path) -> np.ndarray:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read IDX file ({e})") from e
+    except (OSError, EOFError, zlib.error) as e:  # also a corrupt or truncated .gz
+        raise DataError(f"{path}: cannot read IDX file ({e.__class__.__name__}: {e})") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
     if raw[2] != 0x08:
@@ -37,13 +40,21 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{path}: truncated IDX header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    n = int(np.prod(shape)) if shape else 0
+    n = math.prod(shape) if shape else 0  # Python ints: a forged header cannot overflow
     if len(raw) - header != n:
         raise DataError(
             f"{path}: IDX header announces shape {shape} ({n} bytes) but the file has "
             f"{len(raw) - header} data bytes"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _stat_kind(path: Path) -> str | None:
+    """Return "file", "dir" or None (missing, or a name the OS refuses: too long, NUL byte)."""
+    try:
+        return "file" if path.is_file() else "dir" if path.is_dir() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _find_idx(folder: Path, stem: str) -> Path:
@@ -54,26 +65,58 @@ def _find_idx(folder: Path, stem: str) -> Path:
     raise DataError(f"{folder}: MNIST IDX file '{stem}' (or '{stem}.gz') not found")
 
 
-def _check(
-    images: np.ndarray, labels: np.ndarray, where: str, xname: str, yname: str
-) -> tuple[np.ndarray, np.ndarray]:
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DataError(f"{where}: field '{xname}' has shape {images.shape}, expected (N, 28, 28)")
+def _check(images: np.ndarray, labels: np.ndarray, xwhat: str, ywhat: str
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Images float32 (N, 28, 28) in [0, 1] and labels int64 in 0..9, or a DataError.
+
+    ``xwhat`` / ``ywhat`` name the arrays in messages: "FILE.npz: field 'x_train'" or an IDX file.
+    """
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.shape[0] == 0:
+        raise DataError(f"{xwhat} has shape {images.shape}, expected (N, 28, 28) with N >= 1")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise DataError(
-            f"{where}: field '{yname}' has shape {labels.shape}, expected ({images.shape[0]},)"
-        )
+        raise DataError(f"{ywhat} has shape {labels.shape}, expected ({images.shape[0]},)")
     if images.dtype == np.uint8:
         x = images.astype(np.float32) / 255.0
     elif np.issubdtype(images.dtype, np.floating):
+        if not np.all(np.isfinite(images)) or images.min() < 0.0 or images.max() > 1.0:
+            raise DataError(f"{xwhat} is float but not within [0, 1]")
         x = images.astype(np.float32)
-        if x.size and (not np.all(np.isfinite(x)) or x.min() < 0.0 or x.max() > 1.0):
-            raise DataError(f"{where}: field '{xname}' is float but not within [0, 1]")
     else:
-        raise DataError(f"{where}: field '{xname}' has dtype {images.dtype}, expected uint8")
+        raise DataError(f"{xwhat} has dtype {images.dtype}, expected uint8")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{where}: field '{yname}' has dtype {labels.dtype}, expected integers")
+        raise DataError(f"{ywhat} has dtype {labels.dtype}, expected integers")
+    bad = (labels < 0) | (labels >= N_CLASSES)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"{ywhat} has label {labels[i]} at index {i}, expected digits "
+                        f"0..{N_CLASSES - 1} ({int(bad.sum())} labels out of range)")
     return x, labels.astype(np.int64)
+
+
+def _load_npz(source: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    try:
+        npz = np.load(source, allow_pickle=False)
+    except Exception as e:  # numpy raises OSError, ValueError, BadZipFile, EOFError...
+        raise DataError(f"{source}: cannot read as .npz ({e.__class__.__name__}: {e})") from e
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise DataError(f"{source}: a single .npy array, not an .npz archive with fields "
+                        f"{[k for keys in _NPZ_KEYS.values() for k in keys]}")
+    out = {}
+    with npz:
+        for split, (xk, yk) in _NPZ_KEYS.items():
+            x, y = (_npz_field(npz, source, k) for k in (xk, yk))
+            out[split] = _check(x, y, f"{source}: field '{xk}'", f"{source}: field '{yk}'")
+    return out
+
+
+def _npz_field(npz: np.lib.npyio.NpzFile, source: Path, key: str) -> np.ndarray:
+    if key not in npz.files:
+        raise DataError(f"{source}: missing field '{key}' (has {npz.files})")
+    try:
+        return npz[key]
+    except Exception as e:  # object arrays (pickle refused), corrupt or truncated members
+        raise DataError(f"{source}: field '{key}' cannot be read ({e.__class__.__name__}: "
+                        f"{' '.join(str(e).split())})") from e
 
 
 def load_mnist(source: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -84,19 +127,10 @@ def load_mnist(source: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """
     source = Path(source)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if source.is_file():
-        try:
-            npz = np.load(source, allow_pickle=False)
-        except Exception as e:
-            raise DataError(f"{source}: cannot read as .npz ({e})") from e
-        with npz:
-            for split, (xk, yk) in _NPZ_KEYS.items():
-                for k in (xk, yk):
-                    if k not in npz.files:
-                        raise DataError(f"{source}: missing field '{k}' (has {npz.files})")
-                out[split] = _check(npz[xk], npz[yk], str(source), xk, yk)
-        return out
-    if source.is_dir():
+    kind = _stat_kind(source)
+    if kind == "file":
+        return _load_npz(source)
+    if kind == "dir":
         for split, (xstem, ystem) in IDX_FILES.items():
             xp, yp = _find_idx(source, xstem), _find_idx(source, ystem)
             images, labels = read_idx(xp), read_idx(yp)
@@ -107,6 +141,6 @@ def load_mnist(source: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                     f"{yp}: labels have shape {labels.shape}, expected ({images.shape[0]},) "
                     f"to match {xp.name}"
                 )
-            out[split] = _check(images, labels, str(source), xp.name, yp.name)
+            out[split] = _check(images, labels, str(xp), str(yp))
         return out
     raise DataError(f"{source}: MNIST source does not exist (expected an .npz file or IDX folder)")

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dispart.data.corpus import Utterance
 from dispart.errors import ConfigError, DataError
 
-__all__ = ["OFFICIAL_TEST_TAKES", "leave_speakers_out", "official_split", "split_utterances"]
+__all__ = [
+    "OFFICIAL_TEST_TAKES", "leave_speakers_out", "official_split", "parse_split", "split_utterances",
+]
 
 OFFICIAL_TEST_TAKES = range(0, 5)
 
@@ -57,20 +59,26 @@ def leave_speakers_out(
     return train, test
 
 
-def split_utterances(
-    utts: Sequence[Utterance], split: str
-) -> tuple[list[Utterance], list[Utterance]]:
-    """Apply a split given as ``official``, ``speaker:NAME`` or ``speakers:A,B``."""
+def parse_split(split: str) -> list[str] | None:
+    """``official`` -> None; ``speaker:NAME`` / ``speakers:A,B`` -> the held-out speakers."""
     split = split.strip()
     if split == "official":
-        return official_split(utts)
+        return None
     kind, sep, rest = split.partition(":")
     if sep and kind in ("speaker", "speakers"):
         names = [s.strip() for s in rest.split(",") if s.strip()]
         if kind == "speaker" and len(names) != 1:
             raise ConfigError(f"split '{split}': 'speaker:' takes exactly one name")
         if names:
-            return leave_speakers_out(utts, names)
+            return names
     raise ConfigError(
         f"split '{split}' is invalid; expected 'official', 'speaker:NAME' or 'speakers:A,B'"
     )
+
+
+def split_utterances(
+    utts: Sequence[Utterance], split: str
+) -> tuple[list[Utterance], list[Utterance]]:
+    """Apply a split given as ``official``, ``speaker:NAME`` or ``speakers:A,B``."""
+    names = parse_split(split)
+    return official_split(utts) if names is None else leave_speakers_out(utts, names)
