@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := .make/setup.stamp
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	@mkdir -p .make
@@ -18,8 +18,25 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(PYTHON) -m dispart.cli demo --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
-test: $(STAMP)
-	$(PYTHON) -m pytest -q
+# Headless Chromium for the browser tests (tests/browser.py): Debian's package, installed only when
+# /usr/bin/chromium is missing (as root, or through `sudo -n`). If it cannot be installed (no
+# package source reachable) the tests still run: the browser tests skip, printing the last line
+# of apt-get's output, kept in $(CHROMIUM_LOG); -rs shows every skip reason.
+CHROMIUM ?= /usr/bin/chromium
+CHROMIUM_LOG := .make/chromium-install.log
+SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || echo "sudo -n")
+APT ?= $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -qq -y -o Dpkg::Use-Pty=0 \
+	-o Acquire::http::Timeout=30 -o Acquire::Retries=1
+
+chromium:
+	@mkdir -p .make && rm -f $(CHROMIUM_LOG)
+	@test -x $(CHROMIUM) || { echo "installing chromium (apt-get) for the browser tests"; \
+	  { $(APT) update && $(APT) install chromium; } > $(CHROMIUM_LOG).tmp 2>&1 \
+	  && rm -f $(CHROMIUM_LOG).tmp || { mv $(CHROMIUM_LOG).tmp $(CHROMIUM_LOG); \
+	  echo "could not install chromium, the browser tests will skip: $$(tail -n 1 $(CHROMIUM_LOG))"; }; }
+
+test: $(STAMP) chromium
+	$(PYTHON) -m pytest -q -rs
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check dispart tests benchmarks tools

@@ -1,7 +1,10 @@
 """Test helpers: headless Chromium (find / install / run) and a tiny trained run shared by tests.
 
-Chromium is installed with apt-get only when allowed: running as root with ``CI=true``, or with
-``DISPART_INSTALL_CHROMIUM=1``; otherwise tests that need it are skipped with the reason.
+``make test`` installs Debian's chromium (apt-get) when /usr/bin/chromium is missing; if that
+fails (no package source reachable, no root) it keeps apt-get's output in
+``.make/chromium-install.log`` and the browser tests skip, naming the failure. Run outside
+``make``, the tests install it themselves when allowed (root with ``CI=true``, or
+``DISPART_INSTALL_CHROMIUM=1``); otherwise they skip saying how to get it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+INSTALL_LOG = Path(__file__).resolve().parents[1] / ".make" / "chromium-install.log"
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -34,15 +38,28 @@ def install_allowed() -> bool:
     return is_root and os.environ.get("CI", "").lower() == "true"
 
 
-def ensure_chromium() -> tuple[str | None, str]:
+def make_install_failure(log: Path = INSTALL_LOG) -> str:
+    """Last line of apt-get's output if ``make test`` could not install chromium, else ""."""
+    if not log.is_file():
+        return ""
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else "apt-get failed without output"
+
+
+def ensure_chromium(log: Path = INSTALL_LOG) -> tuple[str | None, str]:
     """(binary, "") if Chromium is available (installing it via apt-get when allowed), else
     (None, reason to skip)."""
     found = find_chromium()
     if found:
         return found, ""
+    failure = make_install_failure(log)
+    if failure:
+        return None, (f"chromium is not installed and `make test` could not install it (no "
+                      f"package source reachable?): {failure} (full output: {log})")
     if not install_allowed():
-        return None, ("chromium is not installed (install it with `apt-get install -y chromium`, or "
-                      "set DISPART_INSTALL_CHROMIUM=1 / run as root with CI=true to let the test do it)")
+        return None, ("chromium is not installed: run the tests with `make test` (installs it), or "
+                      "`apt-get install -y chromium`, or set DISPART_INSTALL_CHROMIUM=1 / run as "
+                      "root with CI=true to let the test do it")
     if shutil.which("apt-get") is None:
         return None, "chromium is not installed and apt-get is not available"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}

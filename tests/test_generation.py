@@ -18,6 +18,7 @@ from dispart.data.sample import sample_fsdd_dir
 from dispart.errors import ConfigError, DispartError, RunDirError
 from dispart.features.fbank import FbankConfig, fbank_from_file, log_mel
 from dispart.features.normalize import FeatureNormalizer
+from dispart.files import file_sha256
 from dispart.generation.audio import (
     features_to_logmel,
     logmel_to_waveform,
@@ -37,9 +38,8 @@ from dispart.training.run import model_hparams
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
-
-
 pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 @pytest.fixture(scope="module")
 def model():
@@ -198,6 +198,28 @@ def test_generate_cli_writes_grids_wavs_and_records(run_dir, tmp_path):
     assert sr == 8000 and len(wave) > 400 and np.abs(wave).max() > 0
     assert (out / wavs[0]["spectrogram"]).read_bytes()[:8] == PNG
     assert {s["axis"] for s in manifest["grids"][3]["sources_audio"]} == {"style"}
+    # the model the outputs came from, and nothing left half-written (every file is atomic)
+    assert manifest["weights_sha256"] == file_sha256(run_dir / "model.safetensors")
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_generating_again_removes_the_manifest_first(run_dir, tmp_path, monkeypatch):
+    """A crash while regenerating must not leave the old manifest over half-new files."""
+    from dispart.generation import cli
+
+    out = tmp_path / "gen"
+    assert _cli(["generate", str(run_dir), "--out", str(out), "--rows", "1", "--cols", "2",
+                 "--kind", "style", "--no-audio"]) == 0
+    assert (out / "manifest.json").is_file()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(cli, "write_grid_outputs", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        _cli(["generate", str(run_dir), "--out", str(out), "--rows", "1", "--cols", "2",
+              "--kind", "style", "--no-audio"])
+    assert not (out / "manifest.json").exists()
 
 
 def test_generate_cli_errors_name_the_run_folder(run_dir, tmp_path):

@@ -27,6 +27,7 @@ import numpy as np
 
 from dispart.features.fbank import FbankConfig, _mel_basis, fbank_to_waveform, log_mel
 from dispart.features.normalize import FeatureNormalizer
+from dispart.files import atomic_write_with
 
 __all__ = [
     "features_to_logmel",
@@ -182,13 +183,13 @@ def waveform_to_features(
 
 
 def write_wav(path: str | os.PathLike[str], wave: np.ndarray, sample_rate: int) -> Path:
-    """Write a mono float waveform in [-1, 1] as 16-bit PCM wav; returns the path."""
+    """Write a mono float waveform in [-1, 1] as 16-bit PCM wav (atomically); returns the path."""
     import soundfile as sf
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(target), np.clip(np.asarray(wave, dtype=np.float32), -1, 1), int(sample_rate),
-             subtype="PCM_16")
+    samples = np.clip(np.asarray(wave, dtype=np.float32), -1, 1)
+    atomic_write_with(target, lambda tmp: sf.write(tmp, samples, int(sample_rate),
+                                                   subtype="PCM_16", format="WAV"))
     return target
 
 
@@ -206,7 +207,8 @@ def spectrogram_png(
     logmel: np.ndarray, path: str | os.PathLike[str], fbank: FbankConfig, title: str = "",
     vmin: float | None = None, vmax: float | None = None,
 ) -> Path:
-    """Save a log-Mel spectrogram (T, n_mels) as a PNG image: time (s) across, Mel band up."""
+    """Save a log-Mel spectrogram (T, n_mels) as a PNG image (atomically): time (s) across, Mel
+    band up."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -224,8 +226,7 @@ def spectrogram_png(
     fig.colorbar(im, ax=ax, label="log power")
     fig.tight_layout()
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, format="png")
+    atomic_write_with(target, lambda tmp: fig.savefig(tmp, format="png"))
     return target
 
 
@@ -234,12 +235,12 @@ def spectrogram_thumbnail(
     vmax: float | None = None, scale: int = 2,
 ) -> Path:
     """Axis-free PNG of a log-Mel (T, n_mels): one column per frame (x ``scale``), low bands at
-    the bottom, magma colours; fast (no figure), for reports and grids of clips."""
+    the bottom, magma colours; fast (no figure), for reports and grids of clips. Atomic."""
     import matplotlib.image
 
     x = np.asarray(logmel, dtype=np.float32).T[::-1]
     x = np.repeat(np.repeat(x, scale, axis=0), scale, axis=1)
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    matplotlib.image.imsave(target, x, cmap="magma", vmin=vmin, vmax=vmax, format="png")
+    atomic_write_with(target, lambda tmp: matplotlib.image.imsave(tmp, x, cmap="magma", vmin=vmin,
+                                                                  vmax=vmax, format="png"))
     return target

@@ -1,8 +1,11 @@
 """``dispart generate RUN_DIR``: style-transfer, cross-modal and prior grids, wavs, spectrograms.
 
-Everything lands in RUN_DIR/generated/ (or ``--out``)::
+Everything lands in RUN_DIR/generated/ (or ``--out``), every file written atomically::
 
-    manifest.json                 what was written, with the sources of every grid
+    manifest.json                 what was written, with the sources of every grid and the
+                                  weights_sha256 of the model.safetensors it came from (written
+                                  last; removed first when generating again, so a crash leaves
+                                  no manifest describing half-written files)
     grids/NAME.png, NAME.json     grid image (top row semantic sources, left column style
                                   sources) and the per-cell record of which source fed which latent
     audio/NAME/r{R}_c{C}.wav      every generated utterance of speech grids (Griffin-Lim)
@@ -13,7 +16,6 @@ Everything lands in RUN_DIR/generated/ (or ``--out``)::
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ import numpy as np
 
 from dispart.data.pipeline import ExperimentData, load_experiment_data
 from dispart.errors import ConfigError, RunDirError
+from dispart.files import atomic_write_json, atomic_write_with
 from dispart.generation.audio import (
     features_to_logmel,
     logmels_to_waveforms,
@@ -168,7 +171,7 @@ def write_grid_outputs(run: Run, grid: Grid, out: Path, data: ExperimentData | N
         return features_to_logmel(f, run.normalizer, offset)
 
     png = render_grid_png(grid, out / "grids" / f"{grid.name}.png", to_logmel)
-    (out / "grids" / f"{grid.name}.json").write_text(json.dumps(grid.to_json(), indent=1))
+    atomic_write_json(out / "grids" / f"{grid.name}.json", grid.to_json())
     entry: dict[str, Any] = {"name": grid.name, "png": str(png.relative_to(out)),
                              "json": f"grids/{grid.name}.json", "shape": list(grid.shape),
                              "out_modality": grid.out_modality, "audio": [], "sources_audio": []}
@@ -198,7 +201,8 @@ def write_grid_outputs(run: Run, grid: Grid, out: Path, data: ExperimentData | N
                 split, i = sid.split(":")[1].split("[")
                 paths = (data.speech_test if split == "test" else data.speech_train).paths
                 target = folder / f"src_{axis}_{k}.wav"
-                shutil.copyfile(paths[int(i.rstrip("]"))], target)
+                source = paths[int(i.rstrip("]"))]
+                atomic_write_with(target, lambda tmp, src=source: shutil.copyfile(src, tmp))
                 entry["sources_audio"].append({"axis": axis, "index": k, "source": sid,
                                                "tag": s.tags[k], "wav": str(target.relative_to(out))})
     return entry
@@ -207,18 +211,21 @@ def write_grid_outputs(run: Run, grid: Grid, out: Path, data: ExperimentData | N
 def generate(run: Run, data: ExperimentData, out: str | Path, kinds: Sequence[str] = KINDS,
              cols: int = 10, rows: int = 5, seed: int = 0, split: str = "test", audio: bool = True,
              n_iter: int = 32) -> dict[str, Any]:
-    """Build the grids and write every output into ``out``; returns (and writes) the manifest."""
+    """Build the grids and write every output into ``out``; returns (and writes) the manifest,
+    which records the ``weights_sha256`` of the run's model (outputs of other weights are stale)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
     grids = build_grids(run, data, kinds, cols, rows, seed, split)
     offset = utterance_offset(run) if audio else None
     entries = [write_grid_outputs(run, g, out, data, audio, n_iter, offset) for g in grids]
-    manifest = {"run": str(run.path), "model": run.display_name, "model_type": run.model.name,
+    manifest = {"run": str(run.path), "weights_sha256": run.weights_sha256,
+                "model": run.display_name, "model_type": run.model.name,
                 "split": split, "seed": seed, "cols": cols, "rows": rows, "griffin_lim_iters": n_iter,
                 "normalize": run.config.data.normalize,
                 "seconds": round(time.perf_counter() - t0, 2), "grids": entries}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    atomic_write_json(out / "manifest.json", manifest)
     return manifest
 
 

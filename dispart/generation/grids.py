@@ -26,6 +26,7 @@ import torch
 
 from dispart.data.batch import Sequences
 from dispart.errors import RunDirError
+from dispart.files import atomic_write_with
 from dispart.models.base import MultimodalModel
 
 __all__ = [
@@ -292,8 +293,8 @@ def _tile(item: np.ndarray | None, kind: str, h: int, spec_range: tuple[float, f
 def render_grid_png(
     grid: Grid, path: str | os.PathLike[str], to_logmel=None, title: str | None = None,
 ) -> Path:
-    """Save a grid in the paper's layout: top row = semantic sources, left column = style
-    sources ("prior" tiles for prior draws), body = generated samples.
+    """Save a grid (atomically) in the paper's layout: top row = semantic sources, left column =
+    style sources ("prior" tiles for prior draws), body = generated samples.
 
     ``to_logmel`` maps normalised (T, D) features to what is displayed (default identity;
     pass ``lambda f: features_to_logmel(f, normalizer)`` to show log-Mel power).
@@ -363,6 +364,5 @@ def render_grid_png(
                  + (f", rows {style_name} from {sty_kind}" if grid.style is not None else ""),
                  fontsize=9, pad=14)
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, format="png")
+    atomic_write_with(target, lambda tmp: fig.savefig(tmp, format="png"))
     return target

@@ -29,7 +29,9 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     r = subparsers.add_parser(
         "report", help="self-contained HTML report of a run (Table 1, plots, grids, audio)",
         description="Write one HTML page with everything embedded. Computes what the run folder "
-                    "lacks: evaluation.json, generated/ (grids, wavs), quality.json, plots.")
+                    "lacks, or holds corrupt or from other weights (stale after --resume): "
+                    "evaluation.json, generated/ (grids, wavs), quality.json, plots. Refuses a "
+                    "run folder whose manifest names files outside it.")
     r.add_argument("run_dir", help="a trained run folder")
     r.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")
     r.add_argument("--seed", type=int, default=0, help="seed of source picks, prior draws, t-SNE")

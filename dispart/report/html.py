@@ -8,6 +8,17 @@ alone. Whatever the run folder lacks is computed first and kept in the run folde
 - ``quality.json`` (coherence, content preservation) via :mod:`dispart.evaluation.quality`;
 - ``report_assets/`` (inertia and t-SNE plots; JMVAE-kl Fig. 2 rows).
 
+The run folder is not trusted:
+
+- an output is reused only if it parses, has the expected structure and records the
+  ``weights_sha256`` of the run's current ``model.safetensors``; otherwise it is computed again
+  (a corrupt or stale file is named in one warning line on stderr);
+- every value read from the run folder is HTML-escaped: the page is assembled with :func:`h`,
+  which escapes whatever is not :class:`Safe` (HTML this module wrote itself);
+- a file named by ``generated/manifest.json`` (and every plot) is embedded only if it resolves
+  inside the run folder, is a regular file and has the expected suffix (.png / .wav); otherwise
+  the report is refused with a :class:`~dispart.errors.RunDirError` naming the field and path.
+
 The page carries a tiny script that, once loaded, checks that every ``<img>`` decoded and every
 ``<audio>`` loaded its metadata, and writes the verdict into ``body[data-render-check]`` (used
 by the browser test; harmless otherwise).
@@ -18,6 +29,9 @@ from __future__ import annotations
 import base64
 import html
 import json
+import numbers
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +39,21 @@ import numpy as np
 import yaml
 
 from dispart.data.pipeline import ExperimentData, load_experiment_data
+from dispart.errors import DispartError, RunDirError
 from dispart.evaluation.evaluate import evaluate_run, latent_symbol
 from dispart.evaluation.latents import image_latents, speech_latents
 from dispart.evaluation.plots import plot_inertia, plot_tsne
-from dispart.evaluation.table import PurityRow, read_evaluation_json, rows_to_markdown
+from dispart.evaluation.table import (
+    PurityRow,
+    read_evaluation_json,
+    rows_to_markdown,
+    write_evaluation_json,
+)
+from dispart.files import atomic_write, atomic_write_json, read_json
 from dispart.runs import Run, load_run, require_speech_and_images
 
-__all__ = ["build_report", "data_uri", "markdown_table_to_html", "RENDER_CHECK_SCRIPT"]
+__all__ = ["build_report", "data_uri", "markdown_table_to_html", "RENDER_CHECK_SCRIPT", "Safe", "esc",
+           "h", "embeddable", "render_page"]
 
 MIME = {".png": "image/png", ".wav": "audio/wav", ".json": "application/json"}
 
@@ -97,6 +119,60 @@ GRID_CAPTIONS = {
 }
 
 
+MANIFEST = "generated/manifest.json"
+ASSETS_STAMP = "assets.json"  # in report_assets/: what the plots were drawn from
+
+
+# --------------------------------------------------------------------------- escaping
+
+
+class Safe(str):
+    """HTML this module wrote itself: :func:`esc` and :func:`h` insert it unchanged."""
+
+
+def esc(value: object) -> Safe:
+    """``value`` as HTML text (``& < > " '`` escaped), unless it is already :class:`Safe`."""
+    return value if isinstance(value, Safe) else Safe(html.escape(str(value), quote=True))
+
+
+def h(template: str, *values: object) -> Safe:
+    """``template.format(*values)`` with every value passed through :func:`esc`.
+
+    ``template`` is this module's own literal markup; a value (anything read from the run
+    folder, a number, or a :class:`Safe` fragment built the same way) cannot add markup.
+    """
+    return Safe(template.format(*(esc(v) for v in values)))
+
+
+def cat(parts: Iterable[object], sep: str = "") -> Safe:
+    """Fragments joined by ``sep``, each escaped unless it is :class:`Safe`."""
+    return Safe(sep.join(esc(p) for p in parts))
+
+
+def _pct(x: object) -> Safe:
+    """A fraction as a percentage, "-" for None; any other value escaped as it is."""
+    if x is None:
+        return Safe("-")
+    if isinstance(x, numbers.Real) and not isinstance(x, bool):
+        return Safe(f"{100 * float(x):.1f}%")
+    return esc(x)
+
+
+def _d(x: object) -> dict:
+    """``x`` if it is a dict, else {} (a malformed field renders as absent)."""
+    return x if isinstance(x, dict) else {}
+
+
+def _modality(m: object) -> object:
+    return "speech" if m == "audio" else m
+
+
+def _order(v: object) -> tuple[bool, float, str]:
+    """Sort key for row / column labels of any JSON scalar type (numbers first)."""
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    return (not number, float(v) if number else 0.0, str(v))
+
+
 def data_uri(source: str | Path | bytes, mime: str | None = None) -> str:
     """``data:`` URI of a file (MIME type from its suffix) or of raw bytes (``mime`` needed)."""
     if isinstance(source, bytes):
@@ -114,25 +190,203 @@ def markdown_table_to_html(text: str) -> str:
     if len(lines) < 2:
         return ""
     cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                   for row in cells[2:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    head = cat(h("<th>{}</th>", c) for c in cells[0])
+    body = cat(h("<tr>{}</tr>", cat(h("<td>{}</td>", c) for c in row)) for row in cells[2:])
+    return h("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
 
 
-def _pct(x: Any) -> str:
-    return "-" if x is None else f"{100 * float(x):.1f}%"
+# --------------------------------------------------------------------------- files of the run
 
 
-def _img(path: Path, alt: str) -> str:
-    return f'<img src="{data_uri(path)}" alt="{html.escape(alt)}">'
+def _path_problem(root: Path, path: Path, suffix: str) -> str:
+    """Why the resolved ``path`` may not be embedded ("" if it may)."""
+    if not path.is_relative_to(root):
+        return "is outside the run folder"
+    if not path.is_file():
+        return "is not a regular file"
+    if path.suffix.lower() != suffix:
+        return f"is not a {suffix} file"
+    return ""
 
 
-def _audio(path: Path) -> str:
-    return f'<audio controls preload="metadata" src="{data_uri(path)}"></audio>'
+def embeddable(root: Path, base: Path, rel: object, suffix: str, field: str) -> Path:
+    """The resolved file ``base / rel`` if it lies inside ``root`` (the run folder, symlinks
+    followed), is a regular file and ends in ``suffix``; else RunDirError naming ``field``."""
+    why = "is not a relative path" if not isinstance(rel, str) or not rel else ""
+    path = Path()
+    if not why:
+        try:
+            path = (base / rel).resolve()
+            why = _path_problem(root.resolve(), path, suffix)
+        except (OSError, RuntimeError, ValueError) as e:  # symlink loop, NUL byte, ...
+            why = f"cannot be resolved ({e})"
+    if why:
+        raise RunDirError(f"{field} = {rel!r} {why}; refusing to embed it in the report "
+                          f"(`dispart report --regenerate` rebuilds the run's outputs)")
+    return path
+
+
+class _Files:
+    """Embeds files of one run folder as ``data:`` URIs (see :func:`embeddable`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def img(self, base: Path, rel: object, alt: object, field: str) -> Safe:
+        uri = data_uri(embeddable(self.root, base, rel, ".png", field))
+        return h('<img src="{}" alt="{}">', uri, alt)
+
+    def audio(self, base: Path, rel: object, field: str) -> Safe:
+        uri = data_uri(embeddable(self.root, base, rel, ".wav", field))
+        return h('<audio controls preload="metadata" src="{}"></audio>', uri)
+
+
+def _manifest_files(manifest: dict[str, Any]) -> Iterator[tuple[str, object, str]]:
+    """(field, path relative to generated/, suffix) of every file the manifest names."""
+    for i, g in enumerate(manifest.get("grids", [])):
+        field = f"{MANIFEST}: grids[{i}]"
+        yield f"{field}.png", g.get("png"), ".png"
+        for k, a in enumerate(g.get("audio", [])):
+            yield f"{field}.audio[{k}].wav", a.get("wav"), ".wav"
+            if "spectrogram" in a:
+                yield f"{field}.audio[{k}].spectrogram", a["spectrogram"], ".png"
+        for k, s in enumerate(g.get("sources_audio", [])):
+            yield f"{field}.sources_audio[{k}].wav", s.get("wav"), ".wav"
+
+
+def _check_manifest_files(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """RunDirError for the first file of the manifest that may not be embedded (checked before
+    any plot is drawn; :class:`_Files` checks again as it embeds)."""
+    for field, rel, suffix in _manifest_files(manifest):
+        embeddable(run_dir, run_dir / "generated", rel, suffix, field)
+
+
+def _require_inside(run_dir: Path, name: str) -> None:
+    """RunDirError if RUN_DIR/name (which the report writes into) resolves outside the run."""
+    if not (run_dir / name).resolve().is_relative_to(run_dir.resolve()):
+        raise RunDirError(f"{run_dir / name} resolves outside the run folder (a symlink?); "
+                          f"refusing to write into it")
+
+
+# --------------------------------------------------------------------------- reused outputs
+
+
+def _warn(message: str) -> None:
+    print(f"dispart: warning: {' '.join(message.splitlines())}", file=sys.stderr, flush=True)
+
+
+def _require(ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(what)
+
+
+def _check_evaluation(ev: dict[str, Any]) -> None:
+    """Raise unless evaluation.json has what the page and the plots read."""
+    rows_to_markdown([PurityRow(**r) for r in ev.get("rows", [])])
+    for key in ("inertia", "estimated_num_classes", "speaker_probe_accuracy"):
+        _require(isinstance(ev.get(key) or {}, dict), f"{key} is not an object")
+    for curve in (ev.get("inertia") or {}).values():
+        _require(isinstance(curve, dict), "an inertia curve is not an object")
+        [(int(k), float(v)) for k, v in curve.items()]
+
+
+def _scalar(v: object) -> bool:
+    return v is None or isinstance(v, (str, int, float))
+
+
+def _check_manifest(m: dict[str, Any]) -> None:
+    """Raise unless generated/manifest.json has the structure the page walks through (paths
+    are checked where they are embedded)."""
+    grids = m.get("grids", [])
+    _require(isinstance(grids, list) and all(isinstance(g, dict) for g in grids),
+             "grids is not a list of objects")
+    for g in grids:
+        for key, ids in (("audio", ("row", "col")), ("sources_audio", ("axis", "index"))):
+            items = g.get(key, [])
+            _require(isinstance(items, list) and all(isinstance(a, dict) for a in items),
+                     f"{key} of grid {g.get('name')!r} is not a list of objects")
+            _require(all(_scalar(a.get(i)) for a in items for i in ids),
+                     f"{'/'.join(ids)} of grid {g.get('name')!r} are not plain values")
+
+
+def _no_check(_: dict[str, Any]) -> None:
+    """quality.json is rendered field by field, tolerating any shape."""
+
+
+def _reuse(path: Path, run: Run, read: Callable[[Path], Any],
+           check: Callable[[dict[str, Any]], None]) -> dict[str, Any] | None:
+    """The output at ``path`` if it exists, is well-formed and was computed from the run's
+    current weights; else None (the caller computes it again), with one warning line on stderr
+    saying why unless the file is simply missing."""
+    if not (path.exists() or path.is_symlink()):
+        return None
+    try:
+        data = read(path)
+        _require(isinstance(data, dict), f"top level is a {type(data).__name__}, not an object")
+        check(data)
+    except (DispartError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        _warn(f"{path} is malformed ({e.__class__.__name__}: {e}); computing it again")
+        return None
+    got = data.get("weights_sha256")
+    if got != run.weights_sha256:
+        why = "records no weights_sha256" if got is None else \
+            "was computed from other weights than the run's model.safetensors"
+        _warn(f"{path} is stale (it {why}); computing it again")
+        return None
+    return data
+
+
+def _ensure(run_dir: Path, run: Run, data: ExperimentData, rows: int, seed: int, regenerate: bool,
+            quality_items: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], bool]:
+    """evaluation.json, generated/manifest.json and quality.json, computing each one that is
+    missing, corrupt or stale (see :func:`_reuse`); the flag says evaluation.json was new."""
+    from dispart.evaluation.classifiers import run_classifiers
+    from dispart.evaluation.quality import quality_from_data
+    from dispart.generation.cli import generate
+
+    ev_path, man_path, q_path = (run_dir / "evaluation.json", run_dir / MANIFEST,
+                                 run_dir / "quality.json")
+    evaluation = None if regenerate else _reuse(ev_path, run, read_evaluation_json,
+                                                _check_evaluation)
+    new_evaluation = evaluation is None
+    if evaluation is None:
+        evaluation = evaluate_run(run_dir, progress=False, data=data)  # records weights_sha256
+    manifest = None if regenerate else _reuse(man_path, run, read_json, _check_manifest)
+    if manifest is None:
+        manifest = generate(run, data, run_dir / "generated", rows=rows, seed=seed)
+    quality = None if regenerate else _reuse(q_path, run, read_evaluation_json, _no_check)
+    if quality is None:
+        quality = quality_from_data(run, data, run_classifiers(run, data, seed=seed), seed=seed,
+                                    max_items=quality_items)
+        quality["provenance"] = run.info.get("provenance", {})
+        quality["weights_sha256"] = run.weights_sha256
+        write_evaluation_json(q_path, quality)
+    return evaluation, manifest, quality, new_evaluation
 
 
 # --------------------------------------------------------------------------- assets
+
+
+def _assets_key(run: Run, seed: int, tsne_points: int) -> dict[str, Any]:
+    return {"weights_sha256": run.weights_sha256, "seed": seed, "tsne_points": tsne_points}
+
+
+def _assets_fresh(folder: Path, key: dict[str, Any]) -> bool:
+    """True if the plots in ``folder`` were drawn for ``key`` (a corrupt stamp is named)."""
+    stamp = folder / ASSETS_STAMP
+    if not stamp.is_file():
+        return False
+    try:
+        return read_json(stamp) == key
+    except DispartError as e:
+        _warn(f"{e}; drawing the plots again")
+        return False
+
+
+def _clear_pngs(folder: Path) -> None:
+    if folder.is_dir():
+        for p in folder.glob("*.png"):
+            p.unlink()
 
 
 def _plots(run: Run, data: ExperimentData, evaluation: dict[str, Any], folder: Path,
@@ -201,101 +455,82 @@ def _plots(run: Run, data: ExperimentData, evaluation: dict[str, Any], folder: P
     return out
 
 
-def _ensure(run_dir: Path, run: Run, data: ExperimentData, rows: int, seed: int,
-            regenerate: bool, quality_items: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """evaluation.json, generated/manifest.json and quality.json, computing what is missing."""
-    from dispart.evaluation.classifiers import run_classifiers
-    from dispart.evaluation.quality import quality_from_data
-    from dispart.evaluation.table import write_evaluation_json
-    from dispart.generation.cli import generate
-
-    ev_path = run_dir / "evaluation.json"
-    evaluation = evaluate_run(run_dir, progress=False, data=data) if regenerate or not ev_path.is_file() \
-        else read_evaluation_json(ev_path)
-    man_path = run_dir / "generated" / "manifest.json"
-    if regenerate or not man_path.is_file():
-        manifest = generate(run, data, run_dir / "generated", rows=rows, seed=seed)
-    else:
-        manifest = json.loads(man_path.read_text())
-    q_path = run_dir / "quality.json"
-    if regenerate or not q_path.is_file():
-        quality = quality_from_data(run, data, run_classifiers(run, data, seed=seed), seed=seed,
-                                    max_items=quality_items)
-        quality["provenance"] = run.info.get("provenance", {})
-        write_evaluation_json(q_path, quality)
-    else:
-        quality = read_evaluation_json(q_path)
-    return evaluation, manifest, quality
-
-
 # --------------------------------------------------------------------------- page
 
 
-def _summary_html(evaluation: dict[str, Any], quality: dict[str, Any]) -> str:
-    items: list[str] = []
-    for key, k in (evaluation.get("estimated_num_classes") or {}).items():
-        if key.endswith(("z^s", "/z")):
-            items.append(f"<li>Estimated number of classes from {html.escape(key)} (inertia "
-                         f"elbow): <b>{int(k)}</b></li>")
-    clf = quality.get("classifiers", {})
-    for m, c in clf.items():
-        items.append(f"<li>Judge classifier ({'speech' if m == 'audio' else m}) accuracy on real "
-                     f"test data: <b>{_pct(c.get('test_accuracy'))}</b> (n={c.get('n_test')})</li>")
-    for key, e in (quality.get("coherence") or {}).items():
-        parts = [f"{k.replace('_', ' ')} {_pct(v)}" for k, v in e.items()
+def _summary_html(evaluation: dict[str, Any], quality: dict[str, Any]) -> Safe:
+    items: list[Safe] = []
+    for key, k in _d(evaluation.get("estimated_num_classes")).items():
+        if str(key).endswith(("z^s", "/z")):
+            items.append(h("<li>Estimated number of classes from {} (inertia elbow): <b>{}</b></li>",
+                           key, k))
+    for m, c in _d(quality.get("classifiers")).items():
+        c = _d(c)
+        items.append(h("<li>Judge classifier ({}) accuracy on real test data: <b>{}</b> (n={})</li>",
+                       _modality(m), _pct(c.get("test_accuracy")), c.get("n_test")))
+    for key, e in _d(quality.get("coherence")).items():
+        e = _d(e)
+        parts = [h("{} {}", k.replace("_", " "), _pct(v)) for k, v in e.items()
                  if k in ("reference_style", "prior_style", "shared_latent", "resynthesized")]
-        items.append(f"<li>Cross-modal coherence {html.escape(key.replace('audio', 'speech'))}: "
-                     f"<b>{', '.join(parts)}</b> (n={e.get('n')})</li>")
-    for m, e in (quality.get("content_preservation") or {}).items():
-        items.append(f"<li>Style transfer content preservation ({'speech' if m == 'audio' else m}): "
-                     f"<b>{_pct(e['semantic_digit'])}</b> keep the z^s source's digit, "
-                     f"{_pct(e['style_source_digit'])} take the style source's digit (n={e['n']})</li>")
-    if quality.get("reconstruction"):
-        rec = ", ".join(f"{'speech' if m == 'audio' else m} {_pct(v)}"
-                        for m, v in quality["reconstruction"].items())
-        items.append(f"<li>Reconstructions classified correctly: {rec}</li>")
-    if quality.get("resynthesis_real_speech"):
-        r = quality["resynthesis_real_speech"]
-        items.append(f"<li>Real test speech through Griffin-Lim and back, classified correctly: "
-                     f"{_pct(r['accuracy'])} (n={r['n']})</li>")
-    probe = quality.get("speaker_probe_accuracy") or evaluation.get("speaker_probe_accuracy") or {}
+        items.append(h("<li>Cross-modal coherence {}: <b>{}</b> (n={})</li>",
+                       str(key).replace("audio", "speech"), cat(parts, ", "), e.get("n")))
+    for m, e in _d(quality.get("content_preservation")).items():
+        e = _d(e)
+        items.append(h("<li>Style transfer content preservation ({}): <b>{}</b> keep the z^s "
+                       "source's digit, {} take the style source's digit (n={})</li>",
+                       _modality(m), _pct(e.get("semantic_digit")),
+                       _pct(e.get("style_source_digit")), e.get("n")))
+    rec = _d(quality.get("reconstruction"))
+    if rec:
+        items.append(h("<li>Reconstructions classified correctly: {}</li>",
+                       cat((h("{} {}", _modality(m), _pct(v)) for m, v in rec.items()), ", ")))
+    r = _d(quality.get("resynthesis_real_speech"))
+    if r:
+        items.append(h("<li>Real test speech through Griffin-Lim and back, classified correctly: "
+                       "{} (n={})</li>", _pct(r.get("accuracy")), r.get("n")))
+    probe = _d(quality.get("speaker_probe_accuracy")) or _d(evaluation.get("speaker_probe_accuracy"))
     for n, acc in probe.items():
-        items.append(f"<li>Speaker identity from {html.escape(latent_symbol(n))} (linear probe): "
-                     f"<b>{_pct(acc)}</b> (chance {_pct(quality.get('speaker_chance'))})</li>")
+        items.append(h("<li>Speaker identity from {} (linear probe): <b>{}</b> (chance {})</li>",
+                       latent_symbol(str(n)), _pct(acc), _pct(quality.get("speaker_chance"))))
     if quality.get("chance"):
-        items.append(f"<li class='small'>Digit chance level: {_pct(quality['chance'])}</li>")
-    return "<ul>" + "".join(items) + "</ul>"
+        items.append(h("<li class='small'>Digit chance level: {}</li>", _pct(quality["chance"])))
+    return h("<ul>{}</ul>", cat(items))
 
 
-def _clips_html(entry: dict[str, Any], gen: Path, max_rows: int) -> str:
-    """Table of audio players: header = semantic sources, left = style sources, body = clips."""
-    clips = {(a["row"], a["col"]): a for a in entry["audio"]}
+def _clips_html(entry: dict[str, Any], gen: Path, max_rows: int, files: _Files,
+                field: str) -> Safe:
+    """Table of audio players: header = semantic sources, left = style sources, body = clips.
+    ``field`` names the grid in refusals (e.g. "generated/manifest.json: grids[3]")."""
+    clips = {(a.get("row"), a.get("col")): (k, a) for k, a in enumerate(entry.get("audio", []))}
     if not clips:
-        return ""
-    rows = sorted({r for r, _ in clips})[:max_rows]
-    cols = sorted({c for _, c in clips})
-    src = {(s["axis"], s["index"]): s for s in entry.get("sources_audio", [])}
-    head = "<th></th>"
-    for c in cols:
-        s = src.get(("semantic", c))
-        head += "<th>" + (f"z^s from {html.escape(s['tag'])}<br>{_audio(gen / s['wav'])}" if s
-                          else f"column {c}") + "</th>"
-    body = ""
-    for r in rows:
-        s = src.get(("style", r))
-        body += "<tr><th>" + (f"style from {html.escape(s['tag'])}<br>{_audio(gen / s['wav'])}"
-                              if s else f"row {r}") + "</th>"
-        for c in cols:
-            a = clips.get((r, c))
-            cell = ""
-            if a:
-                if a.get("spectrogram"):
-                    cell += _img(gen / a["spectrogram"], f"spectrogram r{r} c{c}")
-                cell += _audio(gen / a["wav"])
-            body += f"<td>{cell}</td>"
-        body += "</tr>"
-    return (f'<div class="scroll"><table class="clips"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{body}</tbody></table></div>')
+        return Safe("")
+    rows = sorted({r for r, _ in clips}, key=_order)[:max_rows]
+    cols = sorted({c for _, c in clips}, key=_order)
+    src = {(s.get("axis"), s.get("index")): (k, s)
+           for k, s in enumerate(entry.get("sources_audio", []))}
+
+    def source(axis: str, label: object, text: str) -> Safe:
+        k, s = src.get((axis, label), (None, None))
+        if s is None:
+            return h("{} {}", "column" if axis == "semantic" else "row", label)
+        player = files.audio(gen, s.get("wav"), f"{field}.sources_audio[{k}].wav")
+        return h("{} {}<br>{}", text, s.get("tag"), player)
+
+    def cell(r: object, c: object) -> Safe:
+        k, a = clips.get((r, c), (None, None))
+        if a is None:
+            return Safe("")
+        spec = a.get("spectrogram")
+        img = files.img(gen, spec, h("spectrogram r{} c{}", r, c),
+                        f"{field}.audio[{k}].spectrogram") if spec else Safe("")
+        return cat([img, files.audio(gen, a.get("wav"), f"{field}.audio[{k}].wav")])
+
+    head = cat([Safe("<th></th>"), *(h("<th>{}</th>", source("semantic", c, "z^s from"))
+                                     for c in cols)])
+    body = cat(h("<tr><th>{}</th>{}</tr>", source("style", r, "style from"),
+                 cat(h("<td>{}</td>", cell(r, c)) for c in cols)) for r in rows)
+    return h('<div class="scroll"><table class="clips"><thead><tr>{}</tr></thead>'
+             '<tbody>{}</tbody></table></div>', head, body)
 
 
 def _caption(name: str) -> str:
@@ -305,46 +540,55 @@ def _caption(name: str) -> str:
     return ""
 
 
+def _grids_html(manifest: dict[str, Any], gen: Path, files: _Files, audio_rows: int) -> Safe:
+    parts: list[Safe] = []
+    for i, g in enumerate(manifest.get("grids", [])):
+        field = f"{MANIFEST}: grids[{i}]"
+        name = g.get("name")
+        parts.append(h("<h3>{}</h3><figure>{}<figcaption>{}</figcaption></figure>", name,
+                       files.img(gen, g.get("png"), name, f"{field}.png"), _caption(str(name))))
+        clips = _clips_html(g, gen, audio_rows, files, field)
+        if clips:
+            parts.append(h("<p class='small'>Listen (first {} row(s) of the grid):</p>{}",
+                           audio_rows, clips))
+    return cat(parts)
+
+
 def render_page(run: Run, evaluation: dict[str, Any], manifest: dict[str, Any],
                 quality: dict[str, Any], plots: list[tuple[Path, str]], gen: Path,
                 audio_rows: int = 1) -> str:
-    """The HTML text of the report."""
+    """The HTML text of the report. Every value is escaped (:func:`h`); every embedded file must
+    lie inside the run folder (:func:`embeddable`, RunDirError otherwise)."""
+    files = _Files(run.path)
     rows = [PurityRow(**r) for r in evaluation.get("rows", [])]
     table = markdown_table_to_html(rows_to_markdown(rows)) if rows else "<p>no rows</p>"
-    prov = run.info.get("provenance", {})
+    prov = _d(run.info.get("provenance"))
     title = f"dispart report: {run.display_name} ({run.model.name}) - {run.path.name}"
-    esc = {k: html.escape(str(prov.get(k, "?"))) for k in ("date", "dispart", "seed")}
     facts = {"provenance": prov, "data": run.info.get("data", {}), "model": run.info.get("model", {})}
+    figures = cat(h("<figure>{}<figcaption>{}</figcaption></figure>",
+                    files.img(p.parent, p.name, c, f"report_assets/{p.name}"), c) for p, c in plots)
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{CSS}</style>{RENDER_CHECK_SCRIPT}</head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p class='small'>run folder {html.escape(str(run.path))} &middot; trained "
-        f"{esc['date']} &middot; dispart {esc['dispart']} &middot; seed {esc['seed']} &middot; "
-        f"<span id='render-check'>render check: pending</span></p>",
-        "<h2>Summary</h2>", _summary_html(evaluation, quality),
-        "<h2>Table 1: k-means purity of unimodal test latents</h2>", table,
-        "<p class='small'>Weighted average purity of k-means (k = 10) clusters of latents inferred "
-        "by each unimodal encoder on the test split; paper columns: Hsu &amp; Glass (2018).</p>",
-        "<h2>Plots</h2><div class='plots'>",
-        *[f"<figure>{_img(p, c)}<figcaption>{html.escape(c)}</figcaption></figure>" for p, c in plots],
-        "</div><h2>Generation</h2>",
-        f"<p class='small'>Sources from the {html.escape(str(manifest.get('split')))} split, seed "
-        f"{manifest.get('seed')}. Speech is shown as log-Mel spectrograms (time across, Mel band up) "
-        f"and made audible with Griffin-Lim ({manifest.get('griffin_lim_iters')} iterations).</p>",
-    ]
-    for g in manifest.get("grids", []):
-        parts.append(f"<h3>{html.escape(g['name'])}</h3><figure>{_img(gen / g['png'], g['name'])}"
-                     f"<figcaption>{html.escape(_caption(g['name']))}</figcaption></figure>")
-        clips = _clips_html(g, gen, audio_rows)
-        if clips:
-            parts.append(f"<p class='small'>Listen (first {audio_rows} row(s) of the grid):</p>{clips}")
-    parts += [
-        "<h2>Configuration</h2>",
-        f"<pre>{html.escape(yaml.safe_dump(run.config.to_dict(), sort_keys=False))}</pre>",
-        "<h2>Provenance</h2>",
-        f"<pre>{html.escape(json.dumps(facts, indent=1))}</pre>",
-        "</body></html>",
+        h("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{}</title>"
+          "<style>{}</style>{}</head><body>", title, Safe(CSS), Safe(RENDER_CHECK_SCRIPT)),
+        h("<h1>{}</h1>", title),
+        h("<p class='small'>run folder {} &middot; trained {} &middot; dispart {} &middot; seed {} "
+          "&middot; <span id='render-check'>render check: pending</span></p>", run.path,
+          prov.get("date", "?"), prov.get("dispart", "?"), prov.get("seed", "?")),
+        h("<h2>Summary</h2>{}", _summary_html(evaluation, quality)),
+        h("<h2>Table 1: k-means purity of unimodal test latents</h2>{}", Safe(table)),
+        Safe("<p class='small'>Weighted average purity of k-means (k = 10) clusters of latents "
+             "inferred by each unimodal encoder on the test split; paper columns: Hsu &amp; Glass "
+             "(2018).</p>"),
+        h("<h2>Plots</h2><div class='plots'>{}</div><h2>Generation</h2>", figures),
+        h("<p class='small'>Sources from the {} split, seed {}. Speech is shown as log-Mel "
+          "spectrograms (time across, Mel band up) and made audible with Griffin-Lim ({} "
+          "iterations).</p>", manifest.get("split"), manifest.get("seed"),
+          manifest.get("griffin_lim_iters")),
+        _grids_html(manifest, gen, files, audio_rows),
+        h("<h2>Configuration</h2><pre>{}</pre>",
+          yaml.safe_dump(run.config.to_dict(), sort_keys=False)),
+        h("<h2>Provenance</h2><pre>{}</pre>", json.dumps(facts, indent=1)),
+        Safe("</body></html>"),
     ]
     return "\n".join(parts)
 
@@ -354,23 +598,28 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, seed: int =
                  data: ExperimentData | None = None) -> Path:
     """Write the self-contained report of a run (default RUN_DIR/report.html); returns its path.
 
-    Computes and stores in the run folder whatever is missing (see the module docstring);
-    ``regenerate`` recomputes everything; ``rows``: style rows of the grids; ``tsne_points``:
-    test items per modality in t-SNE plots; ``quality_items``: test items per modality judged.
+    Computes and stores in the run folder whatever is missing, corrupt or stale (see the module
+    docstring); ``regenerate`` recomputes everything; ``rows``: style rows of the grids;
+    ``tsne_points``: test items per modality in t-SNE plots; ``quality_items``: test items per
+    modality judged. RunDirError if the run folder names a file outside itself.
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     require_speech_and_images(run, "dispart report")
+    for name in ("generated", "report_assets"):
+        _require_inside(run_dir, name)
     if data is None:
         data = load_experiment_data(run.config.data, progress=False, normalizer=run.normalizer)
-    evaluation, manifest, quality = _ensure(run_dir, run, data, rows, seed, regenerate, quality_items)
-    assets = run_dir / "report_assets"
-    if regenerate and assets.is_dir():
-        for p in assets.glob("*.png"):
-            p.unlink()
+    evaluation, manifest, quality, new_evaluation = _ensure(run_dir, run, data, rows, seed,
+                                                            regenerate, quality_items)
+    _check_manifest_files(run_dir, manifest)
+    assets, key = run_dir / "report_assets", _assets_key(run, seed, tsne_points)
+    fresh = _assets_fresh(assets, key)
+    if regenerate or new_evaluation or not fresh:
+        _clear_pngs(assets)
     plots = _plots(run, data, evaluation, assets, tsne_points, seed)
+    atomic_write_json(assets / ASSETS_STAMP, key)
     page = render_page(run, evaluation, manifest, quality, plots, run_dir / "generated")
     target = Path(out) if out else run_dir / "report.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(page, encoding="utf-8")
+    atomic_write(target, page)
     return target
