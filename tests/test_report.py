@@ -4,6 +4,7 @@ treats its run folder as untrusted (escaped values, contained paths, stale outpu
 from __future__ import annotations
 
 import argparse
+import base64
 import html
 import json
 import re
@@ -58,7 +59,13 @@ def test_report_is_self_contained_and_complete(report):
     srcs = re.findall(r'<(?:img|audio)[^>]*\ssrc="([^"]*)"', text)
     assert len(srcs) > 20 and all(s.startswith(("data:image/png;base64,", "data:audio/wav;base64,"))
                                   for s in srcs)
-    assert text.count("<audio") >= 10
+    # every player holds the bytes of one of the generated wavs the manifest lists, no others
+    manifest = json.loads((run / "generated" / "manifest.json").read_text())
+    wavs = {(run / "generated" / e["wav"]).read_bytes() for g in manifest["grids"]
+            for key in ("audio", "sources_audio") for e in g.get(key, [])}
+    players = re.findall(r'<audio[^>]*\ssrc="data:audio/wav;base64,([^"]*)"', text)
+    assert len(players) == text.count("<audio") >= 10
+    assert all(base64.b64decode(b) in wavs for b in players)
     assert not re.search(r'(?:src|href)="(?:https?:|file:|/)', text)
 
 
