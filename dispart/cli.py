@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from dispart.errors import ConfigError, DispartError
+from dispart.errors import ConfigError, DispartError, RunDirError
 
 EPILOG_TRAIN = """\
 examples:
@@ -77,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, _overrides(args))
     t0 = time.perf_counter()
-    summary = train(cfg, args.out, resume=args.resume)
+    summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
         return 0  # DDP worker processes: rank 0 reports and evaluates
     print(f"trained {cfg.model.display_name} for {summary['epochs']} epochs in "
@@ -116,6 +116,7 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     from dispart.data.pipeline import load_experiment_data
     from dispart.evaluation.likelihood import likelihood_table
     from dispart.evaluation.subsets import test_examples
+    from dispart.evaluation.table import write_run_output
     from dispart.runs import load_run
 
     run = load_run(args.run_dir)
@@ -152,25 +153,22 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
                   f"   [{result['proposals'][key]}]")
     print(f"{result['n']} test examples, K={args.k}, {result['seconds']} s")
     out = Path(args.out) if args.out else Path(args.run_dir) / "likelihood.json"
-    out.write_text(json.dumps(result, indent=1))
+    write_run_output(out, result, run)
     print(f"wrote {out}")
     return 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from dispart.evaluation.table import PurityRow, read_evaluation_json, rows_to_markdown
+    from dispart.evaluation.table import PurityRow, read_evaluation_of, rows_to_markdown
+    from dispart.files import atomic_write
 
     rows: list[PurityRow] = []
     for run in args.runs:
-        path = Path(run)
-        path = path / "evaluation.json" if path.is_dir() else path
-        if not path.is_file():
-            raise ConfigError(f"{run}: no evaluation.json (run `dispart evaluate {run}` first)")
-        rows += [PurityRow(**r) for r in read_evaluation_json(path)["rows"]]
+        rows += [PurityRow(**r) for r in read_evaluation_of(run)["rows"]]
     text = rows_to_markdown(rows, paper=args.paper)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        atomic_write(args.out, text + "\n")
     return 0
 
 
@@ -206,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder to create (or resume)")
     t.add_argument("--data-dir", help="folder holding the data (FSDD / AudioMNIST, MNIST); "
                                       "offline alternative to `dispart download`")
-    t.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
+    t.add_argument("--resume", action="store_true",
+                   help="continue exactly from the newest usable checkpoint in OUT/checkpoints")
+    t.add_argument("--overwrite", action="store_true",
+                   help="clear the training outputs of a non-empty --out folder and start over")
     t.add_argument("--evaluate", action="store_true", help="run `dispart evaluate` afterwards")
     t.add_argument("overrides", nargs="*", help="section.field=value overrides")
     t.set_defaults(func=cmd_train)
@@ -269,18 +270,64 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+SEED_RANGE = (0, 2**32 - 1)
+# Ranges of the numeric flags, {command: {dest: (min, max or None)}}, checked before any work.
+FLAG_RANGES: dict[str, dict[str, tuple[int, int | None]]] = {
+    "likelihood": {"k": (1, None), "k_given": (1, None), "n": (0, None), "batch_size": (1, None),
+                   "threads": (0, None), "seed": SEED_RANGE},
+    "generate": {"cols": (1, None), "rows": (1, None), "seed": SEED_RANGE,
+                 "griffin_lim_iters": (1, None)},
+    "report": {"rows": (1, None), "seed": SEED_RANGE},
+}
+RUN_DIR_COMMANDS = ("evaluate", "likelihood", "generate", "report")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Validate flags, the run folder and the config (with overrides) before any heavy import.
+
+    Raises one-line ConfigError / RunDirError; argparse has already checked types and choices.
+    """
+    for dest, (low, high) in FLAG_RANGES.get(args.command, {}).items():
+        value = getattr(args, dest, None)
+        if value is not None and (value < low or (high is not None and value > high)):
+            expected = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise ConfigError(f"{_flag(dest)} must be {expected}, got {value}")
+    if args.command in RUN_DIR_COMMANDS and not Path(args.run_dir).is_dir():
+        raise RunDirError(f"run folder not found: {args.run_dir}")
+    if args.command in ("train", "demo"):
+        from dispart.config import load_config
+
+        config = args.config if args.command == "train" else Path(__file__).parent / "demo.yaml"
+        load_config(config, _overrides(args))
+
+
+def one_line(e: BaseException) -> str:
+    """An error message on one line (line breaks inside paths or values are escaped)."""
+    return str(e).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a sub-command; bad input exits with code 2 and one line (argparse: usage + one line)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Overrides may follow options (`train CONFIG --out R a.b=1`); argparse leaves those over.
+    # A left-over without '=' is a malformed override (named by check_args), not an unknown option.
     if extra:
-        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+        if not hasattr(args, "overrides") or any(x.startswith("-") for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides or []) + extra
     try:
+        check_args(args)
         return args.func(args)
     except DispartError as e:
-        print(f"dispart {args.command}: error: {e}", file=sys.stderr)
+        print(f"dispart {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. an --out that cannot be written: the OS names the file
+        print(f"dispart {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

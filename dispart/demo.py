@@ -13,7 +13,7 @@ from dispart.config import load_config
 from dispart.data.pipeline import load_experiment_data
 from dispart.evaluation.evaluate import evaluate_run
 from dispart.evaluation.table import PurityRow, rows_to_markdown
-from dispart.report import build_report
+from dispart.report.html import build_report
 from dispart.training.run import train
 
 DEMO_CONFIG = Path(__file__).parent / "demo.yaml"

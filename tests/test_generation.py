@@ -205,7 +205,7 @@ def test_generate_cli_writes_grids_wavs_and_records(run_dir, tmp_path):
 
 def test_generating_again_removes_the_manifest_first(run_dir, tmp_path, monkeypatch):
     """A crash while regenerating must not leave the old manifest over half-new files."""
-    from dispart.generation import cli
+    from dispart.generation import outputs
 
     out = tmp_path / "gen"
     assert _cli(["generate", str(run_dir), "--out", str(out), "--rows", "1", "--cols", "2",
@@ -215,7 +215,7 @@ def test_generating_again_removes_the_manifest_first(run_dir, tmp_path, monkeypa
     def crash(*args, **kwargs):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(cli, "write_grid_outputs", crash)
+    monkeypatch.setattr(outputs, "write_grid_outputs", crash)
     with pytest.raises(RuntimeError, match="killed"):
         _cli(["generate", str(run_dir), "--out", str(out), "--rows", "1", "--cols", "2",
               "--kind", "style", "--no-audio"])

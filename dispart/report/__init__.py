@@ -1,5 +1,4 @@
-"""Self-contained HTML reports of trained runs (``dispart report RUN_DIR``)."""
+"""Self-contained HTML reports of trained runs (``dispart report RUN_DIR``).
 
-from dispart.report.html import build_report
-
-__all__ = ["build_report"]
+:func:`dispart.report.html.build_report` writes the page; :mod:`dispart.report.cli` parses.
+"""

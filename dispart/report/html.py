@@ -4,7 +4,7 @@ Every image and sound is embedded as a ``data:`` URI, so the page can be mailed 
 alone. Whatever the run folder lacks is computed first and kept in the run folder:
 
 - ``evaluation.json`` (Table 1, inertia curves) via :func:`dispart.evaluation.evaluate.evaluate_run`;
-- ``generated/`` (grids, wavs) via :func:`dispart.generation.cli.generate`;
+- ``generated/`` (grids, wavs) via :func:`dispart.generation.outputs.generate`;
 - ``quality.json`` (coherence, content preservation) via :mod:`dispart.evaluation.quality`;
 - ``report_assets/`` (inertia and t-SNE plots; JMVAE-kl Fig. 2 rows).
 
@@ -342,7 +342,7 @@ def _ensure(run_dir: Path, run: Run, data: ExperimentData, rows: int, seed: int,
     missing, corrupt or stale (see :func:`_reuse`); the flag says evaluation.json was new."""
     from dispart.evaluation.classifiers import run_classifiers
     from dispart.evaluation.quality import quality_from_data
-    from dispart.generation.cli import generate
+    from dispart.generation.outputs import generate
 
     ev_path, man_path, q_path = (run_dir / "evaluation.json", run_dir / MANIFEST,
                                  run_dir / "quality.json")

@@ -1,9 +1,18 @@
-"""Paired training batches: a new random same-label pairing every epoch, length-bucketed."""
+"""Paired training batches: a new random same-label pairing every epoch, length-bucketed.
+
+Exact resume: the batch order and the pairing of epoch ``e`` are pure functions of
+``(seed, e)``, every sampler builds its batches lazily (at the first ``next``, after
+``set_epoch``), and the data modules checkpoint where training stands (epoch, batches of it
+already trained on) so that a run resumed from a mid-epoch checkpoint trains on exactly the
+batches an uninterrupted run would.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
+from itertools import islice
+from typing import Protocol
 
 import lightning as L
 import numpy as np
@@ -18,8 +27,19 @@ from dispart.features.augment import RandomWarp
 from dispart.nn.modality import ModalitySpec
 
 
+class EpochSampler(Protocol):
+    """A batch sampler whose batches are a function of the epoch set last."""
+
+    def set_epoch(self, epoch: int) -> None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[list[int]]: ...
+
+
 class ShuffledBatches(Sampler[list[int]]):
-    """Batches of a random permutation of ``range(n)``, redrawn by ``set_epoch`` (seeded)."""
+    """Batches of a random permutation of ``range(n)``, redrawn by ``set_epoch`` (seeded).
+
+    The permutation is drawn at the first ``next``, so ``set_epoch`` may follow ``iter``.
+    """
 
     def __init__(self, n: int, batch_size: int, seed: int = 0) -> None:
         self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
@@ -32,15 +52,16 @@ class ShuffledBatches(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         order = np.random.default_rng((self.seed, self.epoch)).permutation(self.n).tolist()
-        return iter([order[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)])
+        for i in range(0, self.n, self.batch_size):
+            yield order[i:i + self.batch_size]
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
     """Every ``world_size``-th batch of ``base`` starting at ``rank`` (DDP without a
     DistributedSampler, which would break the length buckets). Drops the tail so that every
-    rank runs the same number of steps."""
+    rank runs the same number of steps. Lazy like ``base``."""
 
-    def __init__(self, base: LengthBucketSampler | ShuffledBatches, rank: int, world_size: int) -> None:
+    def __init__(self, base: EpochSampler, rank: int, world_size: int) -> None:
         self.base, self.rank, self.world_size = base, rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
@@ -50,9 +71,32 @@ class ShardedBatchSampler(Sampler[list[int]]):
         return len(self.base) // self.world_size
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = list(self.base)
-        usable = len(batches) // self.world_size * self.world_size
-        return iter(batches[self.rank:usable:self.world_size])
+        usable = len(self) * self.world_size
+        yield from islice(self.base, self.rank, usable, self.world_size)
+
+
+class ResumableBatches(Sampler[list[int]]):
+    """The batch sampler a DataLoader sees: ``base``'s batches of the current epoch without the
+    first ``skip`` (those trained on before a mid-epoch checkpoint).
+
+    ``set_epoch`` to another epoch clears ``skip``; ``len`` stays the whole epoch's, as
+    Lightning expects of a resumed loader (it counts the skipped batches as fetched).
+    """
+
+    def __init__(self, base: EpochSampler) -> None:
+        self.base, self.epoch, self.skip = base, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.skip = 0
+        self.epoch = epoch
+        self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from islice(self.base, self.skip, None)
 
 
 class AugmentedPairs(Dataset):
@@ -77,13 +121,57 @@ class AugmentedPairs(Dataset):
 
 class _BatchedDataModule(L.LightningDataModule):
     """What both data modules share: a batch sampler sharded by DDP rank, per-epoch reshuffling,
-    and moving batches (which may hold Sequences) to the device."""
+    the resume position in checkpoints, and moving batches (which may hold Sequences) to the
+    device. Subclasses set ``dataset`` and ``sampler`` in ``setup``."""
 
-    def _shard(self, base: LengthBucketSampler | ShuffledBatches
-               ) -> LengthBucketSampler | ShuffledBatches | ShardedBatchSampler:
+    seed: int
+    num_workers: int
+    dataset: Dataset | None
+    sampler: ResumableBatches | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Worker seeds come from this generator (not the global RNG, which drives the model's
+        # noise); it is reseeded from (seed, epoch) so that a resumed epoch gets the same ones.
+        self.generator = torch.Generator()
+
+    def _batches(self, base: LengthBucketSampler | ShuffledBatches) -> ResumableBatches:
         world = self.trainer.world_size if self.trainer is not None else 1
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        return ShardedBatchSampler(base, rank, world) if world > 1 else base
+        sharded = ShardedBatchSampler(base, rank, world) if world > 1 else base
+        return ResumableBatches(sharded)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Re-pair / reshuffle for ``epoch``: a pure function of ``(seed, epoch)``."""
+        assert self.dataset is not None and self.sampler is not None
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+        self.generator.manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands (saved in every checkpoint): the epoch and how many of its
+        batches were trained on (Lightning's own count of this epoch's batches)."""
+        if self.sampler is None or self.trainer is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return {"epoch": self.sampler.epoch, "batches": int(done)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume at a checkpoint's position; a finished epoch resumes at the next one's start."""
+        if not state:
+            return
+        assert self.sampler is not None
+        epoch, done = int(state["epoch"]), int(state["batches"])
+        if done >= len(self.sampler):
+            epoch, done = epoch + 1, 0
+        self.set_epoch(epoch)
+        self.sampler.skip = done
+
+    def _loader(self, collate_fn: Callable[[list], dict]) -> DataLoader:
+        assert self.dataset is not None
+        return DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=collate_fn,
+                          num_workers=self.num_workers, generator=self.generator)
 
     def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int):
         return move_batch(batch, device)
@@ -99,7 +187,7 @@ class PairedDataModule(_BatchedDataModule):
         self.augment = augment
         self.bucket_pool = bucket_pool
         self.dataset: PairedDigits | AugmentedPairs | None = None
-        self.sampler: LengthBucketSampler | ShardedBatchSampler | None = None
+        self.sampler: ResumableBatches | None = None
 
     def setup(self, stage: str | None = None) -> None:
         d = self.data
@@ -110,21 +198,13 @@ class PairedDataModule(_BatchedDataModule):
         )
         if self.augment is not None:
             self.dataset = AugmentedPairs(self.dataset, self.augment)
-        self.sampler = self._shard(LengthBucketSampler(
+        self.sampler = self._batches(LengthBucketSampler(
             self.dataset.lengths, self.batch_size, shuffle=True, seed=self.seed,
             bucket_size_multiplier=self.bucket_pool))
-
-    def set_epoch(self, epoch: int) -> None:
-        """Re-pair speech and images and reshuffle the batches for ``epoch``."""
-        assert self.dataset is not None and self.sampler is not None
-        self.dataset.set_epoch(epoch)
-        self.sampler.set_epoch(epoch)
+        self.set_epoch(0)
 
     def train_dataloader(self) -> DataLoader:
-        assert self.dataset is not None
-        return DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=collate_paired,
-                          num_workers=self.num_workers,
-                          generator=torch.Generator().manual_seed(self.seed))
+        return self._loader(collate_paired)
 
 
 class EpochPairing(L.Callback):
@@ -165,7 +245,7 @@ class ImageLabelDataModule(_BatchedDataModule):
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.paired_fraction, self.unpaired = paired_fraction, unpaired
         self.dataset: Dataset | None = None
-        self.sampler: ShuffledBatches | ShardedBatchSampler | None = None
+        self.sampler: ResumableBatches | None = None
 
     def setup(self, stage: str | None = None) -> None:
         image = next(s for s in self.specs if s.name == "image")
@@ -179,14 +259,8 @@ class ImageLabelDataModule(_BatchedDataModule):
         if len(self.dataset) == 0:
             raise ValueError(f"data.paired_fraction={self.paired_fraction} with data.unpaired="
                              f"{self.unpaired!r} leaves no training example")
-        self.sampler = self._shard(ShuffledBatches(len(self.dataset), self.batch_size, self.seed))
-
-    def set_epoch(self, epoch: int) -> None:
-        assert self.sampler is not None
-        self.sampler.set_epoch(epoch)
+        self.sampler = self._batches(ShuffledBatches(len(self.dataset), self.batch_size, self.seed))
+        self.set_epoch(0)
 
     def train_dataloader(self) -> DataLoader:
-        assert self.dataset is not None
-        return DataLoader(self.dataset, batch_sampler=self.sampler,
-                          collate_fn=partial(collate_partial, specs=self.specs),
-                          num_workers=self.num_workers)
+        return self._loader(partial(collate_partial, specs=self.specs))

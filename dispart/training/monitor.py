@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities.seed import isolate_rng
 
 from dispart.config import EvalConfig
 from dispart.data.pipeline import ExperimentData
@@ -12,10 +14,13 @@ from dispart.evaluation.evaluate import evaluate_model
 
 
 class PurityMonitor(L.Callback):
-    """Logs ``eval/purity/<modality>/<latent>`` (fraction) and the wall time since fit start.
+    """Logs ``eval/purity/<modality>/<latent>`` (fraction) and the training wall time.
 
     With ``stop_at`` set, training stops once every semantic latent (z^s, or z for
-    single-latent models) reaches that purity. ``history`` keeps (epoch, seconds, purities).
+    single-latent models) reaches that purity. ``history`` keeps (epoch, seconds, purities); it
+    is saved in checkpoints, so a resumed run continues it (``seconds`` counts training time
+    only, not the time between a crash and the resume). Rank 0 evaluates and decides; under
+    DDP the decision is broadcast so that every rank stops at the same epoch.
     """
 
     def __init__(self, data: ExperimentData, cfg: EvalConfig, every: int,
@@ -23,21 +28,40 @@ class PurityMonitor(L.Callback):
         self.data, self.cfg, self.every, self.stop_at = data, cfg, every, stop_at
         self.history: list[dict] = []
         self._t0 = 0.0
+        self._seconds_before = 0.0  # training time of the run before it was resumed
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "seconds": self._elapsed()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state.get("history", []))
+        self._seconds_before = float(state.get("seconds", 0.0))
+
+    def _elapsed(self) -> float:
+        return self._seconds_before + (time.perf_counter() - self._t0 if self._t0 else 0.0)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()  # after a resume, load_state_dict set the time before
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
-        if epoch % self.every or not trainer.is_global_zero:
+        if epoch % self.every:
             return
-        result = evaluate_model(pl_module.model, "monitor", self.data.speech_test,
-                                self.data.image_test, self.cfg, curves=False)
-        seconds = time.perf_counter() - self._t0
-        purities = {f"{r['modality']}/{r['latent']}": r["purity"] for r in result["rows"]}
+        stop = trainer.is_global_zero and self._evaluate(epoch, pl_module)
+        if trainer.strategy.broadcast(stop, src=0):
+            trainer.should_stop = True
+
+    def _evaluate(self, epoch: int, pl_module: L.LightningModule) -> bool:
+        """Evaluate, log and record; True when every semantic purity reached ``stop_at``."""
+        with isolate_rng():  # evaluation must not move the RNG that training draws from
+            result = evaluate_model(pl_module.model, "monitor", self.data.speech_test,
+                                    self.data.image_test, self.cfg, curves=False)
+        purities = {f"{r['modality']}/{r['latent']}": float(r["purity"]) for r in result["rows"]}
         for key, value in purities.items():
             pl_module.log(f"eval/purity/{key}", value, rank_zero_only=True)
-        self.history.append({"epoch": epoch, "seconds": seconds, "purity": purities})
+        self.history.append({"epoch": epoch, "seconds": self._elapsed(), "purity": purities})
         semantic = [v for k, v in purities.items() if k.endswith(("z^s", "/z"))]
-        if self.stop_at is not None and semantic and min(semantic) >= self.stop_at:
-            trainer.should_stop = True
+        return self.stop_at is not None and bool(semantic) and min(semantic) >= self.stop_at

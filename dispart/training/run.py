@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,23 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from dispart.config import ExperimentConfig, ModelConfig, save_config
 from dispart.data.pipeline import ExperimentData, load_experiment_data
-from dispart.errors import ConfigError
+from dispart.errors import ConfigError, RunDirError
 from dispart.features.augment import RandomWarp
+from dispart.files import atomic_write_json
 from dispart.models import MODELS
 from dispart.nn.modality import ModalitySpec
 from dispart.runs import save_run
 from dispart.training.datamodule import EpochPairing, ImageLabelDataModule, PairedDataModule
 from dispart.training.module import LitModel
 from dispart.training.monitor import PurityMonitor
+from dispart.training.resume import (
+    RngState,
+    SafeCheckpointIO,
+    is_launched_worker,
+    prepare_run_folder,
+    remove_partial_writes,
+    resume_checkpoint,
+)
 
 
 def modality_specs(cfg: ExperimentConfig) -> dict[str, ModalitySpec]:
@@ -86,49 +94,89 @@ def data_summary(cfg: ExperimentConfig, data: ExperimentData) -> dict[str, Any]:
 
 
 def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
-          data: ExperimentData | None = None) -> dict[str, Any]:
+          data: ExperimentData | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train the configured model and write a run folder; returns a small summary.
 
-    ``resume=True`` continues from ``out_dir/checkpoints/last.ckpt``.
+    A non-empty ``out_dir`` is refused unless ``resume`` (continue from the newest usable
+    checkpoint in ``out_dir/checkpoints``, exactly as if training had not stopped) or
+    ``overwrite`` (remove its training outputs first).
     """
     out = Path(out_dir)
     hparams = model_hparams(cfg)  # validate the config before any heavy work
-    ckpt_last = out / "checkpoints" / "last.ckpt"
-    if resume and not ckpt_last.is_file():
-        raise ConfigError(f"--resume: no checkpoint at {ckpt_last}")
-    if not resume and (out / "model.safetensors").exists():
-        raise ConfigError(f"{out} already holds a finished run; choose another --out or --resume")
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    prepare_run_folder(out, resume, overwrite)
+    ckpt_dir = out / "checkpoints"
+    if resume and not ckpt_dir.is_dir():
+        raise RunDirError(f"--resume: no checkpoint folder {ckpt_dir}; train without --resume "
+                          "(with --overwrite if the run folder is not empty)")
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
     data = data or load_experiment_data(cfg.data, progress=cfg.train.progress_bar,
                                         speech=uses_speech(cfg))
-    if data.skipped:
+    worker = is_launched_worker()
+    if data.skipped and not worker:
         print(f"skipped {len(data.skipped)} bad audio files (data.on_error=skip); "
               f"first: {data.skipped[0][0]}: {data.skipped[0][1]}")
     lit = LitModel(hparams, lr=cfg.train.lr, betas=list(cfg.train.betas))
+    dm = _datamodule(cfg, data)
+    ckpt = None
+    if resume:
+        ckpt = resume_checkpoint(ckpt_dir, lit.state_dict(), quiet=worker)
+        if not worker:
+            remove_partial_writes(ckpt_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not worker:
+        save_config(cfg, out / "config.yaml")
+    monitor = None
+    if cfg.train.eval_every > 0 and data.has_speech:
+        monitor = PurityMonitor(data, cfg.eval, cfg.train.eval_every, cfg.train.stop_at_purity)
+    trainer = _trainer(cfg, out, [monitor] if monitor else [])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        # The data modules resume mid-epoch themselves (their state_dict), not the DataLoader.
+        warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
+        warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+        trainer.fit(lit, datamodule=dm, ckpt_path=ckpt, weights_only=True)
+    summary = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
+               "history": monitor.history if monitor else []}
+    if trainer.is_global_zero:
+        save_run(out, cfg, lit.model.cpu(), data.normalizer, data.fbank, data_summary(cfg, data))
+        atomic_write_json(out / "train_summary.json", summary)
+    return summary
+
+
+def _datamodule(cfg: ExperimentConfig, data: ExperimentData) -> L.LightningDataModule:
+    """Speech + image pairs re-paired every epoch, or image + label batches."""
     augment = None
     if cfg.data.augment == "warp":
         augment = RandomWarp(cfg.data.warp_freq, cfg.data.warp_time, seed=cfg.train.seed)
     elif cfg.data.augment != "none":
         raise ConfigError(f"data.augment must be 'none' or 'warp', got {cfg.data.augment!r}")
-    dm: L.LightningDataModule
     if uses_speech(cfg):
         if not data.has_speech:
             raise ConfigError("model.modalities include audio but the data given has no speech")
-        dm = PairedDataModule(data, cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
-                              augment=augment, bucket_pool=cfg.train.bucket_pool)
-    else:
-        if (cfg.model.name == "jmvae_kl" and cfg.data.paired_fraction < 1.0
-                and cfg.data.unpaired == "split"):
-            raise ConfigError("model.name=jmvae_kl trains on complete examples only: with "
-                              "data.paired_fraction < 1 set data.unpaired=drop")
-        specs = modality_specs(cfg)
-        dm = ImageLabelDataModule(data, [specs[m] for m in cfg.model.modalities],
-                                  cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
-                                  cfg.data.paired_fraction, cfg.data.unpaired)
+        return PairedDataModule(data, cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
+                                augment=augment, bucket_pool=cfg.train.bucket_pool)
+    if (cfg.model.name == "jmvae_kl" and cfg.data.paired_fraction < 1.0
+            and cfg.data.unpaired == "split"):
+        raise ConfigError("model.name=jmvae_kl trains on complete examples only: with "
+                          "data.paired_fraction < 1 set data.unpaired=drop")
+    specs = modality_specs(cfg)
+    return ImageLabelDataModule(data, [specs[m] for m in cfg.model.modalities],
+                                cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
+                                cfg.data.paired_fraction, cfg.data.unpaired)
 
+
+def _checkpointing(out: Path, every_steps: int) -> ModelCheckpoint:
+    """Every epoch (or every ``every_steps`` steps): the two newest checkpoints (the older one
+    is the fallback when the newest is damaged) and ``last.ckpt``, overwritten in place."""
+    return ModelCheckpoint(
+        dirpath=out / "checkpoints", auto_insert_metric_name=False, save_last=True,
+        monitor="step", mode="max", save_top_k=2, enable_version_counter=False,
+        **({"filename": "epoch{epoch:03d}-step{step:06d}", "every_n_train_steps": every_steps}
+           if every_steps > 0 else {"filename": "epoch{epoch:03d}", "every_n_epochs": 1}))
+
+
+def _trainer(cfg: ExperimentConfig, out: Path, extra: list[L.Callback]) -> L.Trainer:
     t = cfg.train
     if t.logger == "csv":
         logger = CSVLogger(out, name="logs", version="")
@@ -136,33 +184,12 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
         logger = TensorBoardLogger(out, name="logs", version="")
     else:
         raise ConfigError(f"train.logger must be 'csv' or 'tensorboard', got {t.logger!r}")
-    callbacks: list[L.Callback] = [
-        # Every epoch (or every checkpoint_every_steps steps): keep the newest checkpoint and
-        # last.ckpt (for --resume after a crash).
-        ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}",
-                        auto_insert_metric_name=False, save_last=True,
-                        **({"every_n_train_steps": t.checkpoint_every_steps}
-                           if t.checkpoint_every_steps > 0 else {"every_n_epochs": 1})),
-        EpochPairing(),
-    ]
-    monitor = None
-    if t.eval_every > 0 and data.has_speech:
-        monitor = PurityMonitor(data, cfg.eval, t.eval_every, t.stop_at_purity)
-        callbacks.append(monitor)
-    trainer = L.Trainer(
+    callbacks = [_checkpointing(out, t.checkpoint_every_steps), EpochPairing(), RngState(), *extra]
+    return L.Trainer(
         max_epochs=t.epochs, max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision, logger=logger,
         callbacks=callbacks, enable_progress_bar=t.progress_bar,
         log_every_n_steps=t.log_every_n_steps, gradient_clip_val=t.gradient_clip_val,
         max_time=t.max_time, default_root_dir=out, use_distributed_sampler=False,
-        enable_model_summary=False,
+        enable_model_summary=False, plugins=[SafeCheckpointIO()],
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.fit(lit, datamodule=dm, ckpt_path=str(ckpt_last) if resume else None)
-    summary = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
-               "history": monitor.history if monitor else []}
-    if trainer.is_global_zero:
-        save_run(out, cfg, lit.model.cpu(), data.normalizer, data.fbank, data_summary(cfg, data))
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
