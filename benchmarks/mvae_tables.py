@@ -25,7 +25,7 @@ from dispart.evaluation.subsets import test_examples
 from dispart.evaluation.table import fresh_run_output, write_run_output
 from dispart.files import atomic_write, atomic_write_json
 from dispart.runs import current_weights_sha256, load_run
-from dispart.training.run import train
+from dispart.training.run import train_to_end
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 MODELS = {"vae": "VAE", "jmvae": "JMVAE", "mvae_q": "MVAE-Q", "mvae": "MVAE"}
@@ -83,7 +83,7 @@ def main() -> None:
     for name in args.models:
         run = out / name
         if not (run / "model.safetensors").is_file():
-            train(load_config(CONFIGS / f"mnist_label_{name}.yaml",
+            train_to_end(load_config(CONFIGS / f"mnist_label_{name}.yaml",
                               [f"data.images={images}", f"train.epochs={args.epochs}",
                                "train.progress_bar=false"]), run)
         results[MODELS[name]] = estimate(run, args.k, args.k_given)

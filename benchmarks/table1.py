@@ -19,7 +19,7 @@ from dispart.config import load_config
 from dispart.evaluation.evaluate import evaluate_run
 from dispart.evaluation.table import PurityRow, rows_to_markdown
 from dispart.files import atomic_write, atomic_write_json
-from dispart.training.run import train
+from dispart.training.run import train_to_end
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 ROWS = ("vae_sp", "vae_im", "jmvae_kl", "pvae_no_cm", "pvae")
@@ -42,7 +42,7 @@ def main() -> None:
         run = out / name
         if not (run / "model.safetensors").is_file():
             t0 = time.perf_counter()
-            train(load_config(CONFIGS / f"{name}.yaml", base + args.overrides), run)
+            train_to_end(load_config(CONFIGS / f"{name}.yaml", base + args.overrides), run)
             timing[name] = time.perf_counter() - t0
         result = evaluate_run(run, progress=False)
         rows += [PurityRow(**r) for r in result["rows"]]

@@ -26,7 +26,7 @@ from dispart.config import load_config
 from dispart.data.pipeline import load_experiment_data
 from dispart.evaluation.evaluate import evaluate_run
 from dispart.files import atomic_write, atomic_write_json
-from dispart.training.run import train
+from dispart.training.run import train_to_end
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 MODELS = {"mvae": ["data.unpaired=split"], "pvae": ["data.unpaired=split"],
@@ -77,7 +77,7 @@ def main() -> None:
             if not (run / "model.safetensors").is_file():
                 t0 = time.perf_counter()
                 cfg = load_config(CONFIGS / f"mnist_label_{model}.yaml", overrides + args.overrides)
-                train(cfg, run)
+                train_to_end(cfg, run)
                 seconds = time.perf_counter() - t0
             acc = image_to_label_accuracy(run)
             results.append({"model": model, "paired": n_paired, "accuracy": acc,

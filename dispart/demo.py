@@ -11,6 +11,7 @@ from pathlib import Path
 from dispart.cli import find_data
 from dispart.config import load_config
 from dispart.data.pipeline import load_experiment_data
+from dispart.errors import ConfigError
 from dispart.evaluation.evaluate import evaluate_run
 from dispart.evaluation.table import PurityRow, rows_to_markdown
 from dispart.report.html import build_report
@@ -21,6 +22,8 @@ DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
 
 def run_demo(out: Path, data_dir: Path | None = None, overrides: list[str] | None = None) -> dict:
     """Train + evaluate into ``out`` (a fresh folder is required); returns the evaluation."""
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out} is not empty: the demo writes a fresh run folder")
     items = [f"{k}={v}" for k, v in find_data(data_dir).items()] if data_dir else []
     cfg = load_config(DEMO_CONFIG, items + list(overrides or []))
     where = "the embedded sample" if cfg.data.audio == "sample" else cfg.data.audio

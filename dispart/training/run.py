@@ -10,7 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from dispart.config import ExperimentConfig, ModelConfig, save_config
+from dispart.config import ExperimentConfig, ModelConfig, save_config, validate_config
 from dispart.data.pipeline import ExperimentData, load_experiment_data
 from dispart.errors import ConfigError, RunDirError
 from dispart.features.augment import RandomWarp
@@ -102,6 +102,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     ``overwrite`` (remove its training outputs first).
     """
     out = Path(out_dir)
+    validate_config(cfg)  # a config built in Python gets the CLI's checks
     hparams = model_hparams(cfg)  # validate the config before any heavy work
     prepare_run_folder(out, resume, overwrite)
     ckpt_dir = out / "checkpoints"
@@ -193,3 +194,12 @@ def _trainer(cfg: ExperimentConfig, out: Path, extra: list[L.Callback]) -> L.Tra
         max_time=t.max_time, default_root_dir=out, use_distributed_sampler=False,
         enable_model_summary=False, plugins=[SafeCheckpointIO()],
     )
+
+
+def train_to_end(cfg: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Benchmark helper: train ``out_dir`` to the end, resuming it when it holds checkpoints of an
+    interrupted run and starting over when it holds nothing to resume."""
+    out = Path(out_dir)
+    resume = (out / "checkpoints").is_dir() and any((out / "checkpoints").glob("*.ckpt"))
+    return train(cfg, out, resume=resume, overwrite=not resume)
+
