@@ -22,8 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dispart.batches.pipeline import load_experiment_data  # noqa: E402
 from dispart.config import load_config  # noqa: E402
-from dispart.data.pipeline import load_experiment_data  # noqa: E402
 from dispart.files import atomic_write_json  # noqa: E402
 from dispart.generation.audio import features_to_logmel, logmels_to_waveforms, write_wav  # noqa: E402
 from dispart.generation.grids import (  # noqa: E402

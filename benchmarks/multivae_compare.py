@@ -81,7 +81,7 @@ NOTES = [
 # ----------------------------------------------------------------------------------------- data
 def load_data(data_dir: Path, seed: int) -> dict[str, torch.Tensor]:
     """MNIST, stochastically binarised once (pixel ~ Bernoulli(intensity / 255)) with ``seed``."""
-    from dispart.data.labels import binarize
+    from dispart.batches.labels import binarize
 
     raw = np.load(data_dir / "mnist" / "mnist.npz")
     g = torch.Generator().manual_seed(seed)
@@ -198,9 +198,9 @@ def make_adapter():
     dispart's Bernoulli/categorical on the decoder logits, the same functions multivae uses)."""
     from multivae.data.datasets.base import MultimodalBaseDataset
 
+    from dispart.batches.modality import ModalitySpec
     from dispart.models.base import MultimodalModel
     from dispart.nn.encoders import diag_gaussian
-    from dispart.nn.modality import ModalitySpec
 
     class MultivaeAsDispart(MultimodalModel):
         name = "multivae_adapter"

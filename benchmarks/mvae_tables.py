@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from dispart.cli import find_data
+from dispart.batches.pipeline import load_experiment_data
 from dispart.config import load_config
-from dispart.data.pipeline import load_experiment_data
+from dispart.data.locate import find_data
 from dispart.evaluation.likelihood import likelihood_table
 from dispart.evaluation.subsets import test_examples
 from dispart.evaluation.table import fresh_run_output, write_run_output

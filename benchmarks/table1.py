@@ -14,8 +14,8 @@ import argparse
 import time
 from pathlib import Path
 
-from dispart.cli import find_data
 from dispart.config import load_config
+from dispart.data.locate import find_data
 from dispart.evaluation.evaluate import evaluate_run
 from dispart.evaluation.table import PurityRow, rows_to_markdown
 from dispart.files import atomic_write, atomic_write_json

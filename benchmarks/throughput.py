@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from dispart.batches.modality import DIGIT_IMAGE, SPEECH
+from dispart.batches.paired import LengthBucketSampler, PairedDigits, collate_paired
+from dispart.batches.pipeline import load_experiment_data
 from dispart.config import DataConfig
-from dispart.data.paired import LengthBucketSampler, PairedDigits, collate_paired
-from dispart.data.pipeline import load_experiment_data
 from dispart.files import atomic_write_json
 from dispart.models import PVAE
-from dispart.nn.modality import DIGIT_IMAGE, SPEECH
 
 OUT = Path(__file__).parent / "results" / "throughput.json"
 

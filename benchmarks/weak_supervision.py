@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from dispart.cli import find_data
+from dispart.batches.pipeline import load_experiment_data
 from dispart.config import load_config
-from dispart.data.pipeline import load_experiment_data
+from dispart.data.locate import find_data
 from dispart.evaluation.evaluate import evaluate_run
 from dispart.files import atomic_write, atomic_write_json
 from dispart.training.run import train_to_end

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from dispart.data.locate import find_data
 from dispart.errors import ConfigError, DispartError, RunDirError
 
 EPILOG_TRAIN = """\
@@ -28,37 +29,6 @@ overrides are section.field=value (value parsed as YAML); sections: data, model,
   data.images  MNIST .npz or folder of the official IDX files; "sample" = embedded sample
   data.split   official (FSDD takes 0-4 are test) | speaker:NAME | speakers:A,B
 """
-
-
-def find_data(data_dir: Path) -> dict[str, str]:
-    """Locate spoken and written digits under a folder (``--data-dir``) as config overrides.
-
-    Looks for FSDD (``fsdd/recordings``, ``recordings``, ``free-spoken-digit-dataset*``),
-    AudioMNIST (``AudioMNIST/data``) and MNIST (``mnist/mnist.npz``, ``mnist.npz`` or a folder
-    with the IDX files).
-    """
-    if not data_dir.is_dir():
-        raise ConfigError(f"--data-dir: not a folder: {data_dir}")
-    found: dict[str, str] = {}
-    audio_candidates = [
-        data_dir / "fsdd" / "recordings", data_dir / "recordings",
-        *sorted(data_dir.glob("free-spoken-digit-dataset*/recordings")),
-        *sorted(data_dir.glob("AudioMNIST*/data")), data_dir / "audiomnist" / "data",
-    ]
-    for cand in audio_candidates:
-        if cand.is_dir() and any(cand.rglob("*.wav")):
-            found["data.audio"] = str(cand)
-            break
-    image_candidates = [data_dir / "mnist" / "mnist.npz", data_dir / "mnist.npz", data_dir / "mnist",
-                        data_dir / "MNIST" / "raw", data_dir]
-    for cand in image_candidates:
-        if cand.is_file() or (cand.is_dir() and any(cand.glob("*idx3-ubyte*"))):
-            found["data.images"] = str(cand)
-            break
-    if not found:
-        raise ConfigError(f"--data-dir {data_dir}: found neither spoken digits (fsdd/recordings, "
-                          f"AudioMNIST/data) nor MNIST (mnist/mnist.npz or IDX files)")
-    return found
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -113,7 +83,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_likelihood(args: argparse.Namespace) -> int:
     import torch
 
-    from dispart.data.pipeline import load_experiment_data
+    from dispart.batches.pipeline import load_experiment_data
     from dispart.evaluation.likelihood import likelihood_table
     from dispart.evaluation.subsets import test_examples
     from dispart.evaluation.table import write_run_output

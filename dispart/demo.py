@@ -8,9 +8,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dispart.cli import find_data
+from dispart.batches.pipeline import load_experiment_data
 from dispart.config import load_config
-from dispart.data.pipeline import load_experiment_data
+from dispart.data.locate import find_data
 from dispart.errors import ConfigError
 from dispart.evaluation.evaluate import evaluate_run
 from dispart.evaluation.table import PurityRow, rows_to_markdown

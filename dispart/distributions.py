@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Bernoulli, Categorical, Independent, Normal, kl_divergence
 
-from dispart.data.batch import Modality, Sequences
+from dispart.batches.batch import Modality, Sequences
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -95,7 +95,7 @@ class BernoulliLikelihood(Likelihood):
 
     The decoder emits logits. Targets in [0, 1] that are not exactly 0/1 give the usual
     binary cross-entropy (support checks are off); binarise data for a proper likelihood
-    (:func:`dispart.data.labels.binarize`).
+    (:func:`dispart.batches.labels.binarize`).
     """
 
     name = "bernoulli"

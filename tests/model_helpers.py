@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dispart.batches.modality import ModalitySpec
 from dispart.nn.encoders import diag_gaussian
-from dispart.nn.modality import ModalitySpec
 
 
 def vec(name: str, d: int = 3) -> ModalitySpec:

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from dispart.cli import find_data
+from dispart.batches.paired import LengthBucketSampler
 from dispart.config import load_config
-from dispart.data.paired import LengthBucketSampler
+from dispart.data.locate import find_data
 from dispart.errors import ConfigError
 from dispart.features.augment import RandomWarp, warp_features
 from dispart.training.datamodule import ShardedBatchSampler
@@ -87,7 +87,7 @@ def test_find_data_locates_fsdd_and_mnist(tmp_path):
 def test_mvae_and_plain_jmvae_build_from_config_and_take_a_step():
     import torch
 
-    from dispart.data.batch import Sequences
+    from dispart.batches.batch import Sequences
     from dispart.models import build_model
 
     batch = {"audio": Sequences.from_list([torch.randn(5, 80), torch.randn(3, 80)]),

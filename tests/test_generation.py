@@ -12,8 +12,8 @@ import soundfile as sf
 import torch
 from browser import tiny_run
 
+from dispart.batches.batch import Sequences
 from dispart.config import load_config
-from dispart.data.batch import Sequences
 from dispart.data.sample import sample_fsdd_dir
 from dispart.errors import ConfigError, DispartError, RunDirError
 from dispart.features.fbank import FbankConfig, fbank_from_file, log_mel
@@ -243,7 +243,7 @@ def test_generate_cli_errors_name_the_run_folder(run_dir, tmp_path):
 
 
 def test_generate_style_on_a_jmvae_run_is_refused(tmp_path):
-    from dispart.data.pipeline import load_experiment_data
+    from dispart.batches.pipeline import load_experiment_data
     from dispart.runs import save_run
     from dispart.training.run import data_summary
 

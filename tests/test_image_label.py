@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from dispart.batches.pipeline import binarize_images, load_experiment_data
 from dispart.cli import main
 from dispart.config import load_config
-from dispart.data.pipeline import binarize_images, load_experiment_data
 from dispart.errors import ConfigError
 from dispart.evaluation.classifiers import DigitClassifier
 from dispart.runs import load_run

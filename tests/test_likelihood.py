@@ -9,7 +9,8 @@ from model_helpers import FixedHead, np64
 from torch import nn
 from torch.distributions import MultivariateNormal
 
-from dispart.data.batch import Sequences
+from dispart.batches.batch import Sequences
+from dispart.batches.modality import ModalitySpec
 from dispart.evaluation.likelihood import (
     evaluate_likelihoods,
     log_conditional,
@@ -18,7 +19,6 @@ from dispart.evaluation.likelihood import (
 )
 from dispart.models import MVAE, PVAE
 from dispart.nn.encoders import diag_gaussian
-from dispart.nn.modality import ModalitySpec
 
 D1, D2, L = 3, 2, 2
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 from model_helpers import kl_diag, np64, rbf, vec, vec_batch
 
-from dispart.data.batch import Sequences, index_batch
-from dispart.data.labels import label_spec
-from dispart.data.weak import WeaklyPaired, collate_partial
+from dispart.batches.batch import Sequences, index_batch
+from dispart.batches.labels import label_spec
+from dispart.batches.modality import ModalitySpec
+from dispart.batches.weak import WeaklyPaired, collate_partial
 from dispart.models import JMVAE, MVAE, PVAE, VAE, PlainJMVAE, build_model, mask_key
 from dispart.nn.experts import product_quotient_of_experts
-from dispart.nn.modality import ModalitySpec
 
 SPEECH = ModalitySpec("audio", "sequence", (4,))
 LAB = label_spec(3)

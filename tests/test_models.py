@@ -16,9 +16,9 @@ from model_helpers import (
     vec,
 )
 
-from dispart.data.batch import Sequences
+from dispart.batches.batch import Sequences
+from dispart.batches.modality import DIGIT_IMAGE, SPEECH, ModalitySpec
 from dispart.models import JMVAE, PVAE, VAE, build_model
-from dispart.nn.modality import DIGIT_IMAGE, SPEECH, ModalitySpec
 from dispart.objectives import cross_modal_hinge
 
 SMALL_SPEECH = ModalitySpec("audio", "sequence", (6,))

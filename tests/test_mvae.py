@@ -16,7 +16,7 @@ from model_helpers import (
     vec_batch,
 )
 
-from dispart.data.labels import binarize, binary_image_spec, label_spec
+from dispart.batches.labels import binarize, binary_image_spec, label_spec
 from dispart.models import MVAE, build_model
 from dispart.models.mvae import random_subsets
 

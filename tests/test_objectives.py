@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dispart.data.batch import Sequences
+from dispart.batches.batch import Sequences
 from dispart.distributions import UnitGaussianLikelihood, kl_to_prior
 from dispart.nn.encoders import diag_gaussian
 from dispart.objectives import (

@@ -7,10 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dispart.data.batch import Sequences
-from dispart.data.corpus import scan_corpus
-from dispart.data.mnist import load_mnist
-from dispart.data.paired import (
+from dispart.batches.batch import Sequences
+from dispart.batches.paired import (
     LengthBucketSampler,
     PairedDigits,
     UnimodalAudio,
@@ -19,6 +17,8 @@ from dispart.data.paired import (
     collate_images,
     collate_paired,
 )
+from dispart.data.corpus import scan_corpus
+from dispart.data.mnist import load_mnist
 from dispart.data.sample import sample_fsdd_dir, sample_mnist_path
 from dispart.errors import DataError
 from dispart.features.cache import FeatureSet, compute_features

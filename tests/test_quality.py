@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from browser import tiny_run
 
+from dispart.batches.pipeline import load_experiment_data
 from dispart.config import load_config
-from dispart.data.pipeline import load_experiment_data
 from dispart.evaluation.classifiers import (
     DigitClassifier,
     pool_features,

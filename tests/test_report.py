@@ -17,8 +17,8 @@ import pytest
 from browser import console_errors, ensure_chromium, run_chromium, tiny_run
 from safetensors.torch import load_file, save_file
 
+from dispart.batches.pipeline import load_experiment_data
 from dispart.cli import main
-from dispart.data.pipeline import load_experiment_data
 from dispart.errors import RunDirError
 from dispart.files import file_sha256
 from dispart.report.cli import add_report_parser

@@ -22,9 +22,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dispart.batches.pipeline import load_experiment_data
 from dispart.cli import main
 from dispart.config import load_config
-from dispart.data.pipeline import load_experiment_data
 from dispart.runs import load_run
 from dispart.training.resume import SafeCheckpointIO, resume_checkpoint
 from dispart.training.run import _trainer

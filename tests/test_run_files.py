@@ -20,9 +20,9 @@ from safetensors.torch import load_file, save_file
 
 import dispart.files
 import dispart.runs
+from dispart.batches.pipeline import ImageSet
 from dispart.cli import main
 from dispart.config import load_config
-from dispart.data.pipeline import ImageSet
 from dispart.errors import RunDirError
 from dispart.evaluation.classifiers import DigitClassifier, run_classifiers, train_image_classifier
 from dispart.evaluation.evaluate import evaluate_run

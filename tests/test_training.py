@@ -4,12 +4,16 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from dispart.batches.pipeline import load_experiment_data
 from dispart.cli import main
 from dispart.data.sample import sample_fsdd_dir
+from dispart.evaluation.clustering import kmeans_purity
+from dispart.evaluation.latents import image_latents, speech_latents
 from dispart.evaluation.table import read_evaluation_json
 from dispart.runs import load_run
 
@@ -45,7 +49,12 @@ def test_run_folder_is_complete_and_loads_without_code_execution(trained):
     loaded = load_run(run)
     assert loaded.model.hidden == 32
     # The normaliser was fitted on the training split: its stats come back exactly.
-    assert loaded.normalizer.mean.shape == (80,)
+    data = load_experiment_data(loaded.config.data, progress=False, normalizer=None)
+    raw = np.concatenate([data.normalizer.inverse_transform(f) for f in
+                          data.speech_train.features])  # the training split's log-Mel frames
+    np.testing.assert_allclose(loaded.normalizer.mean, raw.mean(axis=0), atol=1e-4)
+    np.testing.assert_allclose(loaded.normalizer.std, raw.std(axis=0), rtol=1e-3)
+    assert not np.allclose(loaded.normalizer.mean, loaded.normalizer.mean.mean())
     metrics = (run / "logs" / "metrics.csv").read_text().splitlines()
     assert "train/loss" in metrics[0] and len(metrics) > 2
 
@@ -56,7 +65,17 @@ def test_evaluate_writes_table1_rows(trained, capsys):
     result = read_evaluation_json(run / "evaluation.json")
     got = {(r["modality"], r["latent"]) for r in result["rows"]}
     assert got == {("speech", "z^s"), ("speech", "z^a"), ("image", "z^s"), ("image", "z^i")}
-    assert all(0.1 <= r["purity"] <= 1.0 for r in result["rows"])
+    # Every purity is the k-means purity of the model's own unimodal test latents (recomputed).
+    loaded = load_run(run)
+    data = load_experiment_data(loaded.config.data, progress=False, normalizer=loaded.normalizer)
+    sets = {"speech": (speech_latents(loaded.model, data.speech_test.features),
+                       data.speech_test.labels),
+            "image": (image_latents(loaded.model, data.image_test.images), data.image_test.labels)}
+    for r in result["rows"]:
+        z, labels = sets[r["modality"]]
+        name = {"z^s": "z_s", "z^a": "z_audio", "z^i": "z_image"}[r["latent"]]
+        y = np.unique(np.asarray(labels), return_inverse=True)[1]
+        assert r["purity"] == pytest.approx(kmeans_purity(z[name], y, n_clusters=10, seed=0))
     assert result["n_test"] == {"audio": 100, "image": 400}
     assert "| PVAE" in (run / "evaluation.md").read_text()
     assert "z^s" in capsys.readouterr().out
@@ -107,7 +126,8 @@ def test_cli_errors_name_the_problem(trained, tmp_path, capsys):
     assert "model.nope" in capsys.readouterr().err
     assert main(["train", "dispart/demo.yaml", "--out", str(tmp_path / "r"),
                  f"data.audio={tmp_path / 'missing'}"]) == 2
-    assert "missing" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"dispart train: error: {tmp_path / 'missing'}: corpus source does not exist\n")
     assert main(["train", "dispart/demo.yaml", "--out", str(run)]) == 2
     assert "already holds a finished run" in capsys.readouterr().err
 

@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from dispart.config import EvalConfig
-from dispart.data.paired import sort_classes
-from dispart.data.pipeline import (
+from dispart.batches.paired import sort_classes
+from dispart.batches.pipeline import (
     ExperimentData,
     ImageSet,
     SpeechSet,
     load_experiment_data,
     load_speech_set,
 )
+from dispart.config import EvalConfig
 from dispart.evaluation.classifiers import run_classifiers
 from dispart.evaluation.clustering import (
     estimate_num_classes,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dispart.data.batch import Sequences
+from dispart.batches.batch import Sequences
 from dispart.models.base import MultimodalModel
 
 

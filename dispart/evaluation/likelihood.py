@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dispart.data.batch import Batch, Modality, Sequences, batch_size, index_batch
+from dispart.batches.batch import Batch, Modality, Sequences, batch_size, index_batch
 from dispart.models.base import MultimodalModel
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dispart.data.pipeline import ExperimentData, load_experiment_data
+from dispart.batches.pipeline import ExperimentData, load_experiment_data
 from dispart.evaluation.classifiers import DigitClassifier, run_classifiers
 from dispart.evaluation.clustering import linear_probe_accuracy
 from dispart.evaluation.latents import image_latents, speech_latents

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dispart.data.batch import Batch, Sequences, batch_size, index_batch
-from dispart.data.paired import PairedDigits, collate_paired
-from dispart.data.pipeline import ExperimentData
+from dispart.batches.batch import Batch, Sequences, batch_size, index_batch
+from dispart.batches.paired import PairedDigits, collate_paired
+from dispart.batches.pipeline import ExperimentData
 from dispart.evaluation.clustering import kmeans_purity
 from dispart.models.base import MultimodalModel
 

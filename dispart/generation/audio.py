@@ -52,8 +52,8 @@ def utterance_offset(run) -> np.ndarray | None:
     cfg = run.config.data
     if cfg.normalize != "utterance":
         return None
+    from dispart.batches.pipeline import audio_source, speech_features
     from dispart.data.corpus import scan_corpus
-    from dispart.data.pipeline import audio_source, speech_features
     from dispart.data.splits import split_utterances
 
     utts = scan_corpus(audio_source(cfg), layout=cfg.layout)

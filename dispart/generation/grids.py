@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dispart.data.batch import Sequences
+from dispart.batches.batch import Sequences
 from dispart.errors import RunDirError
 from dispart.files import atomic_write_with
 from dispart.models.base import MultimodalModel

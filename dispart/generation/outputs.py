@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dispart.data.pipeline import ExperimentData, load_experiment_data
+from dispart.batches.pipeline import ExperimentData, load_experiment_data
 from dispart.errors import ConfigError, RunDirError
 from dispart.files import atomic_write_json, atomic_write_with
 from dispart.generation import KINDS

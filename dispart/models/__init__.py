@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from dispart.batches.modality import ModalitySpec
 from dispart.models.base import LossOutput, MultimodalModel, mask_key
 from dispart.models.jmvae import JMVAE, PlainJMVAE
 from dispart.models.mvae import MVAE
 from dispart.models.pvae import PVAE
 from dispart.models.vae import VAE
-from dispart.nn.modality import ModalitySpec
 
 MODELS = ("pvae", "jmvae_kl", "jmvae", "mvae", "mvae_q", "vae")
 

@@ -1,6 +1,6 @@
 """The one model API every dispart model follows.
 
-A batch is a mapping modality name -> tensor (see dispart.data.batch). A modality absent from
+A batch is a mapping modality name -> tensor (see dispart.batches.batch). A modality absent from
 the batch is absent for every row; a modality absent for *some* rows is present in the batch
 with placeholder values in those rows and a (B,) bool mask under ``mask_key(modality)``
 ("<modality>:present", True where the row has it). Every model offers:
@@ -14,6 +14,9 @@ with placeholder values in those rows and a (B,) bool mask under ``mask_key(moda
   is split by presence pattern, each group gets the loss of its own subset of modalities, and
   the results are averaged with the group sizes as weights (rows with none of the model's
   modalities are dropped), so a masked-out value changes nothing;
+- ``latents``: the model's latent declarations (name -> :class:`~dispart.models.latents.Latent`:
+  size, the modalities that inform it, role "content"/"style", static or dynamic, symbol); code
+  outside the model files reads latent roles from here, never from latent names;
 - ``latent_names(modality)``: the latents a single modality lets you infer;
 - ``decoder_latents(modality)``, ``latent_sizes()``, ``prior(latent, batch_size)``: the
   generative model's latents, for importance-weighted likelihood estimates.
@@ -29,9 +32,10 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent
 
-from dispart.data.batch import Batch, Modality, Sequences, index_batch
+from dispart.batches.batch import Batch, Modality, Sequences, index_batch
+from dispart.batches.modality import ModalitySpec
 from dispart.distributions import make_likelihood, standard_normal_of
-from dispart.nn.modality import ModalitySpec
+from dispart.models.latents import Latent, of_modality, with_role
 
 METADATA_KEYS = ("label", "index", "speaker")
 MASK_SUFFIX = ":present"
@@ -59,6 +63,7 @@ class MultimodalModel(nn.Module, ABC):
     """Base class: holds modality specs and likelihoods, checks batches."""
 
     name: str = "model"
+    latents: dict[str, Latent]  # set by every model's __init__ (dispart.models.latents.declare)
 
     def __init__(self, modalities: Sequence[ModalitySpec]) -> None:
         super().__init__()
@@ -218,7 +223,19 @@ class MultimodalModel(nn.Module, ABC):
 
     def latent_sizes(self) -> dict[str, int]:
         """Every latent of the generative model and its size."""
-        raise NotImplementedError
+        return {name: latent.size for name, latent in self.latents.items()}
+
+    def latent_names(self, modality: str) -> tuple[str, ...]:
+        """Latents inferable from ``modality`` alone (keys of ``encode({modality: x})``)."""
+        return tuple(latent.name for latent in of_modality(self.latents, modality))
+
+    def content_latents(self, modality: str) -> tuple[Latent, ...]:
+        """The content latents ``modality`` informs (PVAE's z^s, the single z of JMVAE/MVAE)."""
+        return with_role(of_modality(self.latents, modality), "content")
+
+    def style_latents(self, modality: str) -> tuple[Latent, ...]:
+        """The style latents ``modality`` informs (PVAE's z^a for audio); () when it has none."""
+        return with_role(of_modality(self.latents, modality), "style")
 
     def prior(self, latent: str, batch_size: int) -> Independent:
         """p(latent) = N(0, I), batch shape (batch_size,)."""
@@ -246,10 +263,6 @@ class MultimodalModel(nn.Module, ABC):
     @abstractmethod
     def loss(self, batch: Batch) -> LossOutput:
         """Training objective on a batch."""
-
-    @abstractmethod
-    def latent_names(self, modality: str) -> tuple[str, ...]:
-        """Latents inferable from ``modality`` alone (keys of ``encode({modality: x})``)."""
 
     @torch.no_grad()
     def embed(self, batch: Batch) -> dict[str, Tensor]:

@@ -25,10 +25,12 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent
 
-from dispart.data.batch import Batch, Modality, Sequences
+from dispart.batches.batch import Batch, Modality, Sequences
+from dispart.batches.modality import ModalitySpec, as_one_hot
 from dispart.models.base import LossOutput, MultimodalModel
+from dispart.models.latents import Latent, declare
 from dispart.nn.encoders import GaussianHead
-from dispart.nn.modality import ModalitySpec, as_one_hot, build_decoder, build_pre_encoder
+from dispart.nn.modality import build_decoder, build_pre_encoder
 from dispart.objectives import coherence_kl, kl_sum_to_prior
 
 LATENT = "z"
@@ -70,6 +72,7 @@ class JMVAE(MultimodalModel):
         if len(modalities) < 2:
             raise ValueError("JMVAE needs at least two modalities")
         self.latent_dim, self.hidden, self.alpha = latent_dim, hidden, alpha
+        self.latents = declare(Latent(LATENT, latent_dim, tuple(self.specs), "content", symbol="z"))
         self.decoders = nn.ModuleDict(
             {s.name: build_decoder(s, latent_dim, hidden) for s in modalities}
         )
@@ -83,12 +86,6 @@ class JMVAE(MultimodalModel):
                 {s.name: GaussianHead(self.unimodal_pre[s.name].out_dim, latent_dim)
                  for s in modalities}
             )
-
-    def latent_names(self, modality: str) -> tuple[str, ...]:
-        return (LATENT,)
-
-    def latent_sizes(self) -> dict[str, int]:
-        return {LATENT: self.latent_dim}
 
     def _unimodal(self, modality: str, x) -> Independent:
         return self.unimodal_head[modality](self.unimodal_pre[modality](x))
@@ -184,9 +181,6 @@ class PlainJMVAE(JMVAE):
     def __init__(self, modalities: Sequence[ModalitySpec], latent_dim: int = 96, hidden: int = 512
                  ) -> None:
         super().__init__(modalities, latent_dim, hidden, alpha=0.0)
-
-    def latent_names(self, modality: str) -> tuple[str, ...]:
-        return (LATENT,)
 
     def loss(self, batch: Batch) -> LossOutput:
         present = self._check_complete(batch)

@@ -29,9 +29,11 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent
 
-from dispart.data.batch import Batch, Modality
+from dispart.batches.batch import Batch, Modality
+from dispart.batches.modality import ModalitySpec
 from dispart.distributions import kl_to_prior
 from dispart.models.base import LossOutput, MultimodalModel
+from dispart.models.latents import Latent, declare
 from dispart.nn.encoders import diag_gaussian
 from dispart.nn.experts import (
     ExpertHead,
@@ -39,7 +41,7 @@ from dispart.nn.experts import (
     product_of_experts,
     product_quotient_of_experts,
 )
-from dispart.nn.modality import ModalitySpec, build_decoder, build_pre_encoder
+from dispart.nn.modality import build_decoder, build_pre_encoder
 from dispart.objectives import linear_anneal
 
 LATENT = "z"
@@ -92,6 +94,7 @@ class MVAE(MultimodalModel):
         super().__init__(modalities)
         self.latent_dim, self.hidden, self.k = latent_dim, hidden, int(k)
         self.beta, self.anneal_steps, self.quotient = float(beta), int(anneal_steps), bool(quotient)
+        self.latents = declare(Latent(LATENT, latent_dim, tuple(self.specs), "content", symbol="z"))
         if self.k < 0:
             raise ValueError(f"mvae: k must be >= 0, got {k}")
         unknown = sorted(set(lambdas or {}) - set(self.specs))
@@ -108,12 +111,6 @@ class MVAE(MultimodalModel):
         self.register_buffer("anneal_step", torch.zeros((), dtype=torch.long))
 
     # ------------------------------------------------------------------ latents / inference
-    def latent_names(self, modality: str) -> tuple[str, ...]:
-        return (LATENT,)
-
-    def latent_sizes(self) -> dict[str, int]:
-        return {LATENT: self.latent_dim}
-
     def expert_params(self, modality: str, x: Modality) -> tuple[Tensor, Tensor]:
         """(mean, log-variance) of q~(z | x^m) (MVAE) or q(z | x^m) (MVAE-Q, constrained)."""
         mean, raw = self.experts[modality](x)

@@ -25,11 +25,13 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent
 
-from dispart.data.batch import Batch
+from dispart.batches.batch import Batch
+from dispart.batches.modality import ModalitySpec
 from dispart.models.base import LossOutput, MultimodalModel
+from dispart.models.latents import Latent, declare
 from dispart.nn.encoders import GaussianHead, diag_gaussian
 from dispart.nn.experts import prior_floored_logvar, product_quotient_of_experts
-from dispart.nn.modality import ModalitySpec, build_decoder, build_pre_encoder
+from dispart.nn.modality import build_decoder, build_pre_encoder
 from dispart.objectives import (
     coherence_kl,
     cross_modal_hinge,
@@ -43,6 +45,11 @@ SEMANTIC = "z_s"
 def style(modality: str) -> str:
     """Name of the style latent of ``modality``, e.g. "z_audio"."""
     return f"z_{modality}"
+
+
+def style_symbol(modality: str) -> str:
+    """The paper's symbol of a style latent: z^a (audio), z^i (image), else z^<modality>."""
+    return {"audio": "z^a", "image": "z^i"}.get(modality, f"z^{modality}")
 
 
 class UnimodalInference(nn.Module):
@@ -101,6 +108,11 @@ class PVAE(MultimodalModel):
         self.semantic_dim, self.style_dim, self.hidden = semantic_dim, style_dim, hidden
         self.alpha_ch, self.alpha_cm, self.margin = alpha_ch, alpha_cm, margin
         self.allow_missing = allow_missing
+        names = tuple(s.name for s in modalities)
+        self.latents = declare(
+            Latent(SEMANTIC, semantic_dim, names, "content", symbol="z^s"),
+            *(Latent(style(m), style_dim, (m,), "style", symbol=style_symbol(m)) for m in names),
+        )
         # Generative model p(x^m | z^s, z^m).
         self.decoders = nn.ModuleDict(
             {s.name: build_decoder(s, semantic_dim + style_dim, hidden) for s in modalities}
@@ -110,14 +122,6 @@ class PVAE(MultimodalModel):
         self.unimodal = nn.ModuleDict(
             {s.name: UnimodalInference(s, semantic_dim, style_dim, hidden) for s in modalities}
         )
-
-    def latent_names(self, modality: str) -> tuple[str, ...]:
-        return (SEMANTIC, style(modality))
-
-    def latent_sizes(self) -> dict[str, int]:
-        sizes = {SEMANTIC: self.semantic_dim}
-        sizes.update({style(m): self.style_dim for m in self.specs})
-        return sizes
 
     def subset_posterior(self, unimodal: Mapping[str, Mapping[str, Independent]]
                          ) -> dict[str, Independent]:

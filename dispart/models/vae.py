@@ -12,10 +12,12 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent
 
-from dispart.data.batch import Batch, index_batch
+from dispart.batches.batch import Batch, index_batch
+from dispart.batches.modality import ModalitySpec
 from dispart.models.base import LossOutput, MultimodalModel, mask_key
+from dispart.models.latents import Latent, declare
 from dispart.nn.encoders import GaussianHead
-from dispart.nn.modality import ModalitySpec, build_decoder, build_pre_encoder
+from dispart.nn.modality import build_decoder, build_pre_encoder
 from dispart.objectives import kl_sum_to_prior
 
 LATENT = "z"
@@ -30,6 +32,7 @@ class VAE(MultimodalModel):
         super().__init__([modality])
         self.modality = modality.name
         self.latent_dim, self.hidden = latent_dim, hidden
+        self.latents = declare(Latent(LATENT, latent_dim, (modality.name,), "content", symbol="z"))
         self.pre = build_pre_encoder(modality, hidden)
         self.head = GaussianHead(self.pre.out_dim, latent_dim)
         self.decoder = build_decoder(modality, latent_dim, hidden)
@@ -41,15 +44,6 @@ class VAE(MultimodalModel):
         if mask is not None and not bool(torch.as_tensor(mask).any()):
             return ()
         return (self.modality,)
-
-    def latent_names(self, modality: str) -> tuple[str, ...]:
-        return (LATENT,) if modality == self.modality else ()
-
-    def decoder_latents(self, modality: str) -> tuple[str, ...]:
-        return (LATENT,)
-
-    def latent_sizes(self) -> dict[str, int]:
-        return {LATENT: self.latent_dim}
 
     def encode(self, batch: Batch) -> dict[str, Independent]:
         if self.modality not in batch:

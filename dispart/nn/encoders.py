@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 
-from dispart.data.batch import Sequences
+from dispart.batches.batch import Sequences
 
 
 class SequenceEncoder(nn.Module):
@@ -20,7 +20,7 @@ class SequenceEncoder(nn.Module):
     A forward LSTM's state at frame ``lengths[b] - 1`` does not depend on later (padded) frames,
     so padding cannot change the output or its gradient. The padded batch runs through the fused
     oneDNN/cuDNN kernel, about 3x faster on CPU than a packed one; length-bucketed batches
-    (dispart.data.paired.LengthBucketSampler) keep the padding, and so the wasted compute, small.
+    (dispart.batches.paired.LengthBucketSampler) keep the padding, and so the wasted compute, small.
     """
 
     def __init__(self, input_dim: int, hidden: int = 512) -> None:

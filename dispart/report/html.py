@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from dispart.data.pipeline import ExperimentData, load_experiment_data
+from dispart.batches.pipeline import ExperimentData, load_experiment_data
 from dispart.errors import DispartError, RunDirError
 from dispart.evaluation.evaluate import evaluate_run, latent_symbol
 from dispart.evaluation.latents import image_latents, speech_latents

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dispart.data.batch import move_batch
-from dispart.data.paired import LengthBucketSampler, PairedDigits, collate_paired
-from dispart.data.pipeline import ExperimentData, ImageSet
-from dispart.data.weak import WeaklyPaired, collate_partial
+from dispart.batches.batch import move_batch
+from dispart.batches.modality import ModalitySpec
+from dispart.batches.paired import LengthBucketSampler, PairedDigits, collate_paired
+from dispart.batches.pipeline import ExperimentData, ImageSet
+from dispart.batches.weak import WeaklyPaired, collate_partial
 from dispart.features.augment import RandomWarp
-from dispart.nn.modality import ModalitySpec
 
 
 class EpochSampler(Protocol):

@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from dispart.data.batch import batch_size
+from dispart.batches.batch import batch_size
 from dispart.models import build_model, mask_key
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities.seed import isolate_rng
 
+from dispart.batches.pipeline import ExperimentData
 from dispart.config import EvalConfig
-from dispart.data.pipeline import ExperimentData
 from dispart.evaluation.evaluate import evaluate_model
 
 

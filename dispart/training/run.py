@@ -10,13 +10,13 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from dispart.batches.modality import ModalitySpec
+from dispart.batches.pipeline import ExperimentData, load_experiment_data
 from dispart.config import ExperimentConfig, ModelConfig, save_config, validate_config
-from dispart.data.pipeline import ExperimentData, load_experiment_data
 from dispart.errors import ConfigError, RunDirError
 from dispart.features.augment import RandomWarp
 from dispart.files import atomic_write_json
 from dispart.models import MODELS
-from dispart.nn.modality import ModalitySpec
 from dispart.runs import save_run
 from dispart.training.datamodule import EpochPairing, ImageLabelDataModule, PairedDataModule
 from dispart.training.module import LitModel

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from dispart.data.batch import Sequences
+from dispart.batches.batch import Sequences
 from dispart.errors import DataError
 
 __all__ = [

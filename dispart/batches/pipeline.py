@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dispart.batches.labels import binarize
 from dispart.config import DataConfig
 from dispart.data.corpus import Utterance, scan_corpus
-from dispart.data.labels import binarize
 from dispart.data.mnist import load_mnist
 from dispart.data.sample import sample_fsdd_dir, sample_mnist_path
 from dispart.data.splits import split_utterances

@@ -1,7 +1,7 @@
 """Weak supervision (MVAE, section 5.1): only a fraction of the examples stay paired.
 
 :class:`WeaklyPaired` wraps any map-style dataset whose items are dicts modality -> value
-(e.g. :class:`dispart.data.paired.PairedDigits`). A fixed random fraction of the examples is
+(e.g. :class:`dispart.batches.paired.PairedDigits`). A fixed random fraction of the examples is
 kept multimodal; every other example is turned into unimodal examples, one per modality (or,
 with ``unpaired="split"``, the rest is split into M disjoint parts, part m keeping modality m
 only), and each modality's unimodal examples are shuffled independently so no pairing is left.
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dispart.data.batch import Sequences
-from dispart.nn.modality import ModalitySpec
+from dispart.batches.batch import Sequences
+from dispart.batches.modality import ModalitySpec
 
 MASK_SUFFIX = ":present"  # == dispart.models.base.MASK_SUFFIX (data does not import models)
 

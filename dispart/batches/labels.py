@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dispart.nn.modality import ModalitySpec, as_one_hot
+from dispart.batches.modality import ModalitySpec, as_one_hot
 
 
 def label_spec(n_classes: int = 10, name: str = "label") -> ModalitySpec:
