@@ -111,26 +111,25 @@ def _one_line(e: Exception) -> str:
     return " ".join(f"{e.__class__.__name__}: {e}".split())
 
 
-def read_json(path: str | Path, error: type[Exception] = RunDirError) -> Any:
-    """Parse a JSON file; a missing, unreadable or corrupt file raises ``error`` naming it."""
+def _read_parsed(path: str | Path, parse: Callable[[str], Any], kind: str,
+                 parse_errors: tuple[type[Exception], ...], error: type[Exception]) -> Any:
     p = Path(path)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return parse(p.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise error(f"{p}: file is missing") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise error(f"{p}: not a readable JSON file ({_one_line(e)})") from e
+    except (OSError, UnicodeDecodeError, *parse_errors) as e:
+        raise error(f"{p}: not a readable {kind} file ({_one_line(e)})") from e
+
+
+def read_json(path: str | Path, error: type[Exception] = RunDirError) -> Any:
+    """Parse a JSON file; a missing, unreadable or corrupt file raises ``error`` naming it."""
+    return _read_parsed(path, json.loads, "JSON", (json.JSONDecodeError,), error)
 
 
 def read_yaml(path: str | Path, error: type[Exception] = RunDirError) -> Any:
     """Parse a YAML file; a missing, unreadable or corrupt file raises ``error`` naming it."""
-    p = Path(path)
-    try:
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise error(f"{p}: file is missing") from e
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise error(f"{p}: not a readable YAML file ({_one_line(e)})") from e
+    return _read_parsed(path, yaml.safe_load, "YAML", (yaml.YAMLError,), error)
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
