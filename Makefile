@@ -2,6 +2,9 @@
 # `make test`. Both install what they need first.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
+# import-linter's `lint-imports`, run by this Python (the package has no `python -m` entry)
+LINT_IMPORTS := $(PYTHON) -c "import sys; from importlinter.cli import lint_imports_command; \
+	sys.argv = ['lint-imports', '--no-cache']; sys.exit(lint_imports_command())"
 STAMP := .make/setup.stamp
 
 .PHONY: setup demo test lint bench clean chromium
@@ -35,11 +38,15 @@ chromium:
 	  && rm -f $(CHROMIUM_LOG).tmp || { mv $(CHROMIUM_LOG).tmp $(CHROMIUM_LOG); \
 	  echo "could not install chromium, the browser tests will skip: $$(tail -n 1 $(CHROMIUM_LOG))"; }; }
 
+# Import contracts first (the layers of docs/design.md, [tool.importlinter] in pyproject.toml;
+# half a second), then the tests (tests/test_layers.py checks the contracts again, for bare pytest).
 test: $(STAMP) chromium
+	$(LINT_IMPORTS)
 	$(PYTHON) -m pytest -q -rs
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check dispart tests benchmarks tools
+	$(LINT_IMPORTS)
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/throughput.py

@@ -60,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from dispart.evaluation.evaluate import evaluate_run
-    from dispart.evaluation.table import PurityRow, rows_to_markdown
+    from dispart.evaluation.table import PurityRow, content_row_keys, rows_to_markdown
 
     result = evaluate_run(args.run_dir, audio=args.audio, layout=args.layout, out=args.out,
                           curves=not args.no_curves)
@@ -70,9 +70,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         print("\ninference from each subset of modalities (test split):")
         print(subsets_markdown(result["subsets"], result["model"]))
-    for key, k in result.get("estimated_num_classes", {}).items():
-        if key.endswith(("z^s", "/z")):
-            print(f"estimated number of classes from {key}: {k}")
+    estimates = result.get("estimated_num_classes", {})
+    for key in content_row_keys(result["rows"]):  # rows of content latents (declared role)
+        if key in estimates:
+            print(f"estimated number of classes from {key}: {estimates[key]}")
     for latent, acc in result.get("speaker_probe_accuracy", {}).items():
         print(f"speaker identity from speech {latent}: {100 * acc:.1f}% (linear probe)")
     out = Path(args.out).with_suffix(".json") if args.out else Path(args.run_dir) / "evaluation.json"

@@ -3,6 +3,12 @@
 Every field has a default, so a config file names only what differs; ``dispart train
 configs/pvae.yaml --out runs/x train.epochs=5 model.alpha_cm=0`` overrides single values.
 
+The ``model`` section is the chosen model's: four common fields (:class:`ModelConfig`) plus the
+fields of that model's config dataclass in :data:`dispart.models.registry.REGISTRY`
+(:func:`model_section`), so ``model.k=5`` on a PVAE run is an error naming the field, the model
+and its fields. Saved as one flat mapping; a config.yaml saved before this split (every model's
+fields) still loads (see ``LEGACY_CORE``).
+
 Every value that enters a config (from a file or an override) is checked against its field's
 annotation (``int``, ``float``, ``list[float]``, ``str | None``...) and against :data:`RULES`, a
 table of ranges and choices; a bad value is one :class:`ConfigError` line naming the file or
@@ -24,61 +30,75 @@ from typing import Any, Union
 
 import yaml
 
+from dispart.data.config import DataConfig
 from dispart.data.corpus import LAYOUTS
 from dispart.data.splits import parse_split
 from dispart.errors import ConfigError
 from dispart.files import atomic_write
+from dispart.models.registry import REGISTRY, entry
+
+DEFAULT_MODEL = "pvae"
 
 
-@dataclass
-class DataConfig:
-    """Where the data is and how speech becomes features.
+@dataclass(slots=True)
+class ModelConfig:
+    """The fields every model section has; :func:`model_section` adds the chosen model's own.
 
-    ``audio``: "sample" (the embedded sample), a folder in FSDD or AudioMNIST layout, or a
-    ``label,speaker,path`` CSV. ``images``: "sample", an MNIST ``.npz`` or a folder of IDX files.
-    ``split``: "official" (FSDD takes 0-4 test), "speaker:NAME" or "speakers:A,B" (held out).
+    ``cfg.model`` is an instance of ``model_section(cfg.model.name)``: these four fields, then the
+    fields of that model's config dataclass (``dispart.models.registry.REGISTRY``), so a field of
+    another model (``model.k`` on a PVAE run) is refused. ``display_name`` labels its rows in Table 1.
     """
 
-    audio: str = "sample"
-    layout: str = "auto"
-    images: str = "sample"
-    split: str = "official"
-    sample_rate: int = 8000
-    n_mels: int = 80
-    vad_top_db: float = 30.0
-    normalize: str = "global"  # "global": train-split mean/std; "utterance": also per-utterance mean
-    augment: str = "none"  # "none" | "warp": random Mel-axis (VTLP-like) and time warps (train only)
-    warp_freq: float = 0.1  # Mel-axis warp factor range: 1 +- warp_freq
-    warp_time: float = 0.1  # time-axis warp factor range: 1 +- warp_time
-    cache_dir: str | None = None  # default: $DISPART_CACHE or ~/.cache/dispart
-    on_error: str = "raise"  # "raise" at the first bad file, or "skip" and report the count
-    num_workers: int = 0
-    binarize: str = "none"  # images: "none" | "stochastic" (one fixed Bernoulli draw) | "threshold" (> 0.5)
-    paired_fraction: float = 1.0  # image+label runs: fraction of training examples kept paired
-    unpaired: str = "split"  # the rest: "split" into image-only and label-only halves | "drop"
-
-
-@dataclass
-class ModelConfig:
-    """Which model and its sizes. ``display_name`` labels its rows in Table 1."""
-
-    name: str = "pvae"  # pvae | jmvae_kl | jmvae | mvae | mvae_q | vae
+    name: str = DEFAULT_MODEL  # a key of dispart.models.registry.REGISTRY
     display_name: str = "PVAE"
     modalities: list[str] = field(default_factory=lambda: ["audio", "image"])  # audio|image|label
     image_net: str = "cnn"  # "cnn" (PVAE appendix B) | "mlp" (784-512-512, the MVAE/JMVAE MNIST nets)
-    hidden: int = 512
-    semantic_dim: int = 32
-    style_dim: int = 32
-    latent_dim: int = 96  # jmvae_kl and vae: size of the single latent
-    alpha_ch: float = 0.1
-    alpha_cm: float = 10.0
-    margin: float = 0.5
-    alpha: float = 0.1  # jmvae_kl: weight of the unimodal KL terms
-    allow_missing: bool = False  # pvae: train/infer on any subset of modalities (docs/models.md)
-    k: int = 0  # mvae: random subsets (2 <= |S| < M) in the sub-sampled objective
-    lambdas: dict[str, float] | None = None  # mvae: per-modality likelihood weights
-    beta: float = 1.0  # mvae: KL weight after annealing
-    anneal_steps: int = 0  # mvae: linear KL annealing from 0 to beta over this many steps
+
+
+COMMON_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+
+
+def _reduce_section(section: ModelConfig) -> tuple[Callable[..., ModelConfig], tuple[str, dict[str, Any]]]:
+    """Pickle/copy support for the generated section classes (they are not module attributes)."""
+    values = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+    return _rebuild_section, (type(section).model, values)
+
+
+def _rebuild_section(model: str, values: dict[str, Any]) -> ModelConfig:
+    return model_section(model)(**values)
+
+
+@functools.cache
+def model_section(name: str) -> type[ModelConfig]:
+    """The model-section dataclass of registered model ``name`` (ValueError if unknown): the
+    fields of :class:`ModelConfig` (``name`` defaulting to ``name``), then the fields of the
+    model's config dataclass, with its annotations and defaults. One class per name."""
+    e = entry(name)
+    hints = typing.get_type_hints(e.config)
+    own: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
+    for f in dataclasses.fields(e.config):
+        if f.name in COMMON_MODEL_FIELDS:
+            raise TypeError(f"{e.config.__name__}.{f.name}: a common model field, not a model's own")
+        if f.default is not dataclasses.MISSING:
+            spec = field(default=f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            spec = field(default_factory=f.default_factory)
+        else:
+            raise TypeError(f"{e.config.__name__}.{f.name} needs a default (config files name only "
+                            "what differs)")
+        own.append((f.name, hints[f.name], spec))
+    cls = dataclasses.make_dataclass(f"ModelConfig[{name}]", own, bases=(ModelConfig,), slots=True,
+                                     namespace={"__reduce__": _reduce_section, "model": name})
+    cls.__module__ = __name__
+    cls.__doc__ = (f"The model section of a {name!r} run: {list(COMMON_MODEL_FIELDS)} and the fields "
+                   f"of {e.config.__module__}.{e.config.__name__}.")
+    return cls
+
+
+def model_params(section: ModelConfig) -> Any:
+    """The model's own config dataclass (registry entry of ``section.name``) filled from ``section``."""
+    config = entry(section.name).config
+    return config(**{f.name: getattr(section, f.name) for f in dataclasses.fields(config)})
 
 
 @dataclass
@@ -119,28 +139,18 @@ class EvalConfig:
 @dataclass
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=lambda: model_section(DEFAULT_MODEL)())
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """{section: {field: value}}; the model section is flat (common fields, then the model's)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], origin: str = "config") -> ExperimentConfig:
         """A config from ``{section: {field: value}}``; every value is checked (see :data:`RULES`)."""
-        cfg = cls()
-        for section, values in (d or {}).items():
-            if section not in _SECTIONS:
-                raise ConfigError(f"{origin}: unknown section {section!r}; known: {list(_SECTIONS)}")
-            if values is None:  # an empty section ("train:" with nothing under it)
-                continue
-            if not isinstance(values, dict):
-                raise ConfigError(f"{origin}: section {section!r} must be a mapping of fields, "
-                                  f"got {type(values).__name__}")
-            for key, value in values.items():
-                _set(cfg, f"{section}.{key}", value, origin)
-        return cfg
+        return _build(_file_items(d, origin))
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
@@ -177,7 +187,7 @@ def one_of(*choices: str, problem: str = "unknown value") -> Rule:
 
 
 NON_EMPTY = Rule(lambda v: bool(v.strip()), "a non-empty string", "empty")
-MODEL_NAMES = ("pvae", "jmvae_kl", "jmvae", "mvae", "mvae_q", "vae")  # = dispart.models.MODELS (tested)
+MODEL_NAMES = tuple(REGISTRY)
 MODALITIES = ("audio", "image", "label")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
@@ -207,12 +217,23 @@ def _valid_devices(v: Any) -> bool:
     return v == "auto"
 
 
-def _valid_strategy(v: str) -> bool:
-    if v == "auto":
-        return True
-    from lightning.pytorch.strategies import StrategyRegistry  # only when a strategy is named
+# Lightning's registered strategy names (StrategyRegistry.available_strategies() of Lightning 2.6;
+# tests/test_config_registry.py checks the installed Lightning has the same). Written out because
+# nothing below dispart.training imports Lightning (the import-linter contracts in pyproject.toml).
+STRATEGIES = (
+    "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_false",
+    "ddp_find_unused_parameters_true", "ddp_spawn_find_unused_parameters_false",
+    "ddp_spawn_find_unused_parameters_true", "ddp_fork_find_unused_parameters_false",
+    "ddp_fork_find_unused_parameters_true", "ddp_notebook_find_unused_parameters_false",
+    "ddp_notebook_find_unused_parameters_true", "deepspeed", "deepspeed_stage_1", "deepspeed_stage_2",
+    "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload",
+    "deepspeed_stage_3_offload_nvme", "fsdp", "fsdp_cpu_offload", "single_device", "single_xla",
+    "xla_debug", "xla", "single_tpu",
+)
 
-    return v in StrategyRegistry.available_strategies()
+
+def _valid_strategy(v: str) -> bool:
+    return v == "auto" or v in STRATEGIES
 
 
 def _nonnegative_weights(v: dict[str, float] | None) -> bool:
@@ -241,7 +262,7 @@ RULES: dict[str, Rule] = {
     "data.binarize": one_of("none", "stochastic", "threshold"),
     "data.paired_fraction": between(0, 1),
     "data.unpaired": one_of("split", "drop"),
-    "model.name": one_of(*MODEL_NAMES, problem="unknown model"),
+    "model.name": Rule(lambda v: v in REGISTRY, f"one of {list(MODEL_NAMES)}", "unknown model"),
     "model.modalities": Rule(_valid_modalities, f"a non-empty list of distinct modalities from "
                                                 f"{list(MODALITIES)}", "invalid modalities"),
     "model.image_net": one_of("cnn", "mlp"),
@@ -350,18 +371,31 @@ def _expects(tp: Any, rule: Rule | None) -> str:
 
 
 @functools.cache
-def field_types(section: str) -> dict[str, Any]:
-    """{field: annotation} of a config section (resolved from the dataclass)."""
-    return typing.get_type_hints(_SECTIONS[section])
+def field_types(section: str, model: str | None = None) -> dict[str, Any]:
+    """{field: annotation} of a config section (resolved from the dataclass).
+
+    For "model": the fields of model ``model`` (:func:`model_section`), or without it the fields
+    any registered model has (common ones first; the first model's annotation for a shared name).
+    """
+    if section != "model":
+        return typing.get_type_hints(_SECTIONS[section])
+    if model is not None:
+        return typing.get_type_hints(model_section(model))
+    union: dict[str, Any] = {}
+    for name in REGISTRY:
+        for key, tp in field_types("model", name).items():
+            union.setdefault(key, tp)
+    return union
 
 
-def check_value(dotted: str, value: Any, origin: str = "config") -> Any:
-    """``value`` checked (and ints made floats where a float is expected) for ``section.field``.
+def check_value(dotted: str, value: Any, origin: str = "config", model: str | None = None) -> Any:
+    """``value`` checked (and ints made floats where a float is expected) for ``section.field``;
+    a ``model.*`` field with the annotation it has in model ``model`` (any model's when None).
 
     Raises one ConfigError line: '<origin>: <field>=<value>: <problem>; expected <what>'.
     """
     section, key = dotted.split(".", 1)
-    tp = field_types(section)[key]
+    tp = field_types(section, model if section == "model" else None)[key]
     rule = RULES.get(dotted)
     expects = _expects(tp, rule)
     try:
@@ -378,20 +412,124 @@ def check_value(dotted: str, value: Any, origin: str = "config") -> Any:
 def validate_config(cfg: ExperimentConfig, origin: str = "config") -> None:
     """Check every field of ``cfg`` (e.g. one built in Python); ConfigError names the first bad one."""
     for section in _SECTIONS:
+        if section == "model":
+            _validate_model(cfg.model, origin)
+            continue
         for key in field_types(section):
             check_value(f"{section}.{key}", getattr(getattr(cfg, section), key), origin)
 
 
-def _set(cfg: ExperimentConfig, dotted: str, value: Any, origin: str) -> None:
-    parts = dotted.split(".")
-    if len(parts) != 2 or parts[0] not in _SECTIONS:
-        raise ConfigError(f"{origin}: {dotted!r} is not a field; use section.field with a section "
-                          f"in {list(_SECTIONS)}")
-    section, key = parts
-    names = field_types(section)
-    if key not in names:
-        raise ConfigError(f"{origin}: unknown field {dotted!r}; {section} has {sorted(names)}")
-    setattr(getattr(cfg, section), key, check_value(dotted, value, origin))
+def _validate_model(section: Any, origin: str) -> None:
+    name = check_value("model.name", getattr(section, "name", None), origin)
+    if type(section) is not model_section(name):
+        raise ConfigError(f"{origin}: model.name={name!r} but the model section is a "
+                          f"{type(section).__name__}; build it with "
+                          f"dispart.config.model_section({name!r})(...)")
+    for key in field_types("model", name):
+        check_value(f"model.{key}", getattr(section, key), origin, model=name)
+
+
+# --- building a config from a file and overrides ----------------------------------------------------
+
+# The flat ModelConfig before issue 9 held every model's fields; every config.yaml saved by then has
+# at least the fields of its first version (LEGACY_CORE). Such a file may carry another model's field
+# at its old default (dropped: it had no effect on training); any other value is refused.
+LEGACY_CORE = frozenset({"name", "display_name", "modalities", "hidden", "semantic_dim", "style_dim",
+                         "latent_dim", "alpha_ch", "alpha_cm", "margin", "alpha"})
+LEGACY_DEFAULTS: dict[str, tuple[Any, Any]] = {  # field: (annotation, old default)
+    "hidden": (int, 512), "semantic_dim": (int, 32), "style_dim": (int, 32), "latent_dim": (int, 96),
+    "alpha_ch": (float, 0.1), "alpha_cm": (float, 10.0), "margin": (float, 0.5), "alpha": (float, 0.1),
+    "allow_missing": (bool, False), "k": (int, 0), "lambdas": (dict[str, float] | None, None),
+    "beta": (float, 1.0), "anneal_steps": (int, 0),
+}
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One ``section.field = value`` from a file or an override; ``legacy``: from a pre-issue-9
+    saved config (see LEGACY_CORE)."""
+
+    dotted: str
+    value: Any
+    origin: str
+    legacy: bool = False
+
+
+def _file_items(d: Any, origin: str) -> list[_Item]:
+    """The assignments of a config document ``{section: {field: value}}``, in file order."""
+    items: list[_Item] = []
+    for section, values in (d or {}).items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{origin}: unknown section {section!r}; known: {list(_SECTIONS)}")
+        if values is None:  # an empty section ("train:" with nothing under it)
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: section {section!r} must be a mapping of fields, "
+                              f"got {type(values).__name__}")
+        legacy = section == "model" and LEGACY_CORE <= set(values)
+        items += [_Item(f"{section}.{key}", value, origin, legacy) for key, value in values.items()]
+    return items
+
+
+def _build(items: list[_Item]) -> ExperimentConfig:
+    """A checked config from assignments (later ones win). The model is the last ``model.name``
+    (default pvae), whatever the order, and every ``model.*`` key is checked against its fields."""
+    parsed: list[tuple[str, str, _Item]] = []
+    for item in items:
+        parts = item.dotted.split(".")
+        if len(parts) != 2 or parts[0] not in _SECTIONS:
+            raise ConfigError(f"{item.origin}: {item.dotted!r} is not a field; use section.field with "
+                              f"a section in {list(_SECTIONS)}")
+        parsed.append((parts[0], parts[1], item))
+    name = DEFAULT_MODEL
+    for section, key, item in parsed:
+        if (section, key) == ("model", "name"):
+            name = check_value("model.name", item.value, item.origin)
+    cfg = ExperimentConfig()
+    own = field_types("model", name)
+    model_values: dict[str, Any] = {}
+    for section, key, item in parsed:
+        if section != "model":
+            names = field_types(section)
+            if key not in names:
+                raise ConfigError(f"{item.origin}: unknown field {item.dotted!r}; {section} has "
+                                  f"{sorted(names)}")
+            setattr(getattr(cfg, section), key, check_value(item.dotted, item.value, item.origin))
+        elif key in own:
+            model_values[key] = check_value(item.dotted, item.value, item.origin, model=name)
+        elif not (item.legacy and _is_old_default(key, item.value)):
+            raise _not_a_field(name, key, item)
+    cfg.model = model_section(name)(**model_values)
+    return cfg
+
+
+def _is_old_default(key: str, value: Any) -> bool:
+    if key not in LEGACY_DEFAULTS:
+        return False
+    tp, default = LEGACY_DEFAULTS[key]
+    try:
+        return _coerce(value, tp) == default
+    except _Mismatch:
+        return False
+
+
+def _not_a_field(name: str, key: str, item: _Item) -> ConfigError:
+    """The error for ``model.<key>`` that model ``name`` does not have."""
+    own = list(field_types("model", name))
+    owners = [m for m in REGISTRY if key in field_types("model", m)]
+    old = item.legacy and key in LEGACY_DEFAULTS
+    if not owners and not old:
+        return ConfigError(f"{item.origin}: unknown field {item.dotted!r}; model {name!r} has {own}")
+    where = (f"it is a field of {', '.join(owners)}" if owners
+             else "it is a field of the old flat model section")
+    if old:
+        return ConfigError(
+            f"{item.origin}: {item.dotted}={item.value!r}: does not apply to model {name!r} ({where}; "
+            f"an old saved config may hold it only at its old default "
+            f"{LEGACY_DEFAULTS[key][1]!r}, and it had no effect on this model: delete the line); "
+            f"expected one of the {name} fields {own}")
+    return ConfigError(f"{item.origin}: {item.dotted}={item.value!r}: not a field of model {name!r} "
+                       f"({where}); expected one of the {name} fields {own}")
 
 
 def yaml_problem(e: yaml.YAMLError) -> str:
@@ -440,14 +578,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Read a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides.
 
     Override values are parsed as YAML, so ``train.epochs=5`` is an int and ``data.cache_dir=null``
-    is None. Every value is checked; errors are one ConfigError line naming the file or override.
+    is None. The model is the last ``model.name`` given (file or override), so the order of
+    overrides does not matter; a ``model.*`` key that is not a field of that model is refused.
+    Every value is checked; errors are one ConfigError line naming the file or override.
     """
     raw = _read_yaml_file(Path(path)) if path is not None else {}
-    cfg = ExperimentConfig.from_dict(raw, origin=str(path or "defaults"))
+    items = _file_items(raw, origin=str(path or "defaults"))
     for item in overrides or []:
         key, value = parse_override(item)
-        _set(cfg, key, value, origin=f"override {item!r}")
-    return cfg
+        items.append(_Item(key, value, f"override {item!r}"))
+    return _build(items)
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:

@@ -13,7 +13,7 @@ from dispart.config import load_config
 from dispart.data.locate import find_data
 from dispart.errors import ConfigError
 from dispart.evaluation.evaluate import evaluate_run
-from dispart.evaluation.table import PurityRow, rows_to_markdown
+from dispart.evaluation.table import PurityRow, content_row_keys, rows_to_markdown
 from dispart.report.html import build_report
 from dispart.training.run import train
 
@@ -36,9 +36,8 @@ def run_demo(out: Path, data_dir: Path | None = None, overrides: list[str] | Non
           "(unimodal latents, 10-means purity, inertia k = 1..20)")
     result = evaluate_run(out, data=data)
     print(rows_to_markdown([PurityRow(**r) for r in result["rows"]]))
-    for key, k in result["estimated_num_classes"].items():
-        if key.endswith("z^s"):
-            print(f"estimated number of digit classes from {key}: {k}")
+    for key in content_row_keys(result["rows"]):  # rows of content latents (declared role)
+        print(f"estimated number of digit classes from {key}: {result['estimated_num_classes'][key]}")
     print("[dispart demo] generating grids, audio and quality numbers; writing the HTML report")
     report = build_report(out, data=data)
     print(f"[dispart demo] done in {time.perf_counter() - t0:.0f} s")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor
-from torch.distributions import Independent
+from torch.distributions import Independent, kl_divergence
 
 from dispart.distributions import kl, kl_to_prior
 
@@ -78,6 +78,32 @@ def kl_sum_to_prior(posteriors: Mapping[str, Independent]) -> Tensor:
     """sum over latents of KL(q(latent) || N(0, I)), per sample (B,)."""
     terms = [kl_to_prior(q) for q in posteriors.values()]
     return torch.stack(terms).sum(dim=0)
+
+
+def kl_static(q: Independent, p: Independent) -> Tensor:
+    """KL(q || p) of a static latent, per sample (B,); both have batch shape (B,), event (D,)."""
+    if q.batch_shape != p.batch_shape or len(q.batch_shape) != 1:
+        raise ValueError(f"kl_static: q and p need the same (B,) batch shape, got "
+                         f"{tuple(q.batch_shape)} and {tuple(p.batch_shape)}")
+    return kl_divergence(q, p)
+
+
+def kl_dynamic(q: Independent, p: Independent, mask: Tensor) -> Tensor:
+    """KL of a dynamic latent summed over valid frames, per sample (B,).
+
+    sum_t mask[b, t] KL(q(z_t) || p(z_t | z_<t)); q and p have batch shape (B, T), event (D,);
+    ``mask`` (B, T) bool is True for frames t < length (see ``dispart.models.priors.frame_mask``).
+    Padded frames contribute neither value nor gradient.
+    """
+    if q.batch_shape != p.batch_shape or len(q.batch_shape) != 2:
+        raise ValueError(f"kl_dynamic: q and p need the same (B, T) batch shape, got "
+                         f"{tuple(q.batch_shape)} and {tuple(p.batch_shape)}")
+    if tuple(mask.shape) != tuple(q.batch_shape):
+        raise ValueError(f"kl_dynamic: mask must have shape {tuple(q.batch_shape)}, "
+                         f"got {tuple(mask.shape)}")
+    per_frame = kl_divergence(q, p)
+    return torch.where(mask.to(per_frame.device, torch.bool), per_frame,
+                       torch.zeros_like(per_frame)).sum(dim=1)
 
 
 def random_negatives(batch_size: int, generator: torch.Generator | None = None) -> Tensor:

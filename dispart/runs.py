@@ -33,7 +33,7 @@ from dispart.errors import ConfigError, RunDirError
 from dispart.features.fbank import FbankConfig
 from dispart.features.normalize import FeatureNormalizer
 from dispart.files import atomic_write_json, atomic_write_with, file_sha256, read_json
-from dispart.models import build_model
+from dispart.models import build_model, upgrade_state_dict
 from dispart.models.base import MultimodalModel
 
 RUN_FORMAT = 2
@@ -179,6 +179,8 @@ def _load_weights(p: Path, info: dict[str, Any], device: str) -> MultimodalModel
         state = load_file(str(file), device=device)
     except (SafetensorError, OSError) as e:
         raise RunDirError(f"{file}: not a readable safetensors file ({_one_line(e)})") from e
+    # Runs saved before the model's generative/inference split name their weights differently.
+    state = upgrade_state_dict(info["model"], state)
     expected = model.state_dict()
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or extra:

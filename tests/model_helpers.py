@@ -91,3 +91,37 @@ def sample(mean, logvar, eps) -> np.ndarray:
 def rbf(a, b) -> np.ndarray:
     """PVAE's kernel exp(-||a - b||^2 / 2) row by row."""
     return np.exp(-0.5 * ((np64(a) - np64(b)) ** 2).sum(-1))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def lstm_prior_params(prior, z) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, logvar) (B, T, D) of an LSTMPrior's p(z_t | z_<t), by a numpy loop over frames
+    (PyTorch gate order i, f, g, o), reading z_<t from ``z`` (B, T, D) and zeros at t = 0."""
+    lstm, head = prior.lstm, prior.head
+    w_ih, w_hh = np64(lstm.weight_ih_l0), np64(lstm.weight_hh_l0)
+    b = np64(lstm.bias_ih_l0) + np64(lstm.bias_hh_l0)
+    w_out, b_out = np64(head.weight), np64(head.bias)
+    z = np64(z)
+    n, t_max, d = z.shape
+    hdim = w_hh.shape[1]
+    h, c = np.zeros((n, hdim)), np.zeros((n, hdim))
+    means, logvars = [], []
+    for t in range(t_max):
+        x = np.zeros((n, d)) if t == 0 else z[:, t - 1]
+        gates = x @ w_ih.T + h @ w_hh.T + b
+        i, f, g, o = np.split(gates, 4, axis=1)
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+        out = h @ w_out.T + b_out
+        means.append(out[:, :d])
+        logvars.append(out[:, d:])
+    return np.stack(means, 1), np.stack(logvars, 1)
+
+
+def normal_log_prob(x, mean, logvar) -> np.ndarray:
+    """log N(x; mean, e^logvar) summed over the last axis."""
+    x, mean, logvar = map(np64, (x, mean, logvar))
+    return (-0.5 * (math.log(2 * math.pi) + logvar + (x - mean) ** 2 / np.exp(logvar))).sum(-1)

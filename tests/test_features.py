@@ -17,7 +17,14 @@ from dispart.data.sample import sample_fsdd_dir
 from dispart.data.splits import official_split
 from dispart.errors import ConfigError, DataError
 from dispart.features.cache import cache_key, compute_features, default_cache_dir
-from dispart.features.fbank import FbankConfig, fbank_from_file, fbank_to_waveform, log_mel, vad
+from dispart.features.fbank import (
+    FbankConfig,
+    fbank_from_file,
+    fbank_to_waveform,
+    log_mel,
+    mel_basis,
+    vad,
+)
 from dispart.features.normalize import FeatureNormalizer
 
 CFG = FbankConfig()
@@ -179,6 +186,61 @@ def test_normalizer_frame_weighted_and_floored() -> None:
         FeatureNormalizer().transform(a)
     with pytest.raises(DataError):
         FeatureNormalizer().fit([])
+
+
+def test_mel_basis_is_librosas_filterbank_read_only_and_cached() -> None:
+    import librosa
+
+    cfg = FbankConfig(sample_rate=8000, n_mels=40, n_fft=256, fmin=50.0, fmax=3800.0)
+    basis = mel_basis(cfg)
+    want = librosa.filters.mel(sr=8000, n_fft=256, n_mels=40, fmin=50.0, fmax=3800.0)
+    assert basis.shape == (40, 129) and basis.dtype == np.float32
+    np.testing.assert_allclose(basis, want, rtol=1e-6, atol=1e-9)
+    assert mel_basis(cfg) is basis and not basis.flags.writeable  # shared, so nobody may edit it
+    # log_mel is log(basis @ |STFT|^2), floored: check one frame of a pure tone by hand
+    t = np.arange(800) / 8000.0
+    wave = (0.5 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32)
+    spec = librosa.stft(wave, n_fft=256, hop_length=80, win_length=200, window="hann", center=True)
+    power = np.abs(spec[:, 5]) ** 2
+    np.testing.assert_allclose(log_mel(wave, cfg)[5], np.log(np.maximum(want @ power, 1e-6)),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_normalizer_keeps_the_utterance_offset_inversion_needs() -> None:
+    a = np.array([[1.0, 10.0], [3.0, 14.0]], np.float32)  # mean frame (2, 12)
+    b = np.array([[5.0, 0.0], [7.0, 2.0], [9.0, 4.0], [11.0, 6.0]], np.float32)  # mean (8, 3)
+    norm = FeatureNormalizer().fit([a, b], centre_utterances=True)
+    # offset: mean of all 6 raw frames, frame-weighted: (36 / 6, 36 / 6)
+    np.testing.assert_allclose(norm.utterance_offset, [6.0, 6.0])
+    # statistics of the centred frames: a -> (-1, -2), (1, 2); b -> (-3,-3), (-1,-1), (1,1), (3,3)
+    np.testing.assert_allclose(norm.mean, [0.0, 0.0], atol=1e-7)
+    np.testing.assert_allclose(norm.std, np.sqrt([(1 + 1 + 9 + 1 + 1 + 9) / 6, (4 + 4 + 9 + 1 + 1 + 9) / 6]),
+                               rtol=1e-6)
+    # centring then transform, inverted, plus the offset: a's frames minus a's own mean plus the
+    # training mean frame, i.e. what generation plays back for an utterance of average level
+    x = norm.transform(FeatureNormalizer.centre([a])[0])
+    np.testing.assert_allclose(norm.inverse_transform(x) + norm.utterance_offset,
+                               [[5.0, 4.0], [7.0, 8.0]], rtol=1e-6)
+    state = norm.state_dict()
+    np.testing.assert_array_equal(state["utterance_offset"], [6.0, 6.0])
+    lists = {k: np.asarray(v).tolist() for k, v in state.items()}  # as run.json stores it
+    again = FeatureNormalizer.from_state_dict(lists)
+    np.testing.assert_array_equal(again.utterance_offset, norm.utterance_offset)
+    assert again.utterance_offset.dtype == np.float32
+    # global normalisation records no offset, and refitting clears an old one
+    assert "utterance_offset" not in FeatureNormalizer().fit([a, b]).state_dict()
+    assert norm.fit([a, b]).utterance_offset is None
+    np.testing.assert_allclose(norm.mean, [6.0, 6.0])
+
+
+def test_normalizer_state_without_offset_loads_and_bad_offsets_are_named() -> None:
+    old = {"mean": [0.0, 1.0], "std": [1.0, 2.0], "std_floor": [1e-5]}  # run.json before offsets
+    norm = FeatureNormalizer.from_state_dict(old)
+    assert norm.utterance_offset is None
+    np.testing.assert_allclose(norm.inverse_transform(np.ones((1, 2), np.float32)), [[1.0, 3.0]])
+    for bad in ([1.0, 2.0, 3.0], [1.0, float("nan")], "abc"):
+        with pytest.raises(DataError, match="utterance_offset"):
+            FeatureNormalizer.from_state_dict({**old, "utterance_offset": bad})
 
 
 # --- cache ------------------------------------------------------------------------------------

@@ -110,6 +110,35 @@ def test_random_config_document_is_one_line_naming_file_or_valid(doc, scratch):
         _check_accepted(cfg, scratch)
 
 
+MODEL_KEYS = [k for k in FIELDS if k.startswith("model.") and k != "model.name"]
+model_overrides = st.lists(st.builds(lambda f, v: f"{f}={v}", st.sampled_from(MODEL_KEYS),
+                                     st.sampled_from(["0", "1", "2.5", "true", "null", "[image]",
+                                                      "{image: 1.0}", "mlp", "x"])),
+                           max_size=4)
+
+
+@fuzz(100)
+@given(name=st.sampled_from(["pvae", "jmvae_kl", "jmvae", "mvae", "mvae_q", "vae", "vqvae"]),
+       items=model_overrides, at=st.integers(0, 4))
+def test_model_name_anywhere_in_the_overrides_gives_the_same_config(name, items, at, scratch):
+    """``model.name`` first or anywhere among the model overrides: the same config, or an error
+    in both cases; every key accepted is a field of that model."""
+    first = [f"model.name={name}", *items]
+    anywhere = [*items[:at], f"model.name={name}", *items[at:]]
+    outcomes = []
+    for overrides in (first, anywhere):
+        try:
+            outcomes.append(load_config(None, overrides))
+        except ConfigError as e:
+            assert "\n" not in str(e) and str(e).startswith("override 'model.")
+            outcomes.append(None)
+    assert (outcomes[0] is None) == (outcomes[1] is None)
+    if outcomes[0] is not None:
+        assert outcomes[0] == outcomes[1] and outcomes[0].model.name == name
+        assert {i.split("=")[0].split(".")[1] for i in items} <= set(field_types("model", name))
+        _check_accepted(outcomes[0], scratch)
+
+
 MAGIC = [b"", b"RIFF\x24\x08\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00", b"PK\x03\x04",
          b"\x93NUMPY\x01\x00v\x00", b"{", b'{"format": 2, ', b"\x00\x00\x08\x01", b"\x1f\x8b\x08",
          b"train:\n  epochs: ", b"\xef\xbb\xbf", b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":"]

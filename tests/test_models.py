@@ -198,9 +198,9 @@ def test_jmvae_kl_loss_weights_unimodal_kl_by_alpha():
     g = torch.Generator().manual_seed(0)
     q = known_gaussian(g, 4, 3)
     r = {mod: known_gaussian(g, 4, 3) for mod in ("audio", "image")}
-    m.joint_head = FixedHead(*q)
+    m.inference.joint_head = FixedHead(*q)
     for mod in r:
-        m.unimodal_head[mod] = FixedHead(*r[mod])
+        m.inference.unimodal_head[mod] = FixedHead(*r[mod])
     m.decoders.update(_linear_decoders(g, 3))
     x = _hand_batch(g)
     torch.manual_seed(1)
@@ -231,8 +231,8 @@ def test_vae_loss_and_build_model_round_trip():
     v = VAE(HAND_AUDIO, latent_dim=3, hidden=4)
     g = torch.Generator().manual_seed(3)
     q = known_gaussian(g, 4, 3)
-    v.head = FixedHead(*q)
-    v.decoder = _linear_decoders(g, 3)["audio"]
+    v.inference.head = FixedHead(*q)
+    v.generative.decoders["audio"] = _linear_decoders(g, 3)["audio"]
     x = _hand_batch(g)
     torch.manual_seed(4)
     rec = _hand_rec(x["audio"], sample(*q, torch.randn(4, 3)), v.decoder)
@@ -277,16 +277,20 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
 
 
 def test_checkpoint_layout_and_old_hparams_still_load():
-    # Parameter names of trained runs (safetensors) must not change.
+    # Parameter names of trained runs (safetensors): generative (priors, decoders) and inference.
+    # Names saved before generative/inference existed are renamed by upgrade_state_dict
+    # (tests/test_run_files.py loads such runs).
     p = small_pvae()
-    prefixes = {k.split(".")[0] + "." + k.split(".")[1] for k in p.state_dict()}
-    assert {"decoders.audio", "decoders.image", "joint.pre", "joint.heads", "unimodal.audio",
-            "unimodal.image"} == prefixes
+    prefixes = {".".join(k.split(".")[:3]) for k in p.state_dict()}
+    assert {"generative.decoders.audio", "generative.decoders.image", "inference.joint.pre",
+            "inference.joint.heads", "inference.unimodal.audio", "inference.unimodal.image"} == prefixes
     j = JMVAE([SMALL_SPEECH, DIGIT_IMAGE], latent_dim=4, hidden=16)
-    assert {k.split(".")[0] for k in j.state_dict()} == {
-        "decoders", "joint_pre", "joint_head", "unimodal_pre", "unimodal_head"}
+    assert {".".join(k.split(".")[:2]) for k in j.state_dict()} == {
+        "generative.decoders", "inference.joint_pre", "inference.joint_head",
+        "inference.unimodal_pre", "inference.unimodal_head"}
     v = VAE(SMALL_SPEECH, latent_dim=4, hidden=16)
-    assert {k.split(".")[0] for k in v.state_dict()} == {"pre", "head", "decoder"}
+    assert {".".join(k.split(".")[:2]) for k in v.state_dict()} == {
+        "inference.pre", "inference.head", "generative.decoders"}
     # run.json written before allow_missing existed.
     old = {"name": "pvae", "modalities": [SMALL_SPEECH.to_dict(), DIGIT_IMAGE.to_dict()],
            "semantic_dim": 3, "style_dim": 2, "hidden": 16, "alpha_ch": 0.1, "alpha_cm": 10.0,

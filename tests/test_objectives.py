@@ -2,8 +2,10 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from model_helpers import kl_diag
 
 from dispart.batches.batch import Sequences
 from dispart.distributions import UnitGaussianLikelihood, kl_to_prior
@@ -11,6 +13,8 @@ from dispart.nn.encoders import diag_gaussian
 from dispart.objectives import (
     coherence_kl,
     cross_modal_hinge,
+    kl_dynamic,
+    kl_static,
     kl_sum_to_prior,
     random_negatives,
     rbf_kernel,
@@ -138,3 +142,36 @@ def test_linear_kl_annealing():
 
     assert [linear_anneal(s, 4, 2.0) for s in (0, 1, 4, 9)] == [0.0, 0.5, 2.0, 2.0]
     assert linear_anneal(0, 0, 0.7) == 0.7
+
+
+def test_kl_static_matches_numpy():
+    g = torch.Generator().manual_seed(0)
+    mq, lq, mp, lp = (torch.randn(4, 3, generator=g) for _ in range(4))
+    got = kl_static(diag_gaussian(mq, lq), diag_gaussian(mp, lp))
+    assert got.shape == (4,)
+    assert np.allclose(got.numpy(), kl_diag(mq, lq, mp, lp), rtol=1e-5)
+
+
+def test_kl_dynamic_sums_valid_frames_only():
+    g = torch.Generator().manual_seed(1)
+    mq, lq, mp, lp = (torch.randn(3, 5, 2, generator=g) for _ in range(4))
+    lengths = [5, 2, 1]
+    mask = torch.tensor([[t < n for t in range(5)] for n in lengths])
+    got = kl_dynamic(diag_gaussian(mq, lq), diag_gaussian(mp, lp), mask)
+    per_frame = kl_diag(mq, lq, mp, lp)  # (3, 5)
+    expected = [per_frame[b, :n].sum() for b, n in enumerate(lengths)]
+    assert got.shape == (3,)
+    assert np.allclose(got.numpy(), expected, rtol=1e-5)
+    # Padded frames give no gradient.
+    mq.requires_grad_(True)
+    kl_dynamic(diag_gaussian(mq, lq), diag_gaussian(mp, lp), mask).sum().backward()
+    assert torch.all(mq.grad[1, 2:] == 0) and torch.all(mq.grad[2, 1:] == 0)
+    assert torch.all(mq.grad[0] != 0)
+
+
+def test_kl_shape_errors_are_clear():
+    q = diag_gaussian(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="kl_static"):
+        kl_static(q, q)
+    with pytest.raises(ValueError, match=r"mask must have shape \(2, 3\)"):
+        kl_dynamic(q, q, torch.ones(2, 4, dtype=torch.bool))

@@ -17,9 +17,9 @@ from dispart.evaluation.classifiers import (
     train_image_classifier,
     train_speech_classifier,
 )
-from dispart.evaluation.quality import quality_run
 from dispart.features.fbank import FbankConfig
 from dispart.generation.audio import features_to_waveform, waveform_to_features
+from dispart.generation.quality import quality_run
 from dispart.runs import load_run
 
 # Bounds on the embedded sample (1200 MNIST / 300 FSDD training items; measured 91.5% / 96%).

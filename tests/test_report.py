@@ -13,6 +13,7 @@ from pathlib import Path
 
 import browser
 import matplotlib.image
+import numpy as np
 import pytest
 from browser import console_errors, ensure_chromium, run_chromium, tiny_run
 from safetensors.torch import load_file, save_file
@@ -318,3 +319,104 @@ def test_browser_tests_skip_only_naming_a_failed_install(monkeypatch, tmp_path):
     binary, reason = browser.ensure_chromium(log)
     assert binary is None and "could not install it" in reason
     assert "E: Unable to locate package chromium" in reason
+
+
+# --------------------------------------------------------------------------- library outputs, rendered
+
+
+def test_embedding_is_a_run_output_made_from_the_latent_declarations(report, data):
+    run = load_run(report.parent)
+    emb = json.loads((report.parent / "embedding.json").read_text())
+    assert emb["weights_sha256"] == run.weights_sha256 and (emb["seed"], emb["points"]) == (0, 80)
+    got = {e["name"]: e for e in emb["embeddings"]}
+    # PVAE declares z_s (content, audio+image), z_audio and z_image (style): Figs. 11-15
+    assert list(got) == ["speech_z_s", "image_z_s", "pooled_z_s", "speech_z_audio",
+                         "speech_z_audio_speaker", "image_z_image"]
+    for e in got.values():
+        declared = run.model.latents[e["latent"]]
+        assert (e["role"], e["symbol"]) == (declared.role, declared.symbol)
+        assert len(e["xy"]) == len(e["labels"]) == (160 if e["name"] == "pooled_z_s" else 80)
+        assert all(len(p) == 2 for p in e["xy"])
+    digits = set(data.speech_test.labels) | set(data.image_test.labels)
+    assert set(got["speech_z_s"]["labels"]) <= digits and len(set(got["image_z_s"]["labels"])) > 5
+    assert set(got["speech_z_audio_speaker"]["labels"]) <= set(data.speech_test.speakers)
+    assert got["pooled_z_s"]["groups"] == ["speech"] * 80 + ["image"] * 80
+    text = report.read_text()
+    for e in got.values():
+        assert html.escape(e["caption"]) in text
+
+
+def test_report_renders_the_stored_embedding_without_computing_it(report, data, tmp_path,
+                                                                  monkeypatch):
+    import dispart.evaluation.embedding as embedding
+
+    run = _copy(report, tmp_path)
+    _edit(run / "embedding.json",
+          lambda e: e["embeddings"][1].update(caption="caption <kept> from embedding.json"))
+    before = (run / "report_assets" / "tsne_image_z_s.png").read_bytes()
+
+    def no_tsne(*args, **kwargs):
+        raise AssertionError("t-SNE computed although embedding.json is fresh")
+
+    monkeypatch.setattr(embedding, "tsne_2d", no_tsne)
+    build_report(run, data=data, **KW)
+    assert "caption &lt;kept&gt; from embedding.json" in (run / "report.html").read_text()
+    # embedding.json changed, so the figures were drawn again, from the stored coordinates
+    stamp = json.loads((run / "report_assets" / "assets.json").read_text())
+    assert stamp["embedding_sha256"] == file_sha256(run / "embedding.json")
+    assert (run / "report_assets" / "tsne_image_z_s.png").is_file()
+    assert (run / "report_assets" / "tsne_image_z_s.png").read_bytes() == before  # same points
+
+
+@pytest.mark.parametrize("change", ["points", "unsafe name", "weights"])
+def test_embedding_of_other_settings_or_weights_is_computed_again(report, data, tmp_path, change):
+    run = _copy(report, tmp_path)
+    edit = {"points": lambda e: e.update(points=7),
+            "unsafe name": lambda e: e["embeddings"][0].update(name="../../escaped"),
+            "weights": lambda e: e.update(weights_sha256="0" * 64)}[change]
+    _edit(run / "embedding.json", edit)
+    build_report(run, data=data, **KW)
+    emb = json.loads((run / "embedding.json").read_text())
+    assert emb["points"] == 80 and emb["weights_sha256"] == load_run(run).weights_sha256
+    assert emb["embeddings"][0]["name"] == "speech_z_s"
+    assert not (tmp_path / "escaped.png").exists() and not (run.parent / "tsne_escaped.png").exists()
+
+
+def test_tsne_keeps_far_apart_groups_apart_and_plot_checks_shapes(tmp_path):
+    from dispart.evaluation.embedding import plot_embedding, tsne_2d
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 1.0, (30, 8))
+    b = rng.normal(0.0, 1.0, (30, 8)) + 50.0  # another group, far away in every dimension
+    xy = tsne_2d(np.concatenate([a, b]), seed=0)
+    assert xy.shape == (60, 2)
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    group = np.repeat([0, 1], 30)
+    assert (group[d.argmin(axis=1)] == group).all()  # every nearest neighbour is in its own group
+    with pytest.raises(ValueError, match="N >= 2"):
+        tsne_2d(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        plot_embedding(np.zeros((4, 3)), np.zeros(4), tmp_path / "x.png", "t")
+    with pytest.raises(ValueError, match="labels"):
+        plot_embedding(np.zeros((4, 2)), np.zeros(3), tmp_path / "x.png", "t")
+    plot_embedding(xy, group, tmp_path / "x.png", "t", groups=np.asarray(["o"] * 30 + ["x"] * 30))
+    assert matplotlib.image.imread(tmp_path / "x.png").shape[2] in (3, 4)
+
+
+def test_latent_roles_come_from_rows_then_declarations_then_legacy_symbols():
+    from types import SimpleNamespace
+
+    from dispart.models.latents import Latent, declare
+    from dispart.report.html import _content_keys, _symbol
+
+    latents = declare(Latent("z_s", 4, ("audio", "image"), "content", symbol="z^s"),
+                      Latent("z_audio", 4, ("audio",), "style", symbol="z^a"),
+                      Latent("w", 4, ("audio",), "content", symbol="w^av"))
+    run = SimpleNamespace(model=SimpleNamespace(latents=latents))
+    ev = {"rows": [{"model": "M", "modality": "image", "latent": "z^i", "purity": 0.5,
+                    "role": "content"}]}  # a recorded role wins over the paper's symbol
+    keys = ["speech/z^s", "speech/z^a", "speech/w^av", "image/z^i", "image/z", "image/q"]
+    assert _content_keys(keys, ev, run) == ["speech/z^s", "speech/w^av", "image/z^i", "image/z"]
+    assert [_symbol(n, latents) for n in ("z_audio", "w", "z_image", "z_x", "z^a")] == \
+        ["z^a", "w^av", "z^i", "z^x", "z^a"]

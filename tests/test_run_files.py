@@ -103,7 +103,7 @@ def _as_format_1(run: Path) -> None:
 
 def _drop_a_tensor(run: Path) -> None:
     state = load_file(str(run / "model.safetensors"))
-    del state["decoders.image.net.0.bias"]
+    del state["generative.decoders.image.net.0.bias"]
     save_file(state, str(run / "model.safetensors"))
 
 
@@ -136,10 +136,10 @@ DAMAGE = {
     "format 1, a tensor missing": (
         lambda r: (_as_format_1(r), _drop_a_tensor(r)),
         r"{run}/model\.safetensors: tensors do not match the model of run\.json \(missing: "
-        r"\['decoders\.image\.net\.0\.bias'\]; unexpected: \[\]\)"),
+        r"\['generative\.decoders\.image\.net\.0\.bias'\]; unexpected: \[\]\)"),
     "format 1, config.yaml with an unknown field": (
         lambda r: (_as_format_1(r), (r / "config.yaml").write_text("model:\n  nope: 1\n")),
-        r"{run}/config\.yaml: unknown field 'model\.nope'; model has \["),
+        r"{run}/config\.yaml: unknown field 'model\.nope'; model( '\w+')? has \["),
     "format 1, unknown model hyper-parameter": (
         lambda r: (_as_format_1(r), _rewrite_info(r, model={"name": "nope"})),
         r"{run}/run\.json: invalid model hyper-parameters \("),
@@ -177,6 +177,52 @@ def test_an_old_format_1_run_folder_still_loads(run_copy):
     run = load_run(run_copy)
     assert run.info["format"] == 1 and "files" not in run.info
     assert run.weights_sha256 == _sha(run_copy / "model.safetensors")
+
+
+# Weight names of MVAE runs and checkpoints written before the generative/inference split.
+OLD_MVAE_PREFIXES = {"inference.experts.": "experts.", "generative.decoders.": "decoders."}
+
+
+def _old_names(state: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in state.items():
+        rest = k[len(prefix):]
+        for new, old in OLD_MVAE_PREFIXES.items():
+            if rest.startswith(new):
+                rest = old + rest[len(new):]
+        out[prefix + rest] = v
+    return out
+
+
+def test_a_run_folder_with_old_weight_names_still_loads(run_copy):
+    new = load_file(str(run_copy / "model.safetensors"))
+    old = _old_names(new)
+    assert "experts.image.pre.net.0.weight" in old and "decoders.label.net.0.bias" in old
+    assert "anneal_step" in old and not any(k.startswith(("inference.", "generative.")) for k in old)
+    save_file(old, str(run_copy / "model.safetensors"))
+    files = json.loads((run_copy / "run.json").read_text())["files"]
+    _rewrite_info(run_copy, files={**files, "model.safetensors": _sha(run_copy / "model.safetensors")})
+    run = load_run(run_copy)
+    got = run.model.state_dict()
+    assert set(got) == set(new)
+    assert all(torch.equal(got[k], new[k]) for k in new)
+
+
+def test_a_checkpoint_with_old_weight_names_resumes(run_dir, tmp_path):
+    from dispart.training.resume import load_checkpoint, resume_checkpoint
+
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    new = dict(ckpt["state_dict"])
+    assert any(k.startswith("model.inference.experts.") for k in new)
+    ckpt["state_dict"] = _old_names(new, prefix="model.")
+    assert "model.experts.image.pre.net.0.weight" in ckpt["state_dict"]
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    torch.save(ckpt, folder / "last.ckpt")
+    loaded = load_checkpoint(folder / "last.ckpt")
+    assert set(loaded["state_dict"]) == set(new)
+    assert all(torch.equal(loaded["state_dict"][k], new[k]) for k in new)
+    assert resume_checkpoint(folder, new, quiet=True) == folder / "last.ckpt"
 
 
 def test_an_unfinished_save_leaves_the_old_weights_and_no_finished_run(run_copy, monkeypatch):

@@ -42,7 +42,7 @@ def test_run_folder_is_complete_and_loads_without_code_execution(trained):
     assert (ckpt["epoch"], ckpt["global_step"]) == (1, 10)
     assert ckpt["hyper_parameters"]["model_hparams"]["name"] == "pvae"
     weights = load_file(str(run / "model.safetensors"))
-    assert any(k.startswith("unimodal.audio") for k in weights)
+    assert any(k.startswith("inference.unimodal.audio") for k in weights)  # issue 9: inference.*
     info = json.loads((run / "run.json").read_text())
     assert info["data"]["n_speech_train"] == 300 and info["data"]["n_speech_test"] == 100
     assert info["data"]["speakers_train"] == info["data"]["speakers_test"]

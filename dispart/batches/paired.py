@@ -1,12 +1,15 @@
-"""Datasets pairing spoken digits with written digits of the same class, and batching helpers.
+"""Datasets pairing modalities, and batching helpers. Two pairing modes:
 
-Pairs are built as in the PVAE paper: every spoken digit is paired with a random image of the
-same label, and the pairing is redrawn every epoch (:meth:`PairedDigits.set_epoch`).
+* by label (:class:`PairedDigits`), as in the PVAE paper: every spoken digit is paired with a
+  random image of the same label, and the pairing is redrawn every epoch
+  (:meth:`PairedDigits.set_epoch`);
+* by example (:class:`ExamplePairs`): the modalities of one example (audio and video frames of
+  one clip) are joined by their example id; the pairing is fixed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +20,8 @@ from dispart.batches.batch import Sequences
 from dispart.errors import DataError
 
 __all__ = [
+    "PAIRINGS",
+    "ExamplePairs",
     "LengthBucketSampler",
     "PairedDigits",
     "UnimodalAudio",
@@ -26,6 +31,9 @@ __all__ = [
     "collate_paired",
     "sort_classes",
 ]
+
+
+PAIRINGS = ("label", "example")
 
 
 def _label_str(x: Any) -> str:
@@ -157,6 +165,78 @@ def collate_paired(items: list[dict[str, Any]]) -> dict[str, Any]:
         "label": torch.tensor([it["label"] for it in items], dtype=torch.int64),
         "index": torch.tensor([it["index"] for it in items], dtype=torch.int64),
     }
+
+
+class ExamplePairs(Dataset):
+    """The modalities of the same examples, joined by example id (pairing "by example").
+
+    Args:
+        sets: modality -> its examples in one split (:class:`dispart.batches.sets.ModalitySet`:
+            ``examples``, ``labels``, ``ids``). Examples are joined on ``ids``; the order is that
+            of the first modality. Ids missing from some modality are left out
+            (``self.dropped`` counts them); no common id at all is a DataError.
+        classes: class names (index order); default: the sorted labels of the first modality.
+        shapes: modality -> shape its examples are reshaped to in items (e.g. (28, 28) images
+            to (1, 28, 28)); modalities not named are given as stored.
+
+    Items are ``{modality: its example, "label": int class index, "index": int}``; a
+    "categorical" modality named "label" is the class index itself. ``lengths`` are the time
+    steps of the first dynamic modality (arrays with a time axis and a variable length), for
+    length bucketing, or None when no modality varies in length.
+    """
+
+    def __init__(self, sets: Mapping[str, Any], classes: Sequence[str] | None = None,
+                 shapes: Mapping[str, Sequence[int]] | None = None) -> None:
+        if not sets:
+            raise DataError("ExamplePairs needs at least one modality")
+        self.modalities = tuple(sets)
+        first = sets[self.modalities[0]]
+        common = set(first.ids)
+        for m in self.modalities[1:]:
+            common &= set(sets[m].ids)
+        if not common:
+            raise DataError(f"pairing by example: modalities {list(self.modalities)} share no example id")
+        self.ids = [e for e in first.ids if e in common]
+        self.dropped = {m: len(sets[m]) - len(self.ids) for m in self.modalities}
+        positions = {m: sets[m].position() for m in self.modalities}
+        self._rows = {m: [positions[m][e] for e in self.ids] for m in self.modalities}
+        self._sets = dict(sets)
+        self._shapes = {m: tuple(shape) for m, shape in (shapes or {}).items() if m in sets}
+        for m, shape in self._shapes.items():
+            size = int(np.prod(np.shape(sets[m].examples[0])))
+            if size != int(np.prod(shape)):
+                raise DataError(f"modality {m!r}: examples of shape {np.shape(sets[m].examples[0])} "
+                                f"cannot be reshaped to {shape}")
+        labels = [first.labels[i] for i in self._rows[self.modalities[0]]]
+        for m in self.modalities[1:]:
+            other = [sets[m].labels[i] for i in self._rows[m]]
+            bad = next((j for j, (a, b) in enumerate(zip(labels, other, strict=True)) if a != b), None)
+            if bad is not None:
+                raise DataError(f"pairing by example: example {self.ids[bad]!r} has label {labels[bad]!r} "
+                                f"in {self.modalities[0]!r} but {other[bad]!r} in {m!r}")
+        self.classes: list[str] = list(classes) if classes is not None else sort_classes(labels)
+        self.labels = _class_index(labels, self.classes, self.modalities[0])
+        self.lengths: list[int] | None = None
+        for m in self.modalities:
+            ex = sets[m].examples
+            if isinstance(ex, list) and ex and np.ndim(ex[0]) >= 2:
+                self.lengths = [int(np.shape(ex[i])[0]) for i in self._rows[m]]
+                break
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to redraw: the pairing by example is fixed."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {}
+        for m in self.modalities:
+            x = self._sets[m].examples[self._rows[m][i]]
+            item[m] = np.reshape(x, self._shapes[m]) if m in self._shapes else x
+        item["label"] = int(self.labels[i])
+        item["index"] = int(i)
+        return item
 
 
 class UnimodalAudio(Dataset):

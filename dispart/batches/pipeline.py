@@ -1,85 +1,124 @@
-"""From a DataConfig to arrays ready for training and evaluation.
+"""From a DataConfig to arrays ready for training and evaluation, keyed by modality.
 
-wav files -> (cached) log-Mel features -> split -> normaliser fitted on the training split ->
-normalised features; MNIST -> images in [0, 1]. Used by training and by evaluation, so both see
-exactly the same features.
+Corpus loaders (:mod:`dispart.batches.loaders`) give raw examples per modality and split; here
+they are merged into one :class:`ExperimentData`, and feature sequences are standardised with a
+normaliser fitted on the training split (wav files -> cached log-Mel features -> split ->
+normaliser -> normalised features; MNIST -> images in [0, 1]). Used by training and by
+evaluation, so both see exactly the same features.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from dispart.batches.labels import binarize
-from dispart.config import DataConfig
+from dispart.batches.loaders import (  # noqa: F401 (re-exported: their old home)
+    BINARIZE,
+    BINARIZE_SEED,
+    Corpus,
+    audio_source,
+    binarize_images,
+    cache_dir,
+    fbank_config,
+    get_loader,
+    image_source,
+    load_images,
+    speech_features,
+)
+from dispart.batches.modality import ModalitySpec
+from dispart.batches.paired import PAIRINGS
+from dispart.batches.sets import ImageSet, ModalitySet, SpeechSet  # noqa: F401 (re-exported)
+from dispart.data.config import DataConfig
 from dispart.data.corpus import Utterance, scan_corpus
-from dispart.data.mnist import load_mnist
-from dispart.data.sample import sample_fsdd_dir, sample_mnist_path
-from dispart.data.splits import split_utterances
 from dispart.errors import ConfigError
-from dispart.features.cache import compute_features, default_cache_dir
 from dispart.features.fbank import FbankConfig
 from dispart.features.normalize import FeatureNormalizer
 
-
-@dataclass
-class SpeechSet:
-    """Normalised speech features of one split. ``features[i]`` is (T_i, n_mels)."""
-
-    features: list[np.ndarray]
-    labels: list[str]
-    speakers: list[str]
-    paths: list[str]
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-
-@dataclass
-class ImageSet:
-    """``images`` (N, 28, 28) float32 in [0, 1]; ``labels`` as class-name strings."""
-
-    images: np.ndarray
-    labels: list[str]
-
-    def __len__(self) -> int:
-        return len(self.labels)
+SPLITS = ("train", "test")
 
 
 @dataclass
 class ExperimentData:
-    """Speech sets and the normaliser are None for runs without speech (e.g. image + label)."""
+    """Everything an experiment's data is, keyed by modality.
 
+    Attributes:
+        sets: modality -> split ("train", "test") -> its examples (:class:`ModalitySet`);
+            feature sequences already normalised.
+        specs: modality -> :class:`ModalitySpec` of the data (see :meth:`spec`).
+        normalizers: modality -> the normaliser fitted on its train split (feature sequences
+            only; empty for runs without speech).
+        fbank: log-Mel settings of the "audio" modality (also kept for runs without it).
+        pairing: "label" (modalities pair only by class, redrawn every epoch: speech <-> MNIST)
+            or "example" (modalities of the same examples, joined by id: audio and video of one
+            clip, or an image and its label).
+        skipped: ``(path, reason)`` of input files left out (``data.on_error=skip``).
+    """
+
+    sets: dict[str, dict[str, ModalitySet]]
+    specs: dict[str, ModalitySpec]
+    normalizers: dict[str, FeatureNormalizer]
     fbank: FbankConfig
-    normalizer: FeatureNormalizer | None
-    speech_train: SpeechSet | None
-    speech_test: SpeechSet | None
-    image_train: ImageSet
-    image_test: ImageSet
+    pairing: str = "label"
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.pairing not in PAIRINGS:
+            raise ConfigError(f"ExperimentData.pairing must be one of {PAIRINGS}, got {self.pairing!r}")
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.sets)
+
+    def spec(self, modality: str) -> ModalitySpec:
+        """The spec of ``modality`` as the data holds it; an unknown name is a ConfigError."""
+        if modality not in self.specs:
+            raise ConfigError(f"modality {modality!r} is not in the data (it has {self.modalities})")
+        return self.specs[modality]
+
+    def split(self, modality: str, split: str) -> ModalitySet:
+        """The examples of ``modality`` in ``split``; unknown names are a ConfigError."""
+        self.spec(modality)
+        if split not in self.sets[modality]:
+            raise ConfigError(f"modality {modality!r} has no split {split!r} "
+                              f"(it has {list(self.sets[modality])})")
+        return self.sets[modality][split]
+
+    # ---- compatibility: the fixed fields of before, derived from ``sets`` (read-only) ----
+    @property
+    def normalizer(self) -> FeatureNormalizer | None:
+        """Compatibility: the "audio" normaliser, None without speech."""
+        return self.normalizers.get("audio")
 
     @property
     def has_speech(self) -> bool:
-        return self.speech_train is not None
+        """Compatibility: whether an "audio" modality is loaded."""
+        return "audio" in self.sets
 
+    def _get(self, modality: str, split: str) -> ModalitySet | None:
+        return self.sets.get(modality, {}).get(split)
 
-def fbank_config(cfg: DataConfig) -> FbankConfig:
-    return FbankConfig(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, vad_top_db=cfg.vad_top_db)
+    @property
+    def speech_train(self) -> SpeechSet | None:
+        """Compatibility: ``sets["audio"]["train"]`` (None without speech)."""
+        return self._get("audio", "train")  # type: ignore[return-value]
 
+    @property
+    def speech_test(self) -> SpeechSet | None:
+        """Compatibility: ``sets["audio"]["test"]`` (None without speech)."""
+        return self._get("audio", "test")  # type: ignore[return-value]
 
-def audio_source(cfg: DataConfig) -> Path:
-    return sample_fsdd_dir() if cfg.audio == "sample" else Path(cfg.audio).expanduser()
+    @property
+    def image_train(self) -> ImageSet | None:
+        """Compatibility: ``sets["image"]["train"]`` (None without images)."""
+        return self._get("image", "train")  # type: ignore[return-value]
 
-
-def image_source(cfg: DataConfig) -> Path:
-    return sample_mnist_path() if cfg.images == "sample" else Path(cfg.images).expanduser()
-
-
-def cache_dir(cfg: DataConfig) -> Path:
-    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+    @property
+    def image_test(self) -> ImageSet | None:
+        """Compatibility: ``sets["image"]["test"]`` (None without images)."""
+        return self._get("image", "test")  # type: ignore[return-value]
 
 
 def _check(cfg: DataConfig) -> None:
@@ -95,90 +134,79 @@ def _check(cfg: DataConfig) -> None:
         raise ConfigError(f"data.paired_fraction must be in [0, 1], got {cfg.paired_fraction}")
 
 
-BINARIZE = ("none", "stochastic", "threshold")
-BINARIZE_SEED = 0  # one fixed draw, so every model of a comparison sees the same binary images
-
-
-def binarize_images(images: np.ndarray, mode: str, seed: int = BINARIZE_SEED) -> np.ndarray:
-    """(N, 28, 28) intensities in [0, 1] -> {0, 1} float32 ("stochastic": pixel ~ Bernoulli(x),
-    drawn once with ``seed``; "threshold": x > 0.5); ``mode="none"`` returns the input."""
-    if mode == "none":
-        return images
-    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    gen = torch.Generator().manual_seed(seed)
-    out = binarize(t, threshold=0.5 if mode == "threshold" else None, generator=gen)
-    return out.numpy().astype(np.float32)
-
-
-def load_images(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
-    """MNIST train and test sets, binarised as ``cfg.binarize`` says (test with another seed)."""
-    mnist = load_mnist(image_source(cfg))
-    sets = []
-    for i, split in enumerate(("train", "test")):
-        images, labels = mnist[split]
-        sets.append(ImageSet(binarize_images(images, cfg.binarize, BINARIZE_SEED + i),
-                             [str(int(y)) for y in labels]))
-    return sets[0], sets[1]
-
-
 def _center(feats: list[np.ndarray], mode: str) -> list[np.ndarray]:
-    if mode == "utterance":
-        return [f - f.mean(axis=0, keepdims=True) for f in feats]
-    return feats
+    return FeatureNormalizer.centre(feats) if mode == "utterance" else feats
 
 
-def speech_features(
-    utts: list[Utterance], cfg: DataConfig, progress: bool = True
-) -> tuple[list[Utterance], list[np.ndarray], list[tuple[str, str]]]:
-    """Raw log-Mel features of ``utts`` (cached); returns kept utterances, features, skips."""
-    fs = compute_features(utts, fbank_config(cfg), cache_dir(cfg), on_error=cfg.on_error,
-                          progress=progress)
-    return fs.utterances, fs.features, fs.skipped
+def _normalised(s: ModalitySet, norm: FeatureNormalizer, mode: str) -> ModalitySet:
+    out = copy.copy(s)
+    out.examples = [norm.transform(f).astype(np.float32) for f in _center(list(s.examples), mode)]
+    return out
 
 
-def _speech_set(utts: list[Utterance], feats: list[np.ndarray], norm: FeatureNormalizer,
-                mode: str) -> SpeechSet:
-    return SpeechSet(
-        features=[norm.transform(f).astype(np.float32) for f in _center(feats, mode)],
-        labels=[u.label for u in utts],
-        speakers=[u.speaker for u in utts],
-        paths=[str(u.path) for u in utts],
-    )
+def loader_names(cfg: DataConfig, speech: bool = True) -> list[str]:
+    """The corpus loaders of a config: ``data.loader`` ("speech+mnist", "grid", ...) when the
+    config has that field and it is not "auto"; else speech and MNIST (MNIST alone without speech)."""
+    chosen = getattr(cfg, "loader", "auto")  # the field is proposed for DataConfig; absent -> auto
+    if chosen and chosen != "auto":
+        names = [n.strip() for n in str(chosen).split("+") if n.strip()]
+        for n in names:
+            get_loader(n)
+        return names
+    return ["speech", "mnist"] if speech else ["mnist"]
+
+
+def merge_corpora(corpora: list[Corpus], cfg: DataConfig,
+                  normalizers: dict[str, FeatureNormalizer] | None = None) -> ExperimentData:
+    """One ExperimentData from the corpora of an experiment.
+
+    Modalities a corpus asks to normalise are standardised with ``normalizers[m]`` when given (a
+    trained run's statistics), else with a normaliser fitted on their train split (with
+    ``data.normalize=utterance`` it also stores the mean raw frame the centring removes). Modalities
+    from several corpora pair by label; those of one corpus as the corpus says.
+    """
+    normalizers = dict(normalizers or {})
+    sets: dict[str, dict[str, ModalitySet]] = {}
+    specs: dict[str, ModalitySpec] = {}
+    used: dict[str, FeatureNormalizer] = {}
+    for corpus in corpora:
+        for m, by_split in corpus.sets.items():
+            if m in sets:
+                raise ConfigError(f"data.loader: modality {m!r} comes from two corpora")
+            missing = [s for s in SPLITS if s not in by_split]
+            if missing:
+                raise ConfigError(f"data: modality {m!r} has no {missing} split")
+            if m in corpus.normalize:
+                norm = normalizers.get(m) or FeatureNormalizer().fit(
+                    list(by_split["train"].examples), centre_utterances=cfg.normalize == "utterance")
+                used[m] = norm
+                by_split = {s: _normalised(v, norm, cfg.normalize) for s, v in by_split.items()}
+            sets[m] = dict(by_split)
+            specs[m] = corpus.specs[m]
+    fbank = next((c.fbank for c in corpora if c.fbank is not None), None) or fbank_config(cfg)
+    pairing = corpora[0].pairing if len(corpora) == 1 else "label"
+    return ExperimentData(sets, specs, used, fbank, pairing, [s for c in corpora for s in c.skipped])
 
 
 def load_experiment_data(
     cfg: DataConfig, progress: bool = True, normalizer: FeatureNormalizer | None = None,
-    speech: bool = True,
+    speech: bool = True, loaders: list[str] | None = None,
+    normalizers: dict[str, FeatureNormalizer] | None = None,
 ) -> ExperimentData:
     """Everything training needs: split, features, normaliser fitted on train only, images.
 
-    Pass the ``normalizer`` of a trained run to reuse its statistics instead of refitting.
-    ``speech=False`` loads only the images (runs whose modalities are image and label).
+    Pass the ``normalizer`` of a trained run (its "audio" statistics; or ``normalizers`` per
+    modality) to reuse its statistics instead of refitting. ``speech=False`` loads only the
+    images (runs whose modalities are image and label). ``loaders`` names the corpus loaders
+    (default: :func:`loader_names`).
     """
     _check(cfg)
-    if not speech:
-        image_train, image_test = load_images(cfg)
-        return ExperimentData(fbank_config(cfg), None, None, None, image_train, image_test)
-    utts = scan_corpus(audio_source(cfg), layout=cfg.layout)
-    kept, feats, skipped = speech_features(utts, cfg, progress)
-    by_path = {str(u.path): f for u, f in zip(kept, feats, strict=True)}
-    train_u, test_u = split_utterances(kept, cfg.split)
-    train_f = [by_path[str(u.path)] for u in train_u]
-    test_f = [by_path[str(u.path)] for u in test_u]
-    if not train_u or not test_u:
-        raise ConfigError(f"data.split={cfg.split!r} leaves {len(train_u)} training and "
-                          f"{len(test_u)} test utterances in {audio_source(cfg)}; both must be > 0")
-    norm = normalizer or FeatureNormalizer().fit(_center(train_f, cfg.normalize))
-    image_train, image_test = load_images(cfg)
-    return ExperimentData(
-        fbank=fbank_config(cfg),
-        normalizer=norm,
-        speech_train=_speech_set(train_u, train_f, norm, cfg.normalize),
-        speech_test=_speech_set(test_u, test_f, norm, cfg.normalize),
-        image_train=image_train,
-        image_test=image_test,
-        skipped=skipped,
-    )
+    norms = dict(normalizers or {})
+    if normalizer is not None:
+        norms.setdefault("audio", normalizer)
+    names = loaders if loaders is not None else loader_names(cfg, speech)
+    corpora = [get_loader(n)(cfg, progress) for n in names]
+    return merge_corpora(corpora, cfg, norms)
 
 
 def load_speech_set(
@@ -187,6 +215,7 @@ def load_speech_set(
 ) -> tuple[SpeechSet, list[tuple[str, str]]]:
     """All utterances of another corpus/CSV, normalised with a trained run's statistics."""
     _check(cfg)
-    utts = scan_corpus(Path(source).expanduser(), layout=layout)
+    utts: list[Utterance] = scan_corpus(Path(source).expanduser(), layout=layout)
     kept, feats, skipped = speech_features(utts, cfg, progress)
-    return _speech_set(kept, feats, normalizer, cfg.normalize), skipped
+    raw = SpeechSet(feats, [u.label for u in kept], [u.speaker for u in kept], [str(u.path) for u in kept])
+    return _normalised(raw, normalizer, cfg.normalize), skipped  # type: ignore[return-value]

@@ -104,8 +104,9 @@ def _to_tensor(values: list[Any]) -> torch.Tensor:
 def collate_partial(items: list[Mapping[str, Any]], specs: Sequence[ModalitySpec]) -> dict[str, Any]:
     """Batch items that may lack some modalities.
 
-    A modality every item has is batched as usual; one that some items lack gets zeros (a
-    one-frame zero sequence for sequences, class 0 for integer labels) in those rows plus a
+    A modality every item has is batched as usual (dynamic kinds "sequence" and "frames" as
+    :class:`Sequences`, data (B, T_max, D) or (B, T_max, C, H, W)); one that some items lack gets
+    zeros (a one-frame zero sequence for dynamic kinds, class 0 for integer labels) in those rows plus a
     mask ``"<name>:present"``; one no item has is left out. Metadata keys ("label" when not a
     modality, "index", "speaker") are kept when every item has them.
     """
@@ -116,8 +117,8 @@ def collate_partial(items: list[Mapping[str, Any]], specs: Sequence[ModalitySpec
         if not any(have):
             continue
         first = next(it[spec.name] for it in items if spec.name in it)
-        if spec.kind == "sequence":
-            filler = np.zeros((1, spec.shape[0]), dtype=np.float32)
+        if spec.kind in ("sequence", "frames"):  # (T, D) or (T, C, H, W) per example
+            filler = np.zeros((1, *spec.shape), dtype=np.float32)
             out[spec.name] = Sequences.from_list(
                 [np.asarray(it[spec.name], dtype=np.float32) if h else filler
                  for it, h in zip(items, have, strict=True)])

@@ -4,6 +4,11 @@ Latents are inferred by the *unimodal* encoders on the test split; every latent 
 modality is clustered with k-means (k = n_clusters) and scored by cluster-size-weighted purity
 against the digit label; k-means inertia for k = 1..k_max gives Figure 3 and an estimate of the
 number of classes. Speaker identity is probed with a linear classifier per speech latent.
+
+What a latent is comes from the model's declarations (``model.latents``): a row's symbol is the
+declaration's ``symbol``, its ``role`` ("content"/"style") orders Table 1 and tells the CLI and
+the purity monitor which latents carry the class. Dynamic latents are pooled over frames
+(:mod:`dispart.evaluation.latents`).
 """
 
 from __future__ import annotations
@@ -42,12 +47,8 @@ from dispart.files import atomic_write
 from dispart.models.base import MultimodalModel
 from dispart.runs import Run, load_run
 
-# Model modality name -> Table 1 column name, and latent name -> paper symbol.
+# Model modality name -> Table 1 column name.
 COLUMN = {"audio": "speech", "image": "image"}
-
-
-def latent_symbol(name: str) -> str:
-    return {"z_s": "z^s", "z_audio": "z^a", "z_image": "z^i"}.get(name, name.replace("_", "^"))
 
 
 def _codes(labels: list[str]) -> np.ndarray:
@@ -63,7 +64,12 @@ def evaluate_model(
     speech_train: SpeechSet | None = None,
     curves: bool = True,
 ) -> dict[str, Any]:
-    """Table 1 rows (and inertia curves) for one model. Purities are fractions in [0, 1]."""
+    """Table 1 rows (and inertia curves) for one model. Purities are fractions in [0, 1].
+
+    Rows name each latent by its declared symbol and carry its declared ``role``; ``latents``
+    holds the model's declarations (name -> :meth:`Latent.to_dict`), so readers of the JSON need
+    no model to know what a symbol is.
+    """
     rows: list[PurityRow] = []
     inertia: dict[str, dict[int, float]] = {}
     estimates: dict[str, int] = {}
@@ -77,12 +83,13 @@ def evaluate_model(
         sets.append(("image", image_latents(model, image_test.images), image_test.labels))
     for modality, latents, labels in sets:
         y = _codes(labels)
-        for latent, z in latents.items():
+        for name, z in latents.items():
+            latent = model.latents[name]
             purity = kmeans_purity(z, y, n_clusters=cfg.n_clusters, seed=cfg.seed)
-            rows.append(PurityRow(display_name, COLUMN.get(modality, modality),
-                                  latent_symbol(latent), float(purity)))
+            rows.append(PurityRow(display_name, COLUMN.get(modality, modality), latent.symbol,
+                                  float(purity), latent.role))
             if curves:
-                key = f"{COLUMN.get(modality, modality)}/{latent_symbol(latent)}"
+                key = f"{COLUMN.get(modality, modality)}/{latent.symbol}"
                 curve = inertia_curve(z, ks=range(1, cfg.k_max + 1), seed=cfg.seed)
                 inertia[key] = {int(k): float(v) for k, v in curve.items()}
                 estimates[key] = int(estimate_num_classes(curve))
@@ -90,13 +97,14 @@ def evaluate_model(
         if len(set(speech_train.speakers)) > 1 and set(speech_test.speakers) <= set(
                 speech_train.speakers):
             z_tr = speech_latents(model, speech_train.features)
-            for latent in z_tr:
-                speaker_probe[latent_symbol(latent)] = float(linear_probe_accuracy(
-                    z_tr[latent], np.asarray(speech_train.speakers),
-                    z_speech_test[latent], np.asarray(speech_test.speakers), seed=cfg.seed))
+            for name in z_tr:
+                speaker_probe[model.latents[name].symbol] = float(linear_probe_accuracy(
+                    z_tr[name], np.asarray(speech_train.speakers),
+                    z_speech_test[name], np.asarray(speech_test.speakers), seed=cfg.seed))
     return {
         "model": display_name,
-        "rows": [r.__dict__ for r in rows],
+        "rows": [r.to_dict() for r in rows],
+        "latents": {name: latent.to_dict() for name, latent in model.latents.items()},
         "inertia": inertia,
         "estimated_num_classes": estimates,
         "speaker_probe_accuracy": speaker_probe,

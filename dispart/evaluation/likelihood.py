@@ -264,32 +264,37 @@ def likelihood_table(
     text; an extra pass of the x1 decoder). Without ``x2`` only ``log_p_x1``.
     ``proposal``: the encoder for the first two estimates instead of q(z | x1), e.g.
     ``(x1, x2)`` for the joint encoder (any proposal gives an unbiased estimate of p).
+    The model's training mode is restored afterwards.
     """
     prop = tuple(proposal) if proposal else (x1,)
     if conditional_proposal not in ("x1", "x2"):
         raise ValueError(f"conditional_proposal must be 'x1' or 'x2', got {conditional_proposal!r}")
+    was_training = model.training
     model.eval()
-    n = batch_size({m: batch[m] for m in (x1,) + ((x2,) if x2 else ())})
-    sums: dict[str, float] = {}
-    for s in range(0, n, rows_per_step):
-        rows = torch.arange(s, min(n, s + rows_per_step))
-        sub = index_batch({m: batch[m] for m in dict.fromkeys((x1,) + ((x2,) if x2 else ()) + prop)},
-                          rows)
-        sets = [(x1,), (x1, x2)] if x2 else [(x1,)]
-        w = log_importance_weights_multi(model, sub, sets, prop, k, max_rows)
-        ests = {"log_p_x1": _estimate(w[(x1,)])}
-        if x2:
-            ests["log_p_x1_x2"] = _estimate(w[(x1, x2)])
-            cond_prop = (x1,) if conditional_proposal == "x1" else (x2,)
-            joint = ests["log_p_x1_x2"] if cond_prop == prop else _estimate(
-                log_importance_weights(model, sub, (x1, x2), cond_prop, k, max_rows))
-            given = log_marginal(model, sub, (x2,), (), k_given, max_rows)
-            ests["log_p_x1_given_x2"] = IWEstimate(joint.log_p - given.log_p, joint.log_w_var, k)
-        for name, e in ests.items():
-            sums[name] = sums.get(name, 0.0) + float(e.log_p.sum())
-            sums[name + "/log_w_var"] = sums.get(name + "/log_w_var", 0.0) + float(e.log_w_var.sum())
-        if progress is not None:
-            progress(int(rows[-1]) + 1, n)
+    try:
+        n = batch_size({m: batch[m] for m in (x1,) + ((x2,) if x2 else ())})
+        sums: dict[str, float] = {}
+        for s in range(0, n, rows_per_step):
+            rows = torch.arange(s, min(n, s + rows_per_step))
+            sub = index_batch({m: batch[m] for m in dict.fromkeys((x1,) + ((x2,) if x2 else ()) + prop)},
+                              rows)
+            sets = [(x1,), (x1, x2)] if x2 else [(x1,)]
+            w = log_importance_weights_multi(model, sub, sets, prop, k, max_rows)
+            ests = {"log_p_x1": _estimate(w[(x1,)])}
+            if x2:
+                ests["log_p_x1_x2"] = _estimate(w[(x1, x2)])
+                cond_prop = (x1,) if conditional_proposal == "x1" else (x2,)
+                joint = ests["log_p_x1_x2"] if cond_prop == prop else _estimate(
+                    log_importance_weights(model, sub, (x1, x2), cond_prop, k, max_rows))
+                given = log_marginal(model, sub, (x2,), (), k_given, max_rows)
+                ests["log_p_x1_given_x2"] = IWEstimate(joint.log_p - given.log_p, joint.log_w_var, k)
+            for name, e in ests.items():
+                sums[name] = sums.get(name, 0.0) + float(e.log_p.sum())
+                sums[name + "/log_w_var"] = sums.get(name + "/log_w_var", 0.0) + float(e.log_w_var.sum())
+            if progress is not None:
+                progress(int(rows[-1]) + 1, n)
+    finally:
+        model.train(was_training)
     out: dict[str, Any] = {key: v / n for key, v in sums.items()}
     out.update({"n": n, "k": k, "k_given": k_given if x2 else None, "x1": x1, "x2": x2,
                 "proposals": {"log_p_x1": f"q(z|{','.join(prop)})",

@@ -5,8 +5,9 @@ Test examples hold every modality of the run: speech test utterances paired with
 the same digit (a fixed seeded pairing) and the digit label, or MNIST test images and labels.
 For every subset S of the model's modalities that the model can encode:
 
-- ``purity``: k-means purity (PVAE protocol) of the shared latent (PVAE z^s, the single z of
-  MVAE/JMVAE/VAE) inferred from S alone (posterior means);
+- ``purity``: k-means purity (PVAE protocol) of the content latent (the first latent declared
+  with role "content" that a modality of S informs: PVAE z^s, the single z of MVAE/JMVAE/VAE)
+  inferred from S alone (posterior means; a dynamic latent averaged over valid frames);
 - ``coherence``: for every modality m outside S, m decoded from the latents inferred from S
   (latents S does not inform are set to their prior mean, 0), judged: a label by its argmax,
   an image or speech by the run's digit classifiers (:mod:`dispart.evaluation.classifiers`),
@@ -26,13 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dispart.batches.batch import Batch, Sequences, batch_size, index_batch
+from dispart.batches.batch import Batch
 from dispart.batches.paired import PairedDigits, collate_paired
 from dispart.batches.pipeline import ExperimentData
 from dispart.evaluation.clustering import kmeans_purity
+from dispart.evaluation.latents import pool_dynamic
 from dispart.models.base import MultimodalModel
 
-SHARED = ("z_s", "z")  # the latent every modality informs: PVAE's z^s, else the single z
 Judge = Callable[[list[np.ndarray]], np.ndarray]  # decoded items -> predicted class indices
 
 
@@ -71,42 +72,40 @@ def test_examples(model: MultimodalModel, data: ExperimentData, seed: int = 0,
 
 
 def shared_latent(model: MultimodalModel, subset: Sequence[str]) -> str | None:
-    names = set().union(*(model.latent_names(m) for m in subset))
-    return next((n for n in SHARED if n in names), None)
+    """Name of the content latent clustered for ``subset``: the first latent the model declares
+    with role "content" that a modality of ``subset`` informs; None if there is none."""
+    return next((latent.name for latent in model.latents.values()
+                 if latent.role == "content" and set(latent.modalities) & set(subset)), None)
 
 
-@torch.no_grad()
+def _sequence_lengths(model: MultimodalModel, batch: Batch, subset: Sequence[str]) -> Tensor | None:
+    """(N,) frames of the first sequence modality of ``subset`` (for pooling dynamic latents)."""
+    return next((model.lengths_of(batch[m]) for m in subset
+                 if model.specs[m].kind == "sequence"), None)
+
+
 def infer_means(model: MultimodalModel, batch: Batch, subset: Sequence[str], chunk: int = 512
                 ) -> dict[str, Tensor]:
-    """Posterior means of every latent inferable from ``subset``, (N, D) each, in chunks."""
-    n = batch_size({m: batch[m] for m in subset})
-    out: dict[str, list[Tensor]] = {}
-    for s in range(0, n, chunk):
-        rows = torch.arange(s, min(n, s + chunk))
-        sub = index_batch({m: batch[m] for m in subset}, rows)
-        for k, v in model.embed(sub).items():
-            out.setdefault(k, []).append(v)
-    return {k: torch.cat(v) for k, v in out.items()}
+    """Posterior means of every latent inferable from ``subset``: (N, D) each, or (N, T, D) for
+    dynamic latents (``model.encode_in_batches``, ``chunk`` rows at a time)."""
+    return model.encode_in_batches({m: batch[m] for m in subset}, chunk)
 
 
-@torch.no_grad()
 def decode_from(model: MultimodalModel, means: dict[str, Tensor], modality: str,
                 lengths: Tensor | None, chunk: int = 512) -> list[np.ndarray]:
-    """Decode ``modality`` from latent means; latents not in ``means`` get the prior mean 0."""
+    """Decode ``modality`` from latent means; latents not in ``means`` get the prior mean 0.
+
+    Returns one item per row: (T_i, D) frames for a sequence modality (``lengths`` (N,)), else
+    an array of the modality's shape.
+    """
     sizes = model.latent_sizes()
     n = len(next(iter(means.values())))
-    items: list[np.ndarray] = []
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        z = {name: means[name][s:e] if name in means else torch.zeros(e - s, sizes[name])
-             for name in model.decoder_latents(modality)}
-        ln = lengths[s:e] if lengths is not None else None
-        x = model.decode(z, modality, ln)
-        if ln is not None:
-            items += [x[i, : int(t)].numpy() for i, t in enumerate(ln)]
-        else:
-            items += list(x.numpy())
-    return items
+    z = {name: means[name] if name in means else torch.zeros(n, sizes[name])
+         for name in model.decoder_latents(modality)}
+    x = model.decode_in_batches(z, modality, lengths, chunk).cpu()
+    if lengths is not None:
+        return [x[i, : int(t)].numpy() for i, t in enumerate(lengths)]
+    return list(x.numpy())
 
 
 def subsets_of(modalities: Sequence[str]) -> list[tuple[str, ...]]:
@@ -123,32 +122,38 @@ def evaluate_subsets(
 ) -> dict[str, Any]:
     """Purity of the shared latent and cross-modal coherence for every encodable subset.
 
-    Returns ``{"subsets": [{"given": [...], "purity": p | None, "coherence": {m: acc}} ...],
-    "unsupported": [{"given": [...], "reason": str}]}``.
+    Returns ``{"subsets": [{"given": [...], "latent": name | None, "purity": p | None,
+    "coherence": {m: acc}} ...], "unsupported": [{"given": [...], "reason": str}]}``.
+    The model's training mode is restored afterwards.
     """
+    was_training = model.training
     model.eval()
-    lengths = batch["audio"].lengths if isinstance(batch.get("audio"), Sequences) else None
-    rows, unsupported = [], []
-    for subset in subsets or subsets_of(model.modalities):
-        subset = tuple(subset)
-        try:
-            means = infer_means(model, batch, subset)
-        except ValueError as e:  # e.g. JMVAE-kl has no encoder for 2 of 3 modalities
-            unsupported.append({"given": list(subset), "reason": str(e)})
-            continue
-        latent = shared_latent(model, subset)
-        purity = None
-        if latent is not None and latent in means:
-            purity = float(kmeans_purity(means[latent].numpy(), labels, n_clusters=n_clusters,
-                                         seed=seed))
-        coherence = {}
-        for m in model.modalities:
-            if m in subset or m not in judges:
+    try:
+        rows, unsupported = [], []
+        for subset in subsets or subsets_of(model.modalities):
+            subset = tuple(subset)
+            try:
+                means = infer_means(model, batch, subset)
+            except ValueError as e:  # e.g. JMVAE-kl has no encoder for 2 of 3 modalities
+                unsupported.append({"given": list(subset), "reason": str(e)})
                 continue
-            decoded = decode_from(model, means, m, lengths if m == "audio" else None)
-            coherence[m] = float(np.mean(judges[m](decoded) == labels))
-        rows.append({"given": list(subset), "latent": latent, "purity": purity,
-                     "coherence": coherence})
+            latent = shared_latent(model, subset)
+            purity = None
+            if latent is not None and latent in means:
+                z = pool_dynamic(model, {latent: means[latent]},
+                                 _sequence_lengths(model, batch, subset))[latent]
+                purity = float(kmeans_purity(z.numpy(), labels, n_clusters=n_clusters, seed=seed))
+            coherence = {}
+            for m in model.modalities:
+                if m in subset or m not in judges:
+                    continue
+                lengths = model.lengths_of(batch[m]) if m in batch else None
+                decoded = decode_from(model, means, m, lengths)
+                coherence[m] = float(np.mean(judges[m](decoded) == labels))
+            rows.append({"given": list(subset), "latent": latent, "purity": purity,
+                         "coherence": coherence})
+    finally:
+        model.train(was_training)
     return {"subsets": rows, "unsupported": unsupported, "n": int(len(labels))}
 
 

@@ -7,6 +7,12 @@
 - :func:`write_run_output` / :func:`read_run_output` / :func:`fresh_run_output` -- outputs
   computed from a run (evaluation.json, quality.json, likelihood.json), stamped with the
   ``weights_sha256`` of the model they came from, so a stale one is recognised.
+- :func:`row_role` / :func:`content_row_keys` -- the role ("content" / "style") of purity rows.
+
+Roles come from the model's latent declarations (:mod:`dispart.models.latents`): rows written
+by ``dispart evaluate`` carry a ``"role"`` field. Rows of evaluation.json files written before
+that field existed are given a role by the paper's symbols (z, z^s: content; z^a, z^i: style;
+:data:`LEGACY_ROLES`), the only place a latent's symbol decides anything.
 """
 
 from __future__ import annotations
@@ -43,6 +49,10 @@ __all__ = [
     "read_run_output",
     "fresh_run_output",
     "read_evaluation_of",
+    "LEGACY_ROLES",
+    "LEGACY_SYMBOLS",
+    "row_role",
+    "content_row_keys",
 ]
 
 MODALITIES: tuple[str, str] = ("speech", "image")
@@ -51,8 +61,15 @@ MODALITIES: tuple[str, str] = ("speech", "image")
 MODEL_ORDER: tuple[str, ...] = ("VAE-sp", "VAE-im", "JMVAE-kl", "PVAE (no CM)", "PVAE")
 """Row order of the paper's Table 1; other model names follow in first-appearance order."""
 
-_SHARED_LATENTS = frozenset({"z", "z^s"})
-_STYLE_LATENTS = frozenset({"z^a", "z^i"})
+ROLES: tuple[str, ...] = ("content", "style")
+"""Latent roles, as in :mod:`dispart.models.latents` (Table 1 lists content rows first)."""
+
+# Files written before rows carried a "role" (and callers that have no model): the paper's
+# symbols of PVAE / JMVAE-kl / VAE latents. New rows never need these.
+LEGACY_ROLES: dict[str, str] = {"z": "content", "z^s": "content", "z^a": "style", "z^i": "style"}
+"""Role of a row without a ``"role"`` field, by its latent symbol (old evaluation.json files)."""
+LEGACY_SYMBOLS: dict[str, str] = {"z_s": "z^s", "z_audio": "z^a", "z_image": "z^i"}
+"""Latent name -> symbol for outputs written before declarations (old quality.json keys)."""
 
 
 @dataclass(frozen=True)
@@ -62,18 +79,24 @@ class PurityRow:
     Attributes:
         model: model name, e.g. ``"PVAE"`` or ``"PVAE (no CM)"`` (see :data:`MODEL_ORDER`).
         modality: ``"speech"`` or ``"image"`` (the unimodal encoder the latent comes from).
-        latent: latent name, e.g. ``"z"``, ``"z^s"``, ``"z^a"``, ``"z^i"``.
+        latent: the latent's symbol (its declaration's ``symbol``), e.g. ``"z"``, ``"z^s"``.
         purity: weighted average purity as a fraction in [0, 1] (not percent).
+        role: the latent's declared role, "content" or "style"; None for rows of files written
+            before roles were recorded (then :func:`row_role` falls back to :data:`LEGACY_ROLES`).
     """
 
     model: str
     modality: str
     latent: str
     purity: float
+    role: str | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.role is not None and self.role not in ROLES:
+            raise ValueError(f"role of {self.model}/{self.modality}/{self.latent} must be one of "
+                             f"{ROLES} or None, got {self.role!r}")
         p = float(self.purity)
         if not 0.0 <= p <= 1.0:  # also rejects NaN
             raise ValueError(
@@ -81,6 +104,14 @@ class PurityRow:
                 f"[0, 1], got {self.purity!r}"
             )
         object.__setattr__(self, "purity", p)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON row; ``role`` only when known (old rows stay as they were)."""
+        out: dict[str, Any] = {"model": self.model, "modality": self.modality,
+                               "latent": self.latent, "purity": self.purity}
+        if self.role is not None:
+            out["role"] = self.role
+        return out
 
 
 # Table 1 of Hsu & Glass (2018): weighted average purity in PERCENT (as printed in the paper),
@@ -117,13 +148,35 @@ PAPER_TABLE1: dict[str, dict[tuple[str, str, str], float]] = {
 }
 
 
-def _latent_group(latent: str) -> tuple[int, str]:
-    """Table-row group of a latent: shared (z, z^s) first, style (z^a, z^i) next, others last."""
-    if latent in _SHARED_LATENTS:
-        return (0, "")
-    if latent in _STYLE_LATENTS:
-        return (1, "")
-    return (2, latent)  # unknown latents pair up across modalities only by identical name
+def row_role(row: PurityRow | Mapping[str, Any]) -> str | None:
+    """Role of a purity row (a :class:`PurityRow` or its JSON dict): its ``role`` field, else
+    (rows of old files) :data:`LEGACY_ROLES` of its symbol, else None."""
+    role = row.role if isinstance(row, PurityRow) else row.get("role")
+    if role is not None:
+        return str(role)
+    latent = row.latent if isinstance(row, PurityRow) else row.get("latent")
+    return LEGACY_ROLES.get(str(latent))
+
+
+def content_row_keys(rows: list[PurityRow] | list[Mapping[str, Any]]) -> list[str]:
+    """``"<modality>/<latent>"`` keys (as in ``inertia`` and ``estimated_num_classes`` of
+    evaluation.json) of the rows of content latents, in row order."""
+    out = []
+    for r in rows:
+        if row_role(r) == "content":
+            modality, latent = (r.modality, r.latent) if isinstance(r, PurityRow) else (
+                r["modality"], r["latent"])
+            out.append(f"{modality}/{latent}")
+    return out
+
+
+def _latent_group(row: PurityRow) -> tuple[int, str]:
+    """Table-row group of a row: content latents first, style latents next (a speech style
+    latent pairs with the image one), latents of unknown role last."""
+    role = row_role(row)
+    if role in ROLES:
+        return (ROLES.index(role), "")
+    return (2, row.latent)  # unknown latents pair up across modalities only by identical name
 
 
 def _model_rank(models: list[str]) -> dict[str, int]:
@@ -135,10 +188,11 @@ def _model_rank(models: list[str]) -> dict[str, int]:
 def rows_to_markdown(rows: list[PurityRow], paper: str | None = "TIDIGIT-MNIST") -> str:
     """Render purity results as a Markdown table in the layout of the paper's Table 1.
 
-    Each table line pairs one model's speech and image latents of the same kind: shared latents
-    (z / z^s) of all models come first, then style latents (z^a with z^i), models ordered as
-    :data:`MODEL_ORDER` then others. Purities are printed in percent with 2 decimals; ``"-"``
-    marks a modality absent for that model (e.g. VAE-sp has no image encoder).
+    Each table line pairs one model's speech and image latents of the same role (see
+    :func:`row_role`): content latents (z / z^s) of all models come first, then style latents
+    (z^a with z^i), models ordered as :data:`MODEL_ORDER` then others. Purities are printed
+    in percent with 2 decimals; ``"-"`` marks a modality absent for that model (e.g. VAE-sp
+    has no image encoder).
 
     Args:
         rows: results; at most one row per (model, modality, latent).
@@ -159,7 +213,7 @@ def rows_to_markdown(rows: list[PurityRow], paper: str | None = "TIDIGIT-MNIST")
         if key in seen:
             raise ValueError(f"rows contains more than one entry for {key}")
         seen.add(key)
-        group, name = _latent_group(row.latent)
+        group, name = _latent_group(row)
         cell = lines.setdefault((group, name, row.model), {})
         if row.modality in cell:  # e.g. both z and z^s for the same model and modality
             group, name = 2, row.latent
@@ -197,6 +251,8 @@ def _to_plain(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
+    if isinstance(obj, PurityRow):
+        return obj.to_dict()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
     if isinstance(obj, Path):

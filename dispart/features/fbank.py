@@ -18,7 +18,7 @@ import numpy as np
 from dispart.data.corpus import load_waveform
 from dispart.errors import ConfigError, DataError
 
-__all__ = ["FbankConfig", "fbank_from_file", "fbank_to_waveform", "log_mel", "vad"]
+__all__ = ["FbankConfig", "fbank_from_file", "fbank_to_waveform", "log_mel", "mel_basis", "vad"]
 
 # A waveform whose peak is below this is treated as digital silence (16-bit LSB is 3e-5).
 _SILENCE_PEAK = 1e-5
@@ -78,13 +78,20 @@ class FbankConfig:
 
 
 @functools.lru_cache(maxsize=8)
-def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
-    """(n_mels, 1 + n_fft // 2) float32 Mel filterbank (librosa's Slaney-normalised default)."""
+def _mel_filters(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
     import librosa
 
     basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    basis = basis.astype(np.float32)
     basis.flags.writeable = False
-    return basis.astype(np.float32)
+    return basis
+
+
+def mel_basis(cfg: FbankConfig) -> np.ndarray:
+    """(n_mels, 1 + n_fft // 2) float32 Mel filterbank of the features (librosa's Slaney-normalised
+    default), read-only and cached: ``log_mel`` is ``log(mel_basis(cfg) @ |STFT|^2)`` and its
+    inversion (``dispart.generation.audio``) uses the pseudo-inverse of the same matrix."""
+    return _mel_filters(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
 
 
 def log_mel(wave: np.ndarray, cfg: FbankConfig) -> np.ndarray:
@@ -106,7 +113,7 @@ def log_mel(wave: np.ndarray, cfg: FbankConfig) -> np.ndarray:
     power = (spec.real**2 + spec.imag**2).astype(np.float32)  # (1 + n_fft/2, T)
     # Same as librosa.feature.melspectrogram(power=2), with the filterbank cached and a plain
     # matrix product (melspectrogram's einsum is ~10x slower on short utterances).
-    mel = _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax) @ power
+    mel = mel_basis(cfg) @ power
     return np.log(np.maximum(mel, cfg.log_floor)).T.astype(np.float32)
 
 

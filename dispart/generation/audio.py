@@ -5,8 +5,9 @@ The models work on *normalised* log-Mel frames (T, n_mels). To listen to them:
 1. undo the normalisation: ``normalizer.inverse_transform`` gives log-Mel power (natural log);
    with ``data.normalize = "utterance"`` the per-utterance mean was removed before the global
    normaliser, so the inverse is mean-removed log-Mel: we add back the *training split's mean
-   log-Mel frame* (:func:`utterance_offset`, computed from the cached raw features; the
-   normaliser's own mean is ~0 in that mode and cannot serve);
+   log-Mel frame* (:func:`utterance_offset`: the normaliser stores it when it is fitted, in
+   ``run.json``; for runs saved before it did, it is recomputed from the cached raw features of
+   the training split. The normaliser's own mean is ~0 in that mode and cannot serve);
 2. Mel -> linear magnitude and Griffin-Lim phase reconstruction. ``method="nnls"`` is
    :func:`dispart.features.fbank.fbank_to_waveform` (librosa's non-negative least squares,
    ~0.5 s per utterance); the default ``method="pinv"`` uses the cached pseudo-inverse of the
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dispart.features.fbank import FbankConfig, _mel_basis, fbank_to_waveform, log_mel
+from dispart.features.fbank import FbankConfig, fbank_to_waveform, log_mel, mel_basis
 from dispart.features.normalize import FeatureNormalizer
 from dispart.files import atomic_write_with
 
@@ -48,11 +49,23 @@ PEAK = 0.95  # waveforms louder than this are scaled down to it before writing
 
 def utterance_offset(run) -> np.ndarray | None:
     """(n_mels,) mean log-Mel frame of the run's training split when ``data.normalize`` is
-    "utterance" (what per-utterance centring removed), else None (nothing to add back)."""
+    "utterance" (what per-utterance centring removed), else None (nothing to add back).
+
+    Read from the run's normaliser (``run.json`` stores it since dispart records
+    ``utterance_offset``); an older run's is recomputed from the training split's cached features.
+    """
     cfg = run.config.data
     if cfg.normalize != "utterance":
         return None
-    from dispart.batches.pipeline import audio_source, speech_features
+    stored = getattr(run.normalizer, "utterance_offset", None)
+    if stored is not None:
+        return np.asarray(stored, dtype=np.float32)
+    return _training_mean_frame(cfg)
+
+
+def _training_mean_frame(cfg) -> np.ndarray:
+    """Mean raw log-Mel frame of the training split of ``cfg`` (a DataConfig): scans the corpus."""
+    from dispart.batches.loaders import audio_source, speech_features
     from dispart.data.corpus import scan_corpus
     from dispart.data.splits import split_utterances
 
@@ -77,9 +90,9 @@ def features_to_logmel(
 
 
 @functools.lru_cache(maxsize=4)
-def _mel_pinv(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
+def _mel_pinv(fbank: FbankConfig) -> np.ndarray:
     """(1 + n_fft // 2, n_mels) pseudo-inverse of the feature Mel filterbank."""
-    pinv = np.linalg.pinv(_mel_basis(sr, n_fft, n_mels, fmin, fmax).astype(np.float64))
+    pinv = np.linalg.pinv(mel_basis(fbank).astype(np.float64))
     pinv.flags.writeable = False
     return pinv
 
@@ -140,7 +153,7 @@ def _griffin_lim(torch, magnitude: np.ndarray, fbank: FbankConfig, n_iter: int, 
 
 def _magnitude(logmel: np.ndarray, fbank: FbankConfig) -> np.ndarray:
     """(T, n_mels) log-Mel power -> (1 + n_fft // 2, T) linear magnitude via the pseudo-inverse."""
-    pinv = _mel_pinv(fbank.sample_rate, fbank.n_fft, fbank.n_mels, fbank.fmin, fbank.fmax)
+    pinv = _mel_pinv(fbank)
     return np.sqrt(np.maximum(pinv @ np.exp(np.asarray(logmel, np.float64).T), 0.0))
 
 

@@ -1,16 +1,20 @@
 """Generation grids of the PVAE paper (Figs. 4, 5 and 16-22) as arrays plus their provenance.
 
-A grid combines two sets of latents: the *semantic* set (z^s, one per column, shown in the top
-row) and the *style* set (z^a or z^i, one per row, shown in the left column). Cell (r, c) is
-``model.decode({"z_s": semantic.z[c], style.latent: style.z[r]}, out_modality)``. Each set is
-either inferred (posterior mean of the unimodal encoder) from data items of some modality, or
-drawn from the prior N(0, I). Every cell records which source fed which latent.
+A grid combines two sets of latents: the *semantic* set (the output modality's content latent,
+e.g. PVAE's z^s, one per column, shown in the top row) and the *style* set (its style latent,
+e.g. z^a or z^i, one per row, shown in the left column). Cell (r, c) is
+``model.decode({semantic.latent: semantic.z[c], style.latent: style.z[r]}, out_modality)``.
+Which latent is which comes from the model's declarations (role "content" / "style", see
+:mod:`dispart.models.latents`), never from latent names. Each set is either inferred (posterior
+mean of the unimodal encoder) from data items of some modality, or drawn from the prior
+N(0, I). Every cell records which source fed which latent.
 
 - within-modality style transfer: semantic and style inferred from the same modality;
 - cross-modal generation: semantic from one modality, style from a reference of the output one;
 - prior grids: fixed z^s with style from the prior, or z^s from the prior with fixed style.
 
-For JMVAE-kl (a single latent ``z``), :func:`shared_latent_rows` gives the paper's Fig. 2.
+For models with a single content latent and no style latent (JMVAE-kl),
+:func:`shared_latent_rows` gives the paper's Fig. 2.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from dispart.files import atomic_write_with
 from dispart.models.base import MultimodalModel
 
 __all__ = [
-    "SEMANTIC",
     "LatentSet",
     "Grid",
+    "partition",
+    "content_latent",
     "style_latent",
+    "is_partitioned",
     "infer_latents",
     "prior_latents",
     "decode_grid",
@@ -43,15 +49,12 @@ __all__ = [
     "render_grid_png",
 ]
 
-SEMANTIC = "z_s"
-
-
 @dataclass
 class LatentSet:
     """Latent vectors of one grid axis and where each came from.
 
     Attributes:
-        latent: latent name they feed ("z_s", "z_audio", "z_image", or "z" for JMVAE).
+        latent: name of the latent they feed (a key of ``model.latents``).
         z: (N, D) float32 latent vectors.
         sources: N source ids, e.g. "audio:test[12]" or "prior[3]".
         modality: modality the latents were inferred from, or None for the prior.
@@ -109,18 +112,41 @@ class Grid:
                 "style (rows)": axis(self.style), "cells": self.record}
 
 
-def style_latent(model: MultimodalModel, modality: str) -> str:
-    """Name of the style latent of ``modality`` (e.g. "z_audio"); RunDirError if the model has
-    no semantic/style partition for it (JMVAE-kl, VAE)."""
+def partition(model: MultimodalModel, modality: str) -> tuple[str, str]:
+    """Names of the (content, style) latents of ``modality``, from the model's declarations.
+
+    RunDirError if the model has no such modality, or ``modality`` does not inform exactly one
+    content and one style latent (no semantic/style partition: JMVAE-kl, VAE).
+    """
     if modality not in model.modalities:
         raise RunDirError(f"the run's {model.name} model has no {modality!r} modality "
                           f"(it has {list(model.modalities)})")
-    names = model.latent_names(modality)
-    others = [n for n in names if n != SEMANTIC]
-    if SEMANTIC not in names or len(others) != 1:
-        raise RunDirError(f"the run's {model.name} model has latents {list(names)} for {modality}; "
-                          f"style transfer needs a semantic z_s and a style latent (a PVAE run)")
-    return others[0]
+    content, style = model.content_latents(modality), model.style_latents(modality)
+    if len(content) != 1 or len(style) != 1:
+        raise RunDirError(
+            f"the run's {model.name} model has latents {list(model.latent_names(modality))} for "
+            f"{modality}; style transfer needs one content latent and one style latent (a PVAE run)")
+    return content[0].name, style[0].name
+
+
+def content_latent(model: MultimodalModel, modality: str) -> str:
+    """Name of the content latent of ``modality`` (PVAE: the shared z^s); see :func:`partition`."""
+    return partition(model, modality)[0]
+
+
+def style_latent(model: MultimodalModel, modality: str) -> str:
+    """Name of the style latent of ``modality`` (PVAE: z^a for audio); see :func:`partition`."""
+    return partition(model, modality)[1]
+
+
+def is_partitioned(model: MultimodalModel, modalities: Sequence[str]) -> bool:
+    """True when every modality of ``modalities`` has a content and a style latent
+    (:func:`partition`) and they share one content latent (so it can cross modalities)."""
+    try:
+        contents = {partition(model, m)[0] for m in modalities}
+    except RunDirError:
+        return False
+    return len(contents) == 1
 
 
 def _as_batch(modality: str, items: Sequence[np.ndarray]) -> dict[str, Any]:
@@ -144,8 +170,12 @@ def infer_latents(
     """
     if not items:
         raise ValueError("infer_latents needs at least one item")
+    was_training = model.training
     model.eval()
-    post = model.encode(_as_batch(modality, items))
+    try:
+        post = model.encode(_as_batch(modality, items))
+    finally:
+        model.train(was_training)
     if latent not in post:
         raise RunDirError(f"{model.name}: latent {latent!r} cannot be inferred from {modality} "
                           f"(available: {sorted(post)})")
@@ -158,14 +188,6 @@ def prior_latents(n: int, dim: int, latent: str, seed: int = 0) -> LatentSet:
     """``n`` draws from the prior N(0, I) of a ``dim``-dimensional latent (numpy seed)."""
     z = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
     return LatentSet(latent, z, [f"prior[{i}]" for i in range(n)], None, None, ["prior"] * n)
-
-
-def _latent_dim(model: MultimodalModel, modality: str, latent: str) -> int:
-    """Size of ``latent`` (probe the encoder on a dummy input of ``modality``)."""
-    spec = model.specs[modality]
-    dummy = [np.zeros((4, spec.shape[0]), np.float32)] if spec.kind == "sequence" \
-        else [np.zeros(spec.shape[-2:], np.float32)]
-    return int(infer_latents(model, modality, dummy, latent).z.shape[1])
 
 
 def _cell_lengths(semantic: LatentSet, style: LatentSet | None, rows: int, cols: int,
@@ -188,24 +210,34 @@ def decode_grid(
     """Decode every (style row r, semantic column c) combination; see the module docstring.
 
     ``default_length`` (frames) is used for generated speech when neither axis is speech.
+    ``semantic.latent`` and ``style.latent`` must be the content and the style latent of
+    ``out_modality`` (:func:`partition`). The model's training mode is restored afterwards.
     """
-    if style.latent != style_latent(model, out_modality):
+    content, style_name = partition(model, out_modality)
+    if style.latent != style_name:
         raise ValueError(f"style latent {style.latent!r} does not feed the {out_modality} decoder "
-                         f"(expects {style_latent(model, out_modality)!r})")
+                         f"(expects {style_name!r})")
+    if semantic.latent != content:
+        raise ValueError(f"content latent {semantic.latent!r} does not feed the {out_modality} "
+                         f"decoder (expects {content!r})")
     rows, cols = len(style), len(semantic)
-    z_s = torch.as_tensor(np.tile(semantic.z, (rows, 1)))  # cell r*cols + c <- column c
+    z_c = torch.as_tensor(np.tile(semantic.z, (rows, 1)))  # cell r*cols + c <- column c
     z_m = torch.as_tensor(np.repeat(style.z, cols, axis=0))  # cell r*cols + c <- row r
-    latents = {SEMANTIC: z_s, style.latent: z_m}
+    latents = {content: z_c, style.latent: z_m}
+    was_training = model.training
     model.eval()
-    if model.specs[out_modality].kind == "sequence":
-        lengths = _cell_lengths(semantic, style, rows, cols, default_length).reshape(-1)
-        out = model.decode(latents, out_modality, torch.as_tensor(lengths, dtype=torch.int64))
-        flat = [out[i, : int(n)].cpu().numpy() for i, n in enumerate(lengths)]
-    else:
-        out = model.decode(latents, out_modality)
-        flat = list(out.reshape(rows * cols, *out.shape[-2:]).cpu().numpy())
+    try:
+        if model.specs[out_modality].kind == "sequence":
+            lengths = _cell_lengths(semantic, style, rows, cols, default_length).reshape(-1)
+            out = model.decode(latents, out_modality, torch.as_tensor(lengths, dtype=torch.int64))
+            flat = [out[i, : int(n)].cpu().numpy() for i, n in enumerate(lengths)]
+        else:
+            out = model.decode(latents, out_modality)
+            flat = list(out.reshape(rows * cols, *out.shape[-2:]).cpu().numpy())
+    finally:
+        model.train(was_training)
     cells = [flat[r * cols:(r + 1) * cols] for r in range(rows)]
-    record = [[{SEMANTIC: semantic.sources[c], style.latent: style.sources[r]} for c in range(cols)]
+    record = [[{content: semantic.sources[c], style.latent: style.sources[r]} for c in range(cols)]
               for r in range(rows)]
     return Grid(name, out_modality, semantic, style, cells, record)
 
@@ -217,23 +249,29 @@ def shared_latent_rows(
 ) -> Grid:
     """JMVAE-kl demonstration (paper Fig. 2): z inferred from ``items`` of one modality by its
     unimodal encoder, decoded into every modality (one row per output modality, in
-    ``model.modalities`` order). ``out_modality`` of the result is "mixed"."""
+    ``model.modalities`` order). ``out_modality`` of the result is "mixed". The model's
+    training mode is restored afterwards."""
     names = model.latent_names(src_modality)
-    if len(names) != 1:
-        raise RunDirError(f"the Fig. 2 demonstration needs a single shared latent (JMVAE-kl); "
-                          f"{model.name} has {list(names)}")
+    if len(names) != 1 or len(model.content_latents(src_modality)) != 1:
+        raise RunDirError(f"the Fig. 2 demonstration needs a single shared content latent "
+                          f"(JMVAE-kl); {model.name} has {list(names)}")
     src = infer_latents(model, src_modality, items, names[0], ids, tags)
     z = {names[0]: torch.as_tensor(src.z)}
     lengths = src.lengths() or [50] * len(src)
     cells, record = [], []
-    for m in model.modalities:
-        if model.specs[m].kind == "sequence":
-            out = model.decode(z, m, torch.as_tensor(lengths, dtype=torch.int64))
-            cells.append([out[i, :n].cpu().numpy() for i, n in enumerate(lengths)])
-        else:
-            out = model.decode(z, m)
-            cells.append(list(out.reshape(len(src), *out.shape[-2:]).cpu().numpy()))
-        record.append([{names[0]: s, "out": m} for s in src.sources])
+    was_training = model.training
+    model.eval()
+    try:
+        for m in model.modalities:
+            if model.specs[m].kind == "sequence":
+                out = model.decode(z, m, torch.as_tensor(lengths, dtype=torch.int64))
+                cells.append([out[i, :n].cpu().numpy() for i, n in enumerate(lengths)])
+            else:
+                out = model.decode(z, m)
+                cells.append(list(out.reshape(len(src), *out.shape[-2:]).cpu().numpy()))
+            record.append([{names[0]: s, "out": m} for s in src.sources])
+    finally:
+        model.train(was_training)
     return Grid(f"fig2_from_{src_modality}", "mixed", src, None, cells, record,
                 list(model.modalities))
 
@@ -360,7 +398,7 @@ def render_grid_png(
             ax.text(-3, (i + 1) * (h + gap) + big + h / 2, f"-> {k}", ha="right", va="center",
                     fontsize=7)
     style_name = grid.style.latent if grid.style is not None else ""
-    ax.set_title(title or f"{grid.name}: columns z_s from {sem_kind}"
+    ax.set_title(title or f"{grid.name}: columns {grid.semantic.latent} from {sem_kind}"
                  + (f", rows {style_name} from {sty_kind}" if grid.style is not None else ""),
                  fontsize=9, pad=14)
     target = Path(path)

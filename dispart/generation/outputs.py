@@ -35,11 +35,12 @@ from dispart.generation.audio import (
     write_wav,
 )
 from dispart.generation.grids import (
-    SEMANTIC,
     Grid,
     LatentSet,
+    content_latent,
     decode_grid,
     infer_latents,
+    is_partitioned,
     pick_by_label,
     pick_styles,
     prior_latents,
@@ -94,14 +95,16 @@ def build_grids(run: Run, data: ExperimentData, kinds: Sequence[str] = KINDS, co
     model = run.model
     src = _Sources(data, split)
     mods = [m for m in ("image", "audio") if m in model.modalities]
-    partitioned = all(SEMANTIC in model.latent_names(m) for m in mods)
-    shared = all(len(model.latent_names(m)) == 1 for m in mods) and len(mods) == 2
+    partitioned = is_partitioned(model, mods)  # content + style latent per modality (PVAE)
+    shared = all(len(model.latent_names(m)) == 1 and len(model.content_latents(m)) == 1
+                 for m in mods) and len(mods) == 2
     explicit = tuple(kinds) != KINDS
     if explicit:
         for k in kinds:
             if k in ("style", "cross", "prior") and not partitioned:
-                raise RunDirError(f"{run.path}: --kind {k} needs a PVAE run (semantic z_s + style "
-                                  f"latents); this run is a {model.name} model")
+                raise RunDirError(f"{run.path}: --kind {k} needs a PVAE run (a shared content "
+                                  f"latent + a style latent per modality); this run is a "
+                                  f"{model.name} model")
             if k == "cross" and len(mods) < 2:
                 raise RunDirError(f"{run.path}: --kind cross needs both speech and images; the "
                                   f"model has {mods}")
@@ -116,7 +119,7 @@ def build_grids(run: Run, data: ExperimentData, kinds: Sequence[str] = KINDS, co
     sem_idx = {m: src.semantic(m, cols, seed) for m in mods}
     sty_idx = {m: src.style(m, rows, seed + 1) for m in mods}
     if partitioned:
-        sem = {m: src.latents(run, m, sem_idx[m], SEMANTIC) for m in mods}
+        sem = {m: src.latents(run, m, sem_idx[m], content_latent(model, m)) for m in mods}
         sty = {m: src.latents(run, m, sty_idx[m], style_latent(model, m), style_tags=True)
                for m in mods}
         if "style" in kinds:
@@ -131,7 +134,7 @@ def build_grids(run: Run, data: ExperimentData, kinds: Sequence[str] = KINDS, co
                 dim = sty[m].z.shape[1]
                 grids.append(decode_grid(model, sem[m], prior_latents(rows, dim, name, seed + 10 + i),
                                          m, f"prior_style_{m}", dlen))
-                zs = prior_latents(cols, sem[m].z.shape[1], SEMANTIC, seed + 20 + i)
+                zs = prior_latents(cols, sem[m].z.shape[1], content_latent(model, m), seed + 20 + i)
                 grids.append(decode_grid(model, zs, sty[m], m, f"prior_semantic_{m}", dlen))
     if shared and "fig2" in kinds:
         for m in mods:

@@ -18,24 +18,34 @@ with placeholder values in those rows and a (B,) bool mask under ``mask_key(moda
   size, the modalities that inform it, role "content"/"style", static or dynamic, symbol); code
   outside the model files reads latent roles from here, never from latent names;
 - ``latent_names(modality)``: the latents a single modality lets you infer;
-- ``decoder_latents(modality)``, ``latent_sizes()``, ``prior(latent, batch_size)``: the
-  generative model's latents, for importance-weighted likelihood estimates.
+- ``decoder_latents(modality)``, ``latent_sizes()``, ``prior(latent, batch_size, lengths)``:
+  the generative model's latents, for importance-weighted likelihood estimates;
+- ``generative`` (:class:`Generative`: ``priors`` latent -> prior, ``decoders`` modality ->
+  decoder) and ``inference`` (the model's encoders): the two halves of the model as named
+  modules, Pyro-style; weights are saved under these prefixes;
+- ``elbo(batch, q, modalities)``: the one ELBO block (sample z, reconstruct, KL to the priors)
+  every model's objective is built from;
+- ``config`` (the model's config dataclass, see :mod:`dispart.models.registry`) and
+  ``hparams()`` (name, modality specs and the config, as plain data).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Independent
 
-from dispart.batches.batch import Batch, Modality, Sequences, index_batch
+from dispart.batches.batch import Batch, Modality, Sequences, batch_size, index_batch
 from dispart.batches.modality import ModalitySpec
-from dispart.distributions import make_likelihood, standard_normal_of
+from dispart.distributions import make_likelihood
 from dispart.models.latents import Latent, of_modality, with_role
+from dispart.models.priors import Prior, StandardNormalPrior, frame_mask
+from dispart.objectives import kl_dynamic, kl_static
 
 METADATA_KEYS = ("label", "index", "speaker")
 MASK_SUFFIX = ":present"
@@ -55,6 +65,58 @@ class LossOutput:
     terms: dict[str, Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class Elbo:
+    """One ELBO evaluation, per sample.
+
+    Attributes:
+        z: latent -> the reparameterised sample used, (B, D) or (B, T, D).
+        rec: modality -> (B,) log p(x^m | z) in nats (unweighted).
+        kl: latent -> (B,) KL(q(latent) || p(latent)) (dynamic latents: summed over valid frames).
+        kl_total: (B,) sum of ``kl`` over latents.
+        value: (B,) sum_m w_m rec[m] - beta * kl_total.
+    """
+
+    z: dict[str, Tensor]
+    rec: dict[str, Tensor]
+    kl: dict[str, Tensor]
+    kl_total: Tensor
+    value: Tensor
+
+
+class Generative(nn.Module):
+    """The generative model p: one prior per latent and one decoder per modality."""
+
+    def __init__(self, priors: Mapping[str, Prior], decoders: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        self.priors = nn.ModuleDict(dict(priors))
+        self.decoders = nn.ModuleDict(dict(decoders))
+
+
+def standard_priors(latents: Mapping[str, Latent]) -> dict[str, Prior]:
+    """N(0, I) for every declared latent (per frame for dynamic ones)."""
+    return {name: StandardNormalPrior(lat.size, lat.dynamic) for name, lat in latents.items()}
+
+
+def rename_legacy_keys(state: Mapping[str, Any], prefixes: Sequence[tuple[str, str]],
+                       prefix: str = "") -> dict[str, Any]:
+    """``state`` with keys ``prefix + old...`` renamed ``prefix + new...`` for each (old, new) of
+    ``prefixes`` (first match wins); other keys unchanged, so it is idempotent."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        new_key = key
+        if key.startswith(prefix):
+            rest = key[len(prefix):]
+            for old, new in prefixes:
+                if rest.startswith(old) and not rest.startswith(new):
+                    new_key = prefix + new + rest[len(old):]
+                    break
+        if new_key in out:
+            raise ValueError(f"state dict has both {key!r} and an old key that maps to it")
+        out[new_key] = value
+    return out
+
+
 def _rows(x: Modality) -> int:
     return x.batch_size if isinstance(x, Sequences) else int(x.shape[0])
 
@@ -63,7 +125,10 @@ class MultimodalModel(nn.Module, ABC):
     """Base class: holds modality specs and likelihoods, checks batches."""
 
     name: str = "model"
+    config_class: ClassVar[type]  # the model's config dataclass (hyper-parameters only)
     latents: dict[str, Latent]  # set by every model's __init__ (dispart.models.latents.declare)
+    generative: Generative  # set by every model's __init__: priors and decoders
+    inference: nn.Module  # set by every model's __init__: the encoders
 
     def __init__(self, modalities: Sequence[ModalitySpec]) -> None:
         super().__init__()
@@ -237,10 +302,78 @@ class MultimodalModel(nn.Module, ABC):
         """The style latents ``modality`` informs (PVAE's z^a for audio); () when it has none."""
         return with_role(of_modality(self.latents, modality), "style")
 
-    def prior(self, latent: str, batch_size: int) -> Independent:
-        """p(latent) = N(0, I), batch shape (batch_size,)."""
-        p = next(self.parameters())
-        return standard_normal_of((batch_size, self.latent_sizes()[latent]), p.device, p.dtype)
+    @property
+    def decoders(self) -> nn.ModuleDict:
+        """modality -> decoder (``generative.decoders``)."""
+        return self.generative.decoders
+
+    @property
+    def priors(self) -> nn.ModuleDict:
+        """latent -> prior (``generative.priors``)."""
+        return self.generative.priors
+
+    def _prior_module(self, latent: str) -> Prior:
+        if latent not in self.generative.priors:
+            raise ValueError(f"{self.name}: no latent {latent!r}; it has {list(self.latents)}")
+        return self.generative.priors[latent]
+
+    def prior(self, latent: str, batch_size: int, lengths: Tensor | None = None) -> Independent:
+        """p(latent) from ``generative.priors``: batch shape (batch_size,) for a static latent,
+        (batch_size, T) for a dynamic one (T = max(lengths); a learned autoregressive prior
+        cannot be given without z: use its ``distribution(..., z=z)``)."""
+        return self._prior_module(latent).distribution(batch_size, lengths)
+
+    def sample_prior(self, batch_size: int, lengths: Tensor | None = None) -> dict[str, Tensor]:
+        """z ~ p for every latent: (B, D) static, (B, T, D) dynamic (``lengths`` (B,) needed)."""
+        return {name: self._prior_module(name).sample(batch_size, lengths) for name in self.latents}
+
+    def latent_lengths(self, latent: str, batch: Batch) -> Tensor:
+        """(B,) frames of a dynamic latent: the lengths of the first sequence modality in ``batch``
+        among those the latent is declared with."""
+        for m in self.latents[latent].modalities:
+            if m in batch and isinstance(batch[m], Sequences):
+                return batch[m].lengths
+        raise ValueError(f"{self.name}: dynamic latent {latent!r} needs one of the sequence "
+                         f"modalities {list(self.latents[latent].modalities)} in the batch")
+
+    def kl_to_priors(self, q: Mapping[str, Independent], z: Mapping[str, Tensor], batch: Batch
+                     ) -> dict[str, Tensor]:
+        """latent -> (B,) KL(q(latent) || p(latent)); a dynamic latent's prior is conditioned on
+        its sample ``z`` (teacher forcing) and its KL summed over the valid frames."""
+        out: dict[str, Tensor] = {}
+        for name, post in q.items():
+            prior = self._prior_module(name)
+            b = int(post.batch_shape[0])
+            if prior.dynamic:
+                lengths = self.latent_lengths(name, batch)
+                p = prior.distribution(b, lengths, z=z[name])
+                mask = frame_mask(lengths.to(post.mean.device), int(post.batch_shape[1]))
+                out[name] = kl_dynamic(post, p, mask)
+            else:
+                out[name] = kl_static(post, prior.distribution(b))
+        return out
+
+    def elbo(self, batch: Batch, q: Mapping[str, Independent], modalities: Sequence[str],
+             weights: Mapping[str, float] | None = None, beta: float = 1.0) -> Elbo:
+        """E_q[sum_m w_m log p(x^m | z)] - beta KL(q || p), one sample of z per row.
+
+        Draws z ~ q by ``rsample`` in the order of ``q``, then reconstructs every modality in
+        ``modalities`` (all must be in ``batch``). ``weights`` (default 1) multiply the
+        log-likelihoods in ``value`` only; ``rec`` stays unweighted.
+        """
+        missing = [m for m in modalities if m not in batch]
+        if missing:
+            raise ValueError(f"{self.name}.elbo: modalities {missing} are not in the batch")
+        if weights is not None and any(m not in weights for m in modalities):
+            raise ValueError(f"{self.name}.elbo: weights {sorted(weights)} lack some of "
+                             f"{list(modalities)}")
+        z = {name: post.rsample() for name, post in q.items()}
+        rec = {m: self.reconstruction_log_prob(z, m, batch[m]) for m in modalities}
+        kl = self.kl_to_priors(q, z, batch)
+        kl_total = torch.stack(list(kl.values())).sum(dim=0)
+        terms = [rec[m] if weights is None else weights[m] * rec[m] for m in modalities]
+        value = torch.stack(terms).sum(dim=0) - (kl_total if beta == 1.0 else beta * kl_total)
+        return Elbo(z, rec, kl, kl_total, value)
 
     # ----------------------------------------------------------------------------- API
     @abstractmethod
@@ -269,10 +402,85 @@ class MultimodalModel(nn.Module, ABC):
         """Posterior means of every latent inferable from ``batch`` (evaluation helper)."""
         return {k: q.mean for k, q in self.encode(batch).items()}
 
-    def hparams(self) -> dict:
-        """Plain-data description from which ``dispart.models.build_model`` rebuilds the model."""
-        raise NotImplementedError
+    @torch.no_grad()
+    def encode_in_batches(self, batch: Batch, chunk: int = 512) -> dict[str, Tensor]:
+        """Posterior means of ``batch`` computed ``chunk`` rows at a time, in eval mode (the
+        training mode is restored): latent -> (N, D), or (N, T_max, D) for dynamic latents
+        (zero past each chunk's own padding)."""
+        if chunk < 1:
+            raise ValueError(f"encode_in_batches: chunk must be >= 1, got {chunk}")
+        n = batch_size(batch)
+        parts: dict[str, list[Tensor]] = {}
+        was_training = self.training
+        self.eval()
+        try:
+            for s in range(0, n, chunk):
+                sub = index_batch(batch, torch.arange(s, min(n, s + chunk)))
+                for k, v in self.embed(sub).items():
+                    parts.setdefault(k, []).append(v)
+        finally:
+            self.train(was_training)
+        return {k: _cat_padded(v) for k, v in parts.items()}
 
-    def _hparams(self, **sizes: object) -> dict:
-        """``hparams`` helper: name and modality specs plus the model's own constructor values."""
-        return {"name": self.name, "modalities": [s.to_dict() for s in self.specs.values()], **sizes}
+    @torch.no_grad()
+    def decode_in_batches(self, latents: Mapping[str, Tensor], modality: str,
+                          lengths: Tensor | None = None, chunk: int = 512) -> Tensor:
+        """``decode`` of (N, ...) latents ``chunk`` rows at a time, in eval mode (restored):
+        (N, *shape) means, or (N, max(lengths), D) for a sequence modality, zero past each length."""
+        if chunk < 1:
+            raise ValueError(f"decode_in_batches: chunk must be >= 1, got {chunk}")
+        if not latents:
+            raise ValueError("decode_in_batches: no latents given")
+        n = int(next(iter(latents.values())).shape[0])
+        device = next(self.parameters()).device
+        parts: list[Tensor] = []
+        was_training = self.training
+        self.eval()
+        try:
+            for s in range(0, n, chunk):
+                z = {k: torch.as_tensor(v[s:s + chunk]).to(device) for k, v in latents.items()}
+                ln = None if lengths is None else torch.as_tensor(lengths[s:s + chunk]).long()
+                x = self.decode(z, modality, ln)
+                if ln is not None and self.specs[modality].kind == "sequence":
+                    x = x * frame_mask(ln.to(x.device), x.shape[1])[..., None].to(x.dtype)
+                parts.append(x)
+        finally:
+            self.train(was_training)
+        return _cat_padded(parts)
+
+    # ----------------------------------------------------------------------------- config
+    @property
+    def config(self) -> Any:
+        """The model's config dataclass (``config_class``) with this model's values."""
+        return self.config_class(**{f.name: getattr(self, f.name) for f in fields(self.config_class)})
+
+    @classmethod
+    def from_config(cls, modalities: Sequence[ModalitySpec], config: Any, **fixed: Any
+                    ) -> MultimodalModel:
+        """The model over ``modalities`` with the hyper-parameters of ``config`` (a
+        ``config_class`` instance) and the registry entry's ``fixed`` arguments."""
+        if not isinstance(config, cls.config_class):
+            raise TypeError(f"{cls.__name__}.from_config needs a {cls.config_class.__name__}, "
+                            f"got {type(config).__name__}")
+        return cls(modalities, **asdict(config), **fixed)
+
+    @classmethod
+    def legacy_prefixes(cls, modalities: Sequence[str]) -> tuple[tuple[str, str], ...]:
+        """(old, new) state-dict key prefixes of weights saved before ``generative`` /
+        ``inference`` existed (run folders and checkpoints of dispart <= 0.x)."""
+        return ()
+
+    def hparams(self) -> dict:
+        """Plain-data description from which ``dispart.models.build_model`` rebuilds the model:
+        {"name", "modalities" (spec dicts), **config fields} (the "model" entry of run.json)."""
+        return {"name": self.name, "modalities": [s.to_dict() for s in self.specs.values()],
+                **asdict(self.config)}
+
+
+def _cat_padded(parts: Sequence[Tensor]) -> Tensor:
+    """Concatenate along dim 0, zero-padding dim 1 to the longest part for 3-d+ sequence chunks."""
+    if len({p.shape[1:] for p in parts}) <= 1 or parts[0].dim() < 3:
+        return torch.cat(list(parts))
+    t = max(int(p.shape[1]) for p in parts)
+    padded = [torch.nn.functional.pad(p, (0, 0) * (p.dim() - 2) + (0, t - p.shape[1])) for p in parts]
+    return torch.cat(padded)

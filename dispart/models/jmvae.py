@@ -1,6 +1,6 @@
 """JMVAE-kl (Suzuki et al., 2016): one joint latent z shared by every modality.
 
-Generative model p: z ~ N(0, I); x^m ~ N(decoder_m(z), I) for every modality m.
+Generative model p (``model.generative``): z ~ N(0, I); x^m ~ N(decoder_m(z), I) for every modality m.
 Inference models: joint q(z | X) from the concatenated pre-encodings; unimodal r_m(z | x^m),
 pulled towards q by the KL terms of eq. (2):
 
@@ -20,6 +20,7 @@ the paper, missing modalities are given to the joint encoder as zeros, for any s
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -27,13 +28,30 @@ from torch.distributions import Independent
 
 from dispart.batches.batch import Batch, Modality, Sequences
 from dispart.batches.modality import ModalitySpec, as_one_hot
-from dispart.models.base import LossOutput, MultimodalModel
+from dispart.models.base import Generative, LossOutput, MultimodalModel, standard_priors
 from dispart.models.latents import Latent, declare
 from dispart.nn.encoders import GaussianHead
 from dispart.nn.modality import build_decoder, build_pre_encoder
-from dispart.objectives import coherence_kl, kl_sum_to_prior
+from dispart.objectives import coherence_kl
 
 LATENT = "z"
+
+
+@dataclass(frozen=True)
+class JMVAEConfig:
+    """JMVAE-kl hyper-parameters: size of z, network width, weight of the unimodal KL terms."""
+
+    latent_dim: int = 96
+    hidden: int = 512
+    alpha: float = 0.1
+
+
+@dataclass(frozen=True)
+class PlainJMVAEConfig:
+    """JMVAE (no KL terms) hyper-parameters: size of z and network width."""
+
+    latent_dim: int = 96
+    hidden: int = 512
 
 
 def zeros_for(spec: ModalitySpec, batch_size: int, like: Tensor) -> Modality:
@@ -55,10 +73,36 @@ def _zero_rows(x: Modality, keep: Tensor, spec: ModalitySpec) -> Modality:
     return x * k.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
 
 
+class JMVAEInference(nn.Module):
+    """JMVAE's inference model: joint q(z | X) (``joint_pre`` per modality, concatenated, then
+    ``joint_head``) and, for JMVAE-kl, unimodal r_m(z | x^m) (``unimodal_pre``, ``unimodal_head``)."""
+
+    def __init__(self, specs: Sequence[ModalitySpec], latent_dim: int, hidden: int, unimodal: bool
+                 ) -> None:
+        super().__init__()
+        self.joint_pre = nn.ModuleDict({s.name: build_pre_encoder(s, hidden) for s in specs})
+        self.joint_head = GaussianHead(sum(p.out_dim for p in self.joint_pre.values()), latent_dim)
+        if unimodal:
+            self.unimodal_pre = nn.ModuleDict({s.name: build_pre_encoder(s, hidden) for s in specs})
+            self.unimodal_head = nn.ModuleDict(
+                {s.name: GaussianHead(self.unimodal_pre[s.name].out_dim, latent_dim) for s in specs}
+            )
+
+    def joint(self, batch: Batch) -> Independent:
+        """q(z | X) from every modality of ``batch`` (in the order the model declares them)."""
+        h = torch.cat([pre(batch[m]) for m, pre in self.joint_pre.items()], dim=-1)
+        return self.joint_head(h)
+
+    def unimodal(self, modality: str, x: Modality) -> Independent:
+        """r_m(z | x^m)."""
+        return self.unimodal_head[modality](self.unimodal_pre[modality](x))
+
+
 class JMVAE(MultimodalModel):
     """JMVAE-kl; ``alpha = 0`` gives the plain joint ELBO of JMVAE (unimodal encoders untrained)."""
 
     name = "jmvae_kl"
+    config_class = JMVAEConfig
     zero_fill = False  # infer from missing modalities with zero inputs to the joint encoder
 
     def __init__(
@@ -73,26 +117,22 @@ class JMVAE(MultimodalModel):
             raise ValueError("JMVAE needs at least two modalities")
         self.latent_dim, self.hidden, self.alpha = latent_dim, hidden, alpha
         self.latents = declare(Latent(LATENT, latent_dim, tuple(self.specs), "content", symbol="z"))
-        self.decoders = nn.ModuleDict(
-            {s.name: build_decoder(s, latent_dim, hidden) for s in modalities}
-        )
-        self.joint_pre = nn.ModuleDict({s.name: build_pre_encoder(s, hidden) for s in modalities})
-        self.joint_head = GaussianHead(sum(p.out_dim for p in self.joint_pre.values()), latent_dim)
-        if not self.zero_fill:
-            self.unimodal_pre = nn.ModuleDict(
-                {s.name: build_pre_encoder(s, hidden) for s in modalities}
-            )
-            self.unimodal_head = nn.ModuleDict(
-                {s.name: GaussianHead(self.unimodal_pre[s.name].out_dim, latent_dim)
-                 for s in modalities}
-            )
+        # Built in this order (decoders, joint, unimodal) so a seed gives the same weights as before.
+        decoders = {s.name: build_decoder(s, latent_dim, hidden) for s in modalities}
+        self.generative = Generative(standard_priors(self.latents), decoders)
+        self.inference = JMVAEInference(modalities, latent_dim, hidden, unimodal=not self.zero_fill)
 
-    def _unimodal(self, modality: str, x) -> Independent:
-        return self.unimodal_head[modality](self.unimodal_pre[modality](x))
+    @classmethod
+    def legacy_prefixes(cls, modalities: Sequence[str]) -> tuple[tuple[str, str], ...]:
+        return (("decoders.", "generative.decoders."), ("joint_pre.", "inference.joint_pre."),
+                ("joint_head.", "inference.joint_head."), ("unimodal_pre.", "inference.unimodal_pre."),
+                ("unimodal_head.", "inference.unimodal_head."))
+
+    def _unimodal(self, modality: str, x: Modality) -> Independent:
+        return self.inference.unimodal(modality, x)
 
     def _joint(self, batch: Batch) -> Independent:
-        h = torch.cat([self.joint_pre[m](batch[m]) for m in self.specs], dim=-1)
-        return self.joint_head(h)
+        return self.inference.joint(batch)
 
     def _zero_filled(self, batch: Batch, present: Sequence[str]) -> dict[str, Modality]:
         first = batch[present[0]]
@@ -151,11 +191,8 @@ class JMVAE(MultimodalModel):
         q = {LATENT: self._joint(batch)}
         for m in present:
             self.check_input(m, batch[m])
-        z = {LATENT: q[LATENT].rsample()}
-        rec = {m: self.reconstruction_log_prob(z, m, batch[m]) for m in present}
-        kl_prior = kl_sum_to_prior(q)
-        elbo = torch.stack(list(rec.values())).sum(dim=0) - kl_prior
-        return q, rec, kl_prior, elbo
+        out = self.elbo(batch, q, present)
+        return q, out.rec, out.kl_total, out.value
 
     def loss(self, batch: Batch) -> LossOutput:
         present = self._check_complete(batch)
@@ -167,15 +204,13 @@ class JMVAE(MultimodalModel):
         terms.update({"kl": kl_prior.mean(), "elbo": elbo.mean(), "kl_unimodal": kl_uni.mean()})
         return LossOutput(loss, terms)
 
-    def hparams(self) -> dict:
-        return self._hparams(latent_dim=self.latent_dim, hidden=self.hidden, alpha=self.alpha)
-
 
 class PlainJMVAE(JMVAE):
     """JMVAE without KL terms (Suzuki et al. eq. 1): the joint ELBO only; missing modalities are
     zeros at the joint encoder's input (any subset, and per-row masks, at inference)."""
 
     name = "jmvae"
+    config_class = PlainJMVAEConfig
     zero_fill = True
 
     def __init__(self, modalities: Sequence[ModalitySpec], latent_dim: int = 96, hidden: int = 512
@@ -188,8 +223,3 @@ class PlainJMVAE(JMVAE):
         terms = {f"rec_{m}": -v.mean() for m, v in rec.items()}
         terms.update({"kl": kl_prior.mean(), "elbo": elbo.mean()})
         return LossOutput(-elbo.mean(), terms)
-
-    def hparams(self) -> dict:
-        h = super().hparams()
-        del h["alpha"]
-        return h

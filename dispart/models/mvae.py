@@ -1,7 +1,7 @@
 """MVAE and MVAE-Q (Wu & Goodman, 2018): one latent z, a product of Gaussian experts.
 
-Generative model p: z ~ N(0, I); x^m ~ p(x^m | decoder_m(z)) for every modality m (Gaussian,
-Bernoulli or categorical likelihood, see ModalitySpec.likelihood).
+Generative model p (``model.generative``): z ~ N(0, I); x^m ~ p(x^m | decoder_m(z)) for every
+modality m (Gaussian, Bernoulli or categorical likelihood, see ModalitySpec.likelihood).
 Inference: one expert per modality, q~(z | x^m); for the modalities X present,
 
     MVAE:   q(z | X) ∝ p(z) prod_{m in X} q~(z | x^m)              (product with a prior expert)
@@ -24,6 +24,7 @@ training steps (calls of ``loss`` in training mode with gradients on).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -31,8 +32,7 @@ from torch.distributions import Independent
 
 from dispart.batches.batch import Batch, Modality
 from dispart.batches.modality import ModalitySpec
-from dispart.distributions import kl_to_prior
-from dispart.models.base import LossOutput, MultimodalModel
+from dispart.models.base import Elbo, Generative, LossOutput, MultimodalModel, standard_priors
 from dispart.models.latents import Latent, declare
 from dispart.nn.encoders import diag_gaussian
 from dispart.nn.experts import (
@@ -45,6 +45,22 @@ from dispart.nn.modality import build_decoder, build_pre_encoder
 from dispart.objectives import linear_anneal
 
 LATENT = "z"
+
+
+@dataclass(frozen=True)
+class MVAEConfig:
+    """MVAE / MVAE-Q hyper-parameters (the quotient is fixed by the model name, not here).
+
+    k: random subsets in the sub-sampled objective; lambdas: per-modality likelihood weights
+    (None: 1 for every modality); beta: KL weight after annealing over ``anneal_steps`` steps.
+    """
+
+    latent_dim: int = 96
+    hidden: int = 512
+    k: int = 0
+    lambdas: dict[str, float] | None = None
+    beta: float = 1.0
+    anneal_steps: int = 0
 
 
 class Expert(nn.Module):
@@ -75,10 +91,19 @@ def random_subsets(names: Sequence[str], k: int, generator: torch.Generator | No
     return out
 
 
+class MVAEInference(nn.Module):
+    """MVAE's inference model: one expert q~(z | x^m) per modality (``experts``)."""
+
+    def __init__(self, specs: Sequence[ModalitySpec], latent_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.experts = nn.ModuleDict({s.name: Expert(s, latent_dim, hidden) for s in specs})
+
+
 class MVAE(MultimodalModel):
     """MVAE (``quotient=False``) or MVAE-Q (``quotient=True``, name "mvae_q")."""
 
     name = "mvae"
+    config_class = MVAEConfig
 
     def __init__(
         self,
@@ -103,12 +128,22 @@ class MVAE(MultimodalModel):
         self.lambdas = {m: float((lambdas or {}).get(m, 1.0)) for m in self.specs}
         if self.quotient:
             self.name = "mvae_q"
-        self.experts = nn.ModuleDict({s.name: Expert(s, latent_dim, hidden) for s in modalities})
-        self.decoders = nn.ModuleDict(
-            {s.name: build_decoder(s, latent_dim, hidden) for s in modalities}
-        )
+        # Experts before decoders, and registered first: the same initial weights for a seed
+        # and the same parameter order (optimizer states of older checkpoints) as before.
+        self.inference = MVAEInference(modalities, latent_dim, hidden)
+        decoders = {s.name: build_decoder(s, latent_dim, hidden) for s in modalities}
+        self.generative = Generative(standard_priors(self.latents), decoders)
         # Training steps seen, for beta annealing; saved with the weights so resuming continues.
         self.register_buffer("anneal_step", torch.zeros((), dtype=torch.long))
+
+    @property
+    def experts(self) -> nn.ModuleDict:
+        """modality -> expert (``inference.experts``)."""
+        return self.inference.experts
+
+    @classmethod
+    def legacy_prefixes(cls, modalities: Sequence[str]) -> tuple[tuple[str, str], ...]:
+        return (("experts.", "inference.experts."), ("decoders.", "generative.decoders."))
 
     # ------------------------------------------------------------------ latents / inference
     def expert_params(self, modality: str, x: Modality) -> tuple[Tensor, Tensor]:
@@ -167,19 +202,16 @@ class MVAE(MultimodalModel):
             out += [(m,) for m in full]
         return out + random_subsets(full, self.k)
 
-    def elbo(self, batch: Batch, subset: Sequence[str],
-             params: Mapping[str, tuple[Tensor, Tensor]] | None = None,
-             beta: float = 1.0, weighted: bool = True) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """Per-sample ELBO(subset) (eq. 2): (B,) value, reconstruction log-likelihoods, KL."""
+    def subset_elbo(self, batch: Batch, subset: Sequence[str],
+                    params: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+                    beta: float = 1.0, weighted: bool = True) -> Elbo:
+        """Per-sample ELBO(subset) (eq. 2) with q(z | subset) from the experts' ``params``
+        (computed if not given); ``value`` weighs log-likelihoods by lambda_m if ``weighted``."""
         if params is None:
             params = {m: self.expert_params(m, batch[m]) for m in subset}
-        q = self.combine({m: params[m] for m in subset})
-        z = {LATENT: q.rsample()}
-        rec = {m: self.reconstruction_log_prob(z, m, batch[m]) for m in subset}
-        kl = kl_to_prior(q)
+        q = {LATENT: self.combine({m: params[m] for m in subset})}
         lam = self.lambdas if weighted else dict.fromkeys(subset, 1.0)
-        value = torch.stack([lam[m] * rec[m] for m in subset]).sum(dim=0) - beta * kl
-        return value, rec, kl
+        return self.elbo(batch, q, subset, weights=lam, beta=beta)
 
     def loss(self, batch: Batch) -> LossOutput:
         out = self.grouped_loss(batch, self._loss)
@@ -196,7 +228,8 @@ class MVAE(MultimodalModel):
         terms: dict[str, Tensor] = {}
         random_elbos = []
         for i, subset in enumerate(subsets):
-            value, rec, kl = self.elbo(batch, subset, params, beta)
+            out = self.subset_elbo(batch, subset, params, beta)
+            value, rec, kl = out.value, out.rec, out.kl_total
             total = value if total is None else total + value
             plain = (torch.stack(list(rec.values())).sum(dim=0) - kl).mean()
             if i == 0:
@@ -211,8 +244,3 @@ class MVAE(MultimodalModel):
         terms["n_elbo_terms"] = torch.tensor(float(len(subsets)))
         terms["beta"] = torch.tensor(beta)
         return LossOutput(-total.mean(), terms)
-
-    def hparams(self) -> dict:
-        return self._hparams(latent_dim=self.latent_dim, hidden=self.hidden, k=self.k,
-                             lambdas=dict(self.lambdas), beta=self.beta,
-                             anneal_steps=self.anneal_steps)

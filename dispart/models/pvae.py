@@ -1,6 +1,6 @@
 """Partitioned VAE (Hsu & Glass, 2018).
 
-Generative model p: z^s ~ N(0, I); z^m ~ N(0, I) for every modality m;
+Generative model p (``model.generative``): z^s ~ N(0, I); z^m ~ N(0, I) for every modality m;
 x^m ~ N(decoder_m([z^s, z^m]), I).
 Inference models: multimodal q(z^s, z^1..z^M | X) = q(z^s | X) prod_m q(z^m | X) from the
 concatenated pre-encodings; unimodal r_m(z^s, z^m | x^m) = r_m(z^s | x^m) r_m(z^m | x^m) with
@@ -20,6 +20,7 @@ the present pairs (0 for one).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -27,19 +28,28 @@ from torch.distributions import Independent
 
 from dispart.batches.batch import Batch
 from dispart.batches.modality import ModalitySpec
-from dispart.models.base import LossOutput, MultimodalModel
+from dispart.models.base import Generative, LossOutput, MultimodalModel, standard_priors
 from dispart.models.latents import Latent, declare
 from dispart.nn.encoders import GaussianHead, diag_gaussian
 from dispart.nn.experts import prior_floored_logvar, product_quotient_of_experts
 from dispart.nn.modality import build_decoder, build_pre_encoder
-from dispart.objectives import (
-    coherence_kl,
-    cross_modal_hinge,
-    kl_sum_to_prior,
-    random_negatives,
-)
+from dispart.objectives import coherence_kl, cross_modal_hinge, random_negatives
 
 SEMANTIC = "z_s"
+
+
+@dataclass(frozen=True)
+class PVAEConfig:
+    """PVAE hyper-parameters (modalities come from the data): latent sizes, network width, and the
+    weights of the coherence KL (alpha_ch) and cross-modal hinge (alpha_cm, margin)."""
+
+    semantic_dim: int = 32
+    style_dim: int = 32
+    hidden: int = 512
+    alpha_ch: float = 0.1
+    alpha_cm: float = 10.0
+    margin: float = 0.5
+    allow_missing: bool = False
 
 
 def style(modality: str) -> str:
@@ -86,10 +96,20 @@ class MultimodalInference(nn.Module):
         return {name: head(h) for name, head in self.heads.items()}
 
 
+class PVAEInference(nn.Module):
+    """PVAE's inference model: the multimodal q (``joint``) and the unimodal r_m (``unimodal``)."""
+
+    def __init__(self, joint: MultimodalInference, unimodal: Mapping[str, UnimodalInference]) -> None:
+        super().__init__()
+        self.joint = joint
+        self.unimodal = nn.ModuleDict(dict(unimodal))
+
+
 class PVAE(MultimodalModel):
     """Partitioned VAE with a shared semantic latent z_s and one style latent per modality."""
 
     name = "pvae"
+    config_class = PVAEConfig
 
     def __init__(
         self,
@@ -113,15 +133,29 @@ class PVAE(MultimodalModel):
             Latent(SEMANTIC, semantic_dim, names, "content", symbol="z^s"),
             *(Latent(style(m), style_dim, (m,), "style", symbol=style_symbol(m)) for m in names),
         )
-        # Generative model p(x^m | z^s, z^m).
-        self.decoders = nn.ModuleDict(
-            {s.name: build_decoder(s, semantic_dim + style_dim, hidden) for s in modalities}
-        )
+        # Generative model p(z^s) prod_m p(z^m) p(x^m | z^s, z^m). Modules are built in this
+        # order (decoders, q, r_m) so that a seed gives the same initial weights as before.
+        decoders = {s.name: build_decoder(s, semantic_dim + style_dim, hidden) for s in modalities}
+        self.generative = Generative(standard_priors(self.latents), decoders)
         # Inference models q (multimodal) and r_m (unimodal).
-        self.joint = MultimodalInference(modalities, semantic_dim, style_dim, hidden)
-        self.unimodal = nn.ModuleDict(
-            {s.name: UnimodalInference(s, semantic_dim, style_dim, hidden) for s in modalities}
-        )
+        joint = MultimodalInference(modalities, semantic_dim, style_dim, hidden)
+        unimodal = {s.name: UnimodalInference(s, semantic_dim, style_dim, hidden) for s in modalities}
+        self.inference = PVAEInference(joint, unimodal)
+
+    @property
+    def joint(self) -> MultimodalInference:
+        """q(z^s, z^1..z^M | X) (``inference.joint``)."""
+        return self.inference.joint
+
+    @property
+    def unimodal(self) -> nn.ModuleDict:
+        """modality -> r_m(z^s, z^m | x^m) (``inference.unimodal``)."""
+        return self.inference.unimodal
+
+    @classmethod
+    def legacy_prefixes(cls, modalities: Sequence[str]) -> tuple[tuple[str, str], ...]:
+        return (("decoders.", "generative.decoders."), ("joint.", "inference.joint."),
+                ("unimodal.", "inference.unimodal."))
 
     def subset_posterior(self, unimodal: Mapping[str, Mapping[str, Independent]]
                          ) -> dict[str, Independent]:
@@ -187,10 +221,8 @@ class PVAE(MultimodalModel):
     def _loss(self, batch: Batch, negative_index: Tensor | None) -> LossOutput:
         present = self.present(batch)
         q = self.encode(batch)
-        z = {name: post.rsample() for name, post in q.items()}
-        rec = {m: self.reconstruction_log_prob(z, m, batch[m]) for m in present}
-        kl_prior = kl_sum_to_prior(q)
-        elbo = torch.stack(list(rec.values())).sum(dim=0) - kl_prior
+        out = self.elbo(batch, q, present)
+        rec, kl_prior, elbo = out.rec, out.kl_total, out.value
 
         b = next(iter(rec.values())).shape[0]
         if len(present) >= 2:
@@ -210,8 +242,3 @@ class PVAE(MultimodalModel):
         terms.update({"kl": kl_prior.mean(), "elbo": elbo.mean(), "ch_kl": ch.mean(),
                       "cm_hinge": cm.mean()})
         return LossOutput(loss, terms)
-
-    def hparams(self) -> dict:
-        return self._hparams(semantic_dim=self.semantic_dim, style_dim=self.style_dim,
-                             hidden=self.hidden, alpha_ch=self.alpha_ch, alpha_cm=self.alpha_cm,
-                             margin=self.margin, allow_missing=self.allow_missing)

@@ -1,12 +1,18 @@
 """One self-contained HTML page per run: Table 1, plots, grids, audio, quality, config, provenance.
 
 Every image and sound is embedded as a ``data:`` URI, so the page can be mailed or archived
-alone. Whatever the run folder lacks is computed first and kept in the run folder:
+alone. The report computes nothing itself: it asks the library for each output of the run
+folder, which reuses a fresh one and makes (and keeps) one that is missing, corrupt or stale,
+then renders them:
 
-- ``evaluation.json`` (Table 1, inertia curves) via :func:`dispart.evaluation.evaluate.evaluate_run`;
-- ``generated/`` (grids, wavs) via :func:`dispart.generation.outputs.generate`;
-- ``quality.json`` (coherence, content preservation) via :mod:`dispart.evaluation.quality`;
-- ``report_assets/`` (inertia and t-SNE plots; JMVAE-kl Fig. 2 rows).
+- ``evaluation.json`` (Table 1, inertia curves): :func:`dispart.evaluation.reuse.ensure_evaluation`;
+- ``generated/`` (grids, wavs): :func:`dispart.generation.outputs.generate`;
+- ``quality.json`` (coherence, content preservation): :func:`dispart.generation.quality.ensure_quality`;
+- ``embedding.json`` (t-SNE of test latents): :func:`dispart.evaluation.embedding.ensure_embedding`;
+- ``report_assets/`` (the inertia and t-SNE figures drawn from those, stamped in assets.json).
+
+Which latents are content (shared) or style comes from the roles recorded in the outputs and
+the model's latent declarations (:mod:`dispart.models.latents`), not from latent names.
 
 The run folder is not trusted:
 
@@ -30,26 +36,20 @@ import base64
 import html
 import json
 import numbers
-import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from dispart.batches.pipeline import ExperimentData, load_experiment_data
 from dispart.errors import DispartError, RunDirError
-from dispart.evaluation.evaluate import evaluate_run, latent_symbol
-from dispart.evaluation.latents import image_latents, speech_latents
-from dispart.evaluation.plots import plot_inertia, plot_tsne
-from dispart.evaluation.table import (
-    PurityRow,
-    read_evaluation_json,
-    rows_to_markdown,
-    write_evaluation_json,
-)
-from dispart.files import atomic_write, atomic_write_json, read_json
+from dispart.evaluation.embedding import EMBEDDING_FILE, draw_embeddings, ensure_embedding
+from dispart.evaluation.plots import plot_inertia
+from dispart.evaluation.reuse import ensure_evaluation, reuse_output, warn
+from dispart.evaluation.table import LEGACY_ROLES, LEGACY_SYMBOLS, PurityRow, row_role, rows_to_markdown
+from dispart.files import atomic_write, atomic_write_json, file_sha256, read_json
+from dispart.generation.quality import ensure_quality
 from dispart.runs import Run, load_run, require_speech_and_images
 
 __all__ = ["build_report", "data_uri", "markdown_table_to_html", "RENDER_CHECK_SCRIPT", "Safe", "esc",
@@ -107,13 +107,16 @@ pre { background: #f7f7f7; padding: .7em; overflow-x: auto; font-size: .85em; }
 .small { font-size: .85em; color: #666; }
 """
 
-GRID_CAPTIONS = {
-    "style": "Within-modality style transfer (paper Figs. 4, 16-18): each column uses z^s inferred "
-             "from the sample on top, each row the style latent inferred from the sample on the left.",
-    "cross": "Cross-modal generation (paper Figs. 5, 19-22): z^s inferred from the other modality "
-             "(top row), style from a reference of the output modality (left column).",
-    "prior_style": "Fixed z^s (top row) with the style latent drawn from the prior N(0, I) (rows).",
-    "prior_semantic": "z^s drawn from the prior (columns) with fixed style latents (left column).",
+GRID_CAPTIONS = {  # {content}: the symbol of the model's content latent (z^s for PVAE)
+    "style": "Within-modality style transfer (paper Figs. 4, 16-18): each column uses {content} "
+             "inferred from the sample on top, each row the style latent inferred from the sample on "
+             "the left.",
+    "cross": "Cross-modal generation (paper Figs. 5, 19-22): {content} inferred from the other "
+             "modality (top row), style from a reference of the output modality (left column).",
+    "prior_style": "Fixed {content} (top row) with the style latent drawn from the prior N(0, I) "
+                   "(rows).",
+    "prior_semantic": "{content} drawn from the prior (columns) with fixed style latents (left "
+                      "column).",
     "fig2": "JMVAE-kl (paper Fig. 2): z inferred from one modality by its unimodal encoder, "
             "decoded into speech and image.",
 }
@@ -268,26 +271,12 @@ def _require_inside(run_dir: Path, name: str) -> None:
                           f"refusing to write into it")
 
 
-# --------------------------------------------------------------------------- reused outputs
-
-
-def _warn(message: str) -> None:
-    print(f"dispart: warning: {' '.join(message.splitlines())}", file=sys.stderr, flush=True)
+# --------------------------------------------------------------------------- outputs of the library
 
 
 def _require(ok: bool, what: str) -> None:
     if not ok:
         raise ValueError(what)
-
-
-def _check_evaluation(ev: dict[str, Any]) -> None:
-    """Raise unless evaluation.json has what the page and the plots read."""
-    rows_to_markdown([PurityRow(**r) for r in ev.get("rows", [])])
-    for key in ("inertia", "estimated_num_classes", "speaker_probe_accuracy"):
-        _require(isinstance(ev.get(key) or {}, dict), f"{key} is not an object")
-    for curve in (ev.get("inertia") or {}).values():
-        _require(isinstance(curve, dict), "an inertia curve is not an object")
-        [(int(k), float(v)) for k, v in curve.items()]
 
 
 def _scalar(v: object) -> bool:
@@ -309,66 +298,29 @@ def _check_manifest(m: dict[str, Any]) -> None:
                      f"{'/'.join(ids)} of grid {g.get('name')!r} are not plain values")
 
 
-def _no_check(_: dict[str, Any]) -> None:
-    """quality.json is rendered field by field, tolerating any shape."""
-
-
-def _reuse(path: Path, run: Run, read: Callable[[Path], Any],
-           check: Callable[[dict[str, Any]], None]) -> dict[str, Any] | None:
-    """The output at ``path`` if it exists, is well-formed and was computed from the run's
-    current weights; else None (the caller computes it again), with one warning line on stderr
-    saying why unless the file is simply missing."""
-    if not (path.exists() or path.is_symlink()):
-        return None
-    try:
-        data = read(path)
-        _require(isinstance(data, dict), f"top level is a {type(data).__name__}, not an object")
-        check(data)
-    except (DispartError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-        _warn(f"{path} is malformed ({e.__class__.__name__}: {e}); computing it again")
-        return None
-    got = data.get("weights_sha256")
-    if got != run.weights_sha256:
-        why = "records no weights_sha256" if got is None else \
-            "was computed from other weights than the run's model.safetensors"
-        _warn(f"{path} is stale (it {why}); computing it again")
-        return None
-    return data
-
-
 def _ensure(run_dir: Path, run: Run, data: ExperimentData, rows: int, seed: int, regenerate: bool,
             quality_items: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], bool]:
-    """evaluation.json, generated/manifest.json and quality.json, computing each one that is
-    missing, corrupt or stale (see :func:`_reuse`); the flag says evaluation.json was new."""
-    from dispart.evaluation.classifiers import run_classifiers
-    from dispart.evaluation.quality import quality_from_data
+    """evaluation.json, generated/manifest.json and quality.json, each reused when fresh and
+    made by the library when missing, corrupt or stale (:mod:`dispart.evaluation.reuse`); the
+    flag says evaluation.json was new."""
     from dispart.generation.outputs import generate
 
-    ev_path, man_path, q_path = (run_dir / "evaluation.json", run_dir / MANIFEST,
-                                 run_dir / "quality.json")
-    evaluation = None if regenerate else _reuse(ev_path, run, read_evaluation_json,
-                                                _check_evaluation)
-    new_evaluation = evaluation is None
-    if evaluation is None:
-        evaluation = evaluate_run(run_dir, progress=False, data=data)  # records weights_sha256
-    manifest = None if regenerate else _reuse(man_path, run, read_json, _check_manifest)
+    evaluation, new_evaluation = ensure_evaluation(run, data, regenerate)
+    manifest = None if regenerate else reuse_output(run_dir / MANIFEST, run, read_json,
+                                                    _check_manifest)
     if manifest is None:
         manifest = generate(run, data, run_dir / "generated", rows=rows, seed=seed)
-    quality = None if regenerate else _reuse(q_path, run, read_evaluation_json, _no_check)
-    if quality is None:
-        quality = quality_from_data(run, data, run_classifiers(run, data, seed=seed), seed=seed,
-                                    max_items=quality_items)
-        quality["provenance"] = run.info.get("provenance", {})
-        quality["weights_sha256"] = run.weights_sha256
-        write_evaluation_json(q_path, quality)
+    quality = ensure_quality(run, data, seed=seed, max_items=quality_items, regenerate=regenerate)
     return evaluation, manifest, quality, new_evaluation
 
 
-# --------------------------------------------------------------------------- assets
+# --------------------------------------------------------------------------- plots
 
 
 def _assets_key(run: Run, seed: int, tsne_points: int) -> dict[str, Any]:
-    return {"weights_sha256": run.weights_sha256, "seed": seed, "tsne_points": tsne_points}
+    embedding = run.path / EMBEDDING_FILE
+    return {"weights_sha256": run.weights_sha256, "seed": seed, "tsne_points": tsne_points,
+            "embedding_sha256": file_sha256(embedding) if embedding.is_file() else None}
 
 
 def _assets_fresh(folder: Path, key: dict[str, Any]) -> bool:
@@ -379,7 +331,7 @@ def _assets_fresh(folder: Path, key: dict[str, Any]) -> bool:
     try:
         return read_json(stamp) == key
     except DispartError as e:
-        _warn(f"{e}; drawing the plots again")
+        warn(f"{e}; drawing the plots again")
         return False
 
 
@@ -389,81 +341,67 @@ def _clear_pngs(folder: Path) -> None:
             p.unlink()
 
 
-def _plots(run: Run, data: ExperimentData, evaluation: dict[str, Any], folder: Path,
-           tsne_points: int, seed: int) -> list[tuple[Path, str]]:
-    """Inertia (Fig. 3) and t-SNE plots (Figs. 11-15); returns (png, caption) pairs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out: list[tuple[Path, str]] = []
-    curves = evaluation.get("inertia") or {}
-    if curves:
-        shared = {k: v for k, v in curves.items() if k.endswith(("z^s", "/z"))} or curves
-        est = {k: v for k, v in (evaluation.get("estimated_num_classes") or {}).items() if k in shared}
-        path = folder / "inertia.png"
-        if not path.is_file():
-            plot_inertia({k: {int(a): float(b) for a, b in v.items()} for k, v in shared.items()},
-                         path, estimated=est)
-        out.append((path, "k-means inertia of the shared latent vs number of clusters (paper "
-                          "Fig. 3); circles mark the automatic elbow estimate."))
-    model = run.model
-    rng = np.random.default_rng(seed)
+def _declared(key: str, latents: dict[str, Any]) -> Any:
+    """The model's declaration that ``key`` (a name, symbol or "column/symbol") names, or None."""
+    if key in latents:
+        return latents[key]
+    symbol = key.rsplit("/", 1)[-1]
+    return next((v for v in latents.values() if symbol in (v.symbol, v.name)), None)
 
-    def sub(n: int) -> np.ndarray:
-        return np.sort(rng.choice(n, min(n, tsne_points), replace=False))
 
-    lat: dict[str, tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]] = {}
-    if "audio" in model.modalities:
-        idx = sub(len(data.speech_test))
-        z = speech_latents(model, [data.speech_test.features[i] for i in idx])
-        lat["speech"] = (z, np.asarray(data.speech_test.labels)[idx],
-                         np.asarray(data.speech_test.speakers)[idx])
-    if "image" in model.modalities:
-        idx = sub(len(data.image_test))
-        lat["image"] = (image_latents(model, data.image_test.images[idx]),
-                        np.asarray(data.image_test.labels)[idx], None)
+def _role(key: str, evaluation: dict[str, Any], latents: dict[str, Any]) -> str | None:
+    """Role of the latent of a "column/symbol" key of evaluation.json: the role its row records,
+    else the model's declaration, else (keys of outputs written before roles) the paper's
+    symbols (:data:`~dispart.evaluation.table.LEGACY_ROLES`)."""
+    rows = evaluation.get("rows")
+    for r in rows if isinstance(rows, list) else []:
+        if isinstance(r, dict) and f"{r.get('modality')}/{r.get('latent')}" == key and r.get("role"):
+            return row_role(r)
+    latent = _declared(key, latents)
+    return latent.role if latent is not None else LEGACY_ROLES.get(key.rsplit("/", 1)[-1])
 
-    def tsne(name: str, z: np.ndarray, labels: np.ndarray, title: str, caption: str,
-             markers: np.ndarray | None = None) -> None:
-        path = folder / f"tsne_{name}.png"
-        if not path.is_file():
-            plot_tsne(z, labels, path, title, markers=markers, seed=seed, max_points=tsne_points * 2)
-        out.append((path, caption))
 
-    shared_names = {m: [n for n in z if n in ("z_s", "z")] for m, (z, _, _) in lat.items()}
-    for m, (z, y, _) in lat.items():
-        for n in shared_names[m]:
-            tsne(f"{m}_{n}", z[n], y, f"{latent_symbol(n)} from {m} (test), by digit",
-                 f"t-SNE of {latent_symbol(n)} inferred from {m} alone, coloured by digit "
-                 f"(paper Figs. 11-12).")
-    if len(lat) == 2 and shared_names["speech"] and shared_names["image"]:
-        n = shared_names["speech"][0]
-        zs, ys, _ = lat["speech"]
-        zi, yi, _ = lat["image"]
-        tsne(f"pooled_{n}", np.concatenate([zs[n], zi[n]]), np.concatenate([ys, yi]),
-             f"{latent_symbol(n)} pooled over speech and image",
-             "t-SNE of the shared latent pooled over both modalities (paper Fig. 13): 'o' "
-             "speech, 'x' image.", markers=np.asarray(["speech"] * len(ys) + ["image"] * len(yi)))
-    for m, (z, y, spk) in lat.items():
-        for n in z:
-            if n in ("z_s", "z"):
-                continue
-            tsne(f"{m}_{n}", z[n], y, f"{latent_symbol(n)} from {m}, by digit",
-                 f"t-SNE of the style latent {latent_symbol(n)} coloured by digit (paper Figs. "
-                 f"14-15): no digit clusters expected.")
-            if spk is not None:
-                tsne(f"{m}_{n}_speaker", z[n], spk, f"{latent_symbol(n)} from {m}, by speaker",
-                     f"The same {latent_symbol(n)} coloured by speaker.")
-    return out
+def _content_keys(keys: Iterable[object], evaluation: dict[str, Any], run: Run) -> list[str]:
+    return [str(k) for k in keys if _role(str(k), evaluation, run.model.latents) == "content"]
+
+
+def _symbol(name: str, latents: dict[str, Any]) -> str:
+    """The symbol of a latent named in quality.json (name or symbol): the declaration's, else
+    that of outputs written before declarations, else "_" read as "^"."""
+    latent = _declared(name, latents)
+    return latent.symbol if latent is not None else LEGACY_SYMBOLS.get(name, name.replace("_", "^", 1))
+
+
+def _inertia_plot(run: Run, evaluation: dict[str, Any], folder: Path) -> list[tuple[Path, str]]:
+    """Inertia curves of the content latents (Fig. 3), drawn if missing; [] without curves."""
+    curves = _d(evaluation.get("inertia"))
+    if not curves:
+        return []
+    shared = {k: curves[k] for k in _content_keys(curves, evaluation, run)} or curves
+    est = {k: v for k, v in _d(evaluation.get("estimated_num_classes")).items() if k in shared}
+    path = folder / "inertia.png"
+    if not path.is_file():
+        plot_inertia({k: {int(a): float(b) for a, b in v.items()} for k, v in shared.items()},
+                     path, estimated=est)
+    return [(path, "k-means inertia of the shared latent vs number of clusters (paper Fig. 3); "
+                   "circles mark the automatic elbow estimate.")]
 
 
 # --------------------------------------------------------------------------- page
 
 
-def _summary_html(evaluation: dict[str, Any], quality: dict[str, Any]) -> Safe:
+def _content_symbol(latents: dict[str, Any]) -> str:
+    """The symbol of the model's (first) content latent, for captions ("z^s" for PVAE)."""
+    return next((v.symbol for v in latents.values() if v.role == "content"), "z")
+
+
+def _summary_html(run: Run, evaluation: dict[str, Any], quality: dict[str, Any]) -> Safe:
     items: list[Safe] = []
-    for key, k in _d(evaluation.get("estimated_num_classes")).items():
-        if str(key).endswith(("z^s", "/z")):
-            items.append(h("<li>Estimated number of classes from {} (inertia elbow): <b>{}</b></li>",
-                           key, k))
+    latents, content = run.model.latents, _content_symbol(run.model.latents)
+    estimates = _d(evaluation.get("estimated_num_classes"))
+    for key in _content_keys(estimates, evaluation, run):
+        items.append(h("<li>Estimated number of classes from {} (inertia elbow): <b>{}</b></li>",
+                       key, estimates[key]))
     for m, c in _d(quality.get("classifiers")).items():
         c = _d(c)
         items.append(h("<li>Judge classifier ({}) accuracy on real test data: <b>{}</b> (n={})</li>",
@@ -476,9 +414,9 @@ def _summary_html(evaluation: dict[str, Any], quality: dict[str, Any]) -> Safe:
                        str(key).replace("audio", "speech"), cat(parts, ", "), e.get("n")))
     for m, e in _d(quality.get("content_preservation")).items():
         e = _d(e)
-        items.append(h("<li>Style transfer content preservation ({}): <b>{}</b> keep the z^s "
+        items.append(h("<li>Style transfer content preservation ({}): <b>{}</b> keep the {} "
                        "source's digit, {} take the style source's digit (n={})</li>",
-                       _modality(m), _pct(e.get("semantic_digit")),
+                       _modality(m), _pct(e.get("semantic_digit")), content,
                        _pct(e.get("style_source_digit")), e.get("n")))
     rec = _d(quality.get("reconstruction"))
     if rec:
@@ -491,14 +429,15 @@ def _summary_html(evaluation: dict[str, Any], quality: dict[str, Any]) -> Safe:
     probe = _d(quality.get("speaker_probe_accuracy")) or _d(evaluation.get("speaker_probe_accuracy"))
     for n, acc in probe.items():
         items.append(h("<li>Speaker identity from {} (linear probe): <b>{}</b> (chance {})</li>",
-                       latent_symbol(str(n)), _pct(acc), _pct(quality.get("speaker_chance"))))
+                       _symbol(str(n), latents), _pct(acc),
+                       _pct(quality.get("speaker_chance"))))
     if quality.get("chance"):
         items.append(h("<li class='small'>Digit chance level: {}</li>", _pct(quality["chance"])))
     return h("<ul>{}</ul>", cat(items))
 
 
 def _clips_html(entry: dict[str, Any], gen: Path, max_rows: int, files: _Files,
-                field: str) -> Safe:
+                field: str, content: str) -> Safe:
     """Table of audio players: header = semantic sources, left = style sources, body = clips.
     ``field`` names the grid in refusals (e.g. "generated/manifest.json: grids[3]")."""
     clips = {(a.get("row"), a.get("col")): (k, a) for k, a in enumerate(entry.get("audio", []))}
@@ -525,7 +464,7 @@ def _clips_html(entry: dict[str, Any], gen: Path, max_rows: int, files: _Files,
                         f"{field}.audio[{k}].spectrogram") if spec else Safe("")
         return cat([img, files.audio(gen, a.get("wav"), f"{field}.audio[{k}].wav")])
 
-    head = cat([Safe("<th></th>"), *(h("<th>{}</th>", source("semantic", c, "z^s from"))
+    head = cat([Safe("<th></th>"), *(h("<th>{}</th>", source("semantic", c, f"{content} from"))
                                      for c in cols)])
     body = cat(h("<tr><th>{}</th>{}</tr>", source("style", r, "style from"),
                  cat(h("<td>{}</td>", cell(r, c)) for c in cols)) for r in rows)
@@ -533,21 +472,23 @@ def _clips_html(entry: dict[str, Any], gen: Path, max_rows: int, files: _Files,
              '<tbody>{}</tbody></table></div>', head, body)
 
 
-def _caption(name: str) -> str:
+def _caption(name: str, content: str) -> str:
     for key in ("prior_style", "prior_semantic", "style", "cross", "fig2"):
         if name.startswith(key):
-            return GRID_CAPTIONS[key]
+            return GRID_CAPTIONS[key].format(content=content)
     return ""
 
 
-def _grids_html(manifest: dict[str, Any], gen: Path, files: _Files, audio_rows: int) -> Safe:
+def _grids_html(manifest: dict[str, Any], gen: Path, files: _Files, audio_rows: int,
+                content: str) -> Safe:
     parts: list[Safe] = []
     for i, g in enumerate(manifest.get("grids", [])):
         field = f"{MANIFEST}: grids[{i}]"
         name = g.get("name")
         parts.append(h("<h3>{}</h3><figure>{}<figcaption>{}</figcaption></figure>", name,
-                       files.img(gen, g.get("png"), name, f"{field}.png"), _caption(str(name))))
-        clips = _clips_html(g, gen, audio_rows, files, field)
+                       files.img(gen, g.get("png"), name, f"{field}.png"),
+                       _caption(str(name), content)))
+        clips = _clips_html(g, gen, audio_rows, files, field, content)
         if clips:
             parts.append(h("<p class='small'>Listen (first {} row(s) of the grid):</p>{}",
                            audio_rows, clips))
@@ -561,6 +502,7 @@ def render_page(run: Run, evaluation: dict[str, Any], manifest: dict[str, Any],
     lie inside the run folder (:func:`embeddable`, RunDirError otherwise)."""
     files = _Files(run.path)
     rows = [PurityRow(**r) for r in evaluation.get("rows", [])]
+    content = _content_symbol(run.model.latents)
     table = markdown_table_to_html(rows_to_markdown(rows)) if rows else "<p>no rows</p>"
     prov = _d(run.info.get("provenance"))
     title = f"dispart report: {run.display_name} ({run.model.name}) - {run.path.name}"
@@ -574,7 +516,7 @@ def render_page(run: Run, evaluation: dict[str, Any], manifest: dict[str, Any],
         h("<p class='small'>run folder {} &middot; trained {} &middot; dispart {} &middot; seed {} "
           "&middot; <span id='render-check'>render check: pending</span></p>", run.path,
           prov.get("date", "?"), prov.get("dispart", "?"), prov.get("seed", "?")),
-        h("<h2>Summary</h2>{}", _summary_html(evaluation, quality)),
+        h("<h2>Summary</h2>{}", _summary_html(run, evaluation, quality)),
         h("<h2>Table 1: k-means purity of unimodal test latents</h2>{}", Safe(table)),
         Safe("<p class='small'>Weighted average purity of k-means (k = 10) clusters of latents "
              "inferred by each unimodal encoder on the test split; paper columns: Hsu &amp; Glass "
@@ -584,7 +526,7 @@ def render_page(run: Run, evaluation: dict[str, Any], manifest: dict[str, Any],
           "spectrograms (time across, Mel band up) and made audible with Griffin-Lim ({} "
           "iterations).</p>", manifest.get("split"), manifest.get("seed"),
           manifest.get("griffin_lim_iters")),
-        _grids_html(manifest, gen, files, audio_rows),
+        _grids_html(manifest, gen, files, audio_rows, content),
         h("<h2>Configuration</h2><pre>{}</pre>",
           yaml.safe_dump(run.config.to_dict(), sort_keys=False)),
         h("<h2>Provenance</h2><pre>{}</pre>", json.dumps(facts, indent=1)),
@@ -613,11 +555,13 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, seed: int =
     evaluation, manifest, quality, new_evaluation = _ensure(run_dir, run, data, rows, seed,
                                                             regenerate, quality_items)
     _check_manifest_files(run_dir, manifest)
+    embedding = ensure_embedding(run, data, points=tsne_points, seed=seed, regenerate=regenerate)
     assets, key = run_dir / "report_assets", _assets_key(run, seed, tsne_points)
-    fresh = _assets_fresh(assets, key)
+    fresh = _assets_fresh(assets, key)  # first: a corrupt stamp is named even when redrawing
     if regenerate or new_evaluation or not fresh:
         _clear_pngs(assets)
-    plots = _plots(run, data, evaluation, assets, tsne_points, seed)
+    assets.mkdir(parents=True, exist_ok=True)
+    plots = _inertia_plot(run, evaluation, assets) + draw_embeddings(embedding, assets)
     atomic_write_json(assets / ASSETS_STAMP, key)
     page = render_page(run, evaluation, manifest, quality, plots, run_dir / "generated")
     target = Path(out) if out else run_dir / "report.html"

@@ -1,4 +1,5 @@
-"""Paired training batches: a new random same-label pairing every epoch, length-bucketed.
+"""Paired training batches, length-bucketed: pairing by label (a new random same-label pairing
+every epoch) or by example (the modalities of one example, e.g. audio and video of one clip).
 
 Exact resume: the batch order and the pairing of epoch ``e`` are pure functions of
 ``(seed, e)``, every sampler builds its batches lazily (at the first ``next``, after
@@ -21,9 +22,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dispart.batches.batch import move_batch
 from dispart.batches.modality import ModalitySpec
-from dispart.batches.paired import LengthBucketSampler, PairedDigits, collate_paired
+from dispart.batches.paired import PAIRINGS, ExamplePairs, LengthBucketSampler, PairedDigits, collate_paired
 from dispart.batches.pipeline import ExperimentData, ImageSet
 from dispart.batches.weak import WeaklyPaired, collate_partial
+from dispart.errors import ConfigError
 from dispart.features.augment import RandomWarp
 
 
@@ -100,9 +102,10 @@ class ResumableBatches(Sampler[list[int]]):
 
 
 class AugmentedPairs(Dataset):
-    """Applies a feature augmentation to the speech of every item of a PairedDigits."""
+    """Applies a feature augmentation to the speech ("audio") of every item of a PairedDigits
+    or an ExamplePairs."""
 
-    def __init__(self, base: PairedDigits, augment: RandomWarp) -> None:
+    def __init__(self, base: PairedDigits | ExamplePairs, augment: RandomWarp) -> None:
         self.base, self.augment, self.epoch = base, augment, 0
         self.lengths = base.lengths
 
@@ -178,33 +181,73 @@ class _BatchedDataModule(L.LightningDataModule):
 
 
 class PairedDataModule(_BatchedDataModule):
+    """Training batches of several modalities, paired as ``pairing`` says (default: as the data
+    says, ``data.pairing``).
+
+    * "label": every "audio" utterance with a random same-label "image", redrawn every epoch
+      (:class:`PairedDigits`); batches as :func:`collate_paired`.
+    * "example": the modalities of ``specs`` (default: every modality of the data, with its
+      spec ``data.spec(m)``) of the same training examples, joined by example id
+      (:class:`ExamplePairs`; static examples reshaped to their spec's shape, e.g. (28, 28)
+      images to (1, 28, 28) or (784,)); batches ``{modality: tensor or Sequences, "label": (B,),
+      "index": (B,)}`` (:func:`collate_partial`), bucketed by the length of the first dynamic
+      modality.
+
+    Either way the batch order of epoch ``e`` is a function of ``(seed, e)`` only.
+    """
+
     def __init__(self, data: ExperimentData, batch_size: int = 256, seed: int = 0,
                  num_workers: int = 0, augment: RandomWarp | None = None,
-                 bucket_pool: int = 50) -> None:
+                 bucket_pool: int = 50, pairing: str | None = None,
+                 specs: Sequence[ModalitySpec] | None = None) -> None:
         super().__init__()
         self.data = data
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.augment = augment
         self.bucket_pool = bucket_pool
-        self.dataset: PairedDigits | AugmentedPairs | None = None
+        self.pairing = pairing or data.pairing
+        if self.pairing not in PAIRINGS:
+            raise ConfigError(f"pairing must be one of {PAIRINGS}, got {self.pairing!r}")
+        if specs is None:
+            names = ["audio", "image"] if self.pairing == "label" else data.modalities
+            specs = [data.spec(m) for m in names]
+        self.specs = list(specs)
+        self.modalities = [s.name for s in self.specs]
+        for m in self.modalities:
+            data.spec(m)  # a modality the data lacks: a ConfigError naming it
+        if self.pairing == "label" and sorted(self.modalities) != ["audio", "image"]:
+            raise ConfigError(f"pairing by label pairs 'audio' with 'image', "
+                              f"got modalities {self.modalities}")
+        self.dataset: PairedDigits | ExamplePairs | AugmentedPairs | None = None
         self.sampler: ResumableBatches | None = None
 
     def setup(self, stage: str | None = None) -> None:
         d = self.data
-        self.dataset = PairedDigits(
-            d.speech_train.features, d.speech_train.labels,
-            d.image_train.images, d.image_train.labels,
-            seed=self.seed, speakers=d.speech_train.speakers,
-        )
+        if self.pairing == "label":
+            audio, image = d.split("audio", "train"), d.split("image", "train")
+            self.dataset = PairedDigits(
+                audio.examples, audio.labels, image.examples, image.labels,  # type: ignore[arg-type]
+                seed=self.seed, speakers=audio.speakers,
+            )
+        else:
+            self.dataset = ExamplePairs({m: d.split(m, "train") for m in self.modalities},
+                                        shapes={s.name: s.shape for s in self.specs
+                                                if s.kind in ("image", "vector")})
         if self.augment is not None:
+            if "audio" not in self.modalities:
+                raise ConfigError("data.augment=warp augments the 'audio' modality, which this run lacks")
             self.dataset = AugmentedPairs(self.dataset, self.augment)
-        self.sampler = self._batches(LengthBucketSampler(
-            self.dataset.lengths, self.batch_size, shuffle=True, seed=self.seed,
-            bucket_size_multiplier=self.bucket_pool))
+        lengths = self.dataset.lengths
+        base = (ShuffledBatches(len(self.dataset), self.batch_size, self.seed) if lengths is None
+                else LengthBucketSampler(lengths, self.batch_size, shuffle=True, seed=self.seed,
+                                         bucket_size_multiplier=self.bucket_pool))
+        self.sampler = self._batches(base)
         self.set_epoch(0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(collate_paired)
+        if self.pairing == "label":
+            return self._loader(collate_paired)
+        return self._loader(partial(collate_partial, specs=self.specs))
 
 
 class EpochPairing(L.Callback):

@@ -11,15 +11,17 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from dispart.batches.pipeline import ExperimentData
 from dispart.config import EvalConfig
 from dispart.evaluation.evaluate import evaluate_model
+from dispart.evaluation.table import content_row_keys
 
 
 class PurityMonitor(L.Callback):
     """Logs ``eval/purity/<modality>/<latent>`` (fraction) and the training wall time.
 
-    With ``stop_at`` set, training stops once every semantic latent (z^s, or z for
-    single-latent models) reaches that purity. ``history`` keeps (epoch, seconds, purities); it
-    is saved in checkpoints, so a resumed run continues it (``seconds`` counts training time
-    only, not the time between a crash and the resume). Rank 0 evaluates and decides; under
+    With ``stop_at`` set, training stops once every content latent (role "content" in the
+    model's latent declarations: PVAE's z^s, the single z of JMVAE-kl/VAE) reaches that
+    purity. ``history`` keeps (epoch, seconds, purities); it is saved in checkpoints, so a
+    resumed run continues it (``seconds`` counts training time only, not the time between a
+    crash and the resume). Rank 0 evaluates and decides; under
     DDP the decision is broadcast so that every rank stops at the same epoch.
     """
 
@@ -55,7 +57,7 @@ class PurityMonitor(L.Callback):
             trainer.should_stop = True
 
     def _evaluate(self, epoch: int, pl_module: L.LightningModule) -> bool:
-        """Evaluate, log and record; True when every semantic purity reached ``stop_at``."""
+        """Evaluate, log and record; True when every content-latent purity reached ``stop_at``."""
         with isolate_rng():  # evaluation must not move the RNG that training draws from
             result = evaluate_model(pl_module.model, "monitor", self.data.speech_test,
                                     self.data.image_test, self.cfg, curves=False)
@@ -63,5 +65,5 @@ class PurityMonitor(L.Callback):
         for key, value in purities.items():
             pl_module.log(f"eval/purity/{key}", value, rank_zero_only=True)
         self.history.append({"epoch": epoch, "seconds": self._elapsed(), "purity": purities})
-        semantic = [v for k, v in purities.items() if k.endswith(("z^s", "/z"))]
-        return self.stop_at is not None and bool(semantic) and min(semantic) >= self.stop_at
+        content = [purities[k] for k in content_row_keys(result["rows"])]
+        return self.stop_at is not None and bool(content) and min(content) >= self.stop_at

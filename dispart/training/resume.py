@@ -29,6 +29,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 
 from dispart.errors import RunDirError
 from dispart.files import atomic_write_with
+from dispart.models import upgrade_state_dict
 
 LAST = "last.ckpt"
 RNG_KEY = "dispart_rng_states"
@@ -101,6 +102,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise CheckpointError(path, f"not a Lightning training checkpoint (no {missing[0]!r})")
+    return _upgrade_weight_names(ckpt)
+
+
+def _upgrade_weight_names(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints written before the models' generative/inference split name their weights
+    differently ("model.unimodal.audio..." for "model.inference.unimodal.audio..."): rename
+    them from the model hyper-parameters the checkpoint holds. Parameter order (and so the
+    optimizer state) is unchanged by the split."""
+    hparams = ckpt.get("hyper_parameters")
+    model = hparams.get("model_hparams") if isinstance(hparams, dict) else None
+    if isinstance(model, dict) and isinstance(ckpt["state_dict"], dict):
+        try:
+            ckpt["state_dict"] = upgrade_state_dict(model, ckpt["state_dict"], prefix="model.")
+        except ValueError:  # unknown model name: check_weights reports the mismatch
+            pass
     return ckpt
 
 

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from dispart.batches.modality import ModalitySpec
 from dispart.batches.pipeline import ExperimentData, load_experiment_data
-from dispart.config import ExperimentConfig, ModelConfig, save_config, validate_config
+from dispart.config import ExperimentConfig, ModelConfig, model_params, save_config, validate_config
 from dispart.errors import ConfigError, RunDirError
 from dispart.features.augment import RandomWarp
 from dispart.files import atomic_write_json
-from dispart.models import MODELS
+from dispart.models import build_model
 from dispart.runs import save_run
 from dispart.training.datamodule import EpochPairing, ImageLabelDataModule, PairedDataModule
 from dispart.training.module import LitModel
@@ -50,30 +52,30 @@ def uses_speech(cfg: ExperimentConfig) -> bool:
 
 
 def model_hparams(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Plain-data model description from the config (the input of build_model)."""
+    """Plain-data model description from the config (the input of build_model):
+    ``{"name", "modalities": [spec dicts], **the fields of the model's config dataclass}``.
+
+    Built from the registry entry of ``cfg.model.name`` (no per-model code here). The model is
+    built once on the meta device (no memory, the RNG untouched), so a combination its constructor
+    refuses (e.g. vae with two modalities) is a ConfigError before any data is loaded.
+    """
     m: ModelConfig = cfg.model
     specs = modality_specs(cfg)
     unknown = [name for name in m.modalities if name not in specs]
     if unknown:
         raise ConfigError(f"model.modalities: unknown {unknown}; available {list(specs)}")
-    mods = [specs[name].to_dict() for name in m.modalities]
-    if m.name == "pvae":
-        return {"name": "pvae", "modalities": mods, "semantic_dim": m.semantic_dim,
-                "style_dim": m.style_dim, "hidden": m.hidden, "alpha_ch": m.alpha_ch,
-                "alpha_cm": m.alpha_cm, "margin": m.margin, "allow_missing": m.allow_missing}
-    if m.name == "jmvae_kl":
-        return {"name": "jmvae_kl", "modalities": mods, "latent_dim": m.latent_dim,
-                "hidden": m.hidden, "alpha": m.alpha}
-    if m.name == "jmvae":
-        return {"name": "jmvae", "modalities": mods, "latent_dim": m.latent_dim, "hidden": m.hidden}
-    if m.name in ("mvae", "mvae_q"):
-        return {"name": m.name, "modalities": mods, "latent_dim": m.latent_dim, "hidden": m.hidden,
-                "k": m.k, "lambdas": m.lambdas, "beta": m.beta, "anneal_steps": m.anneal_steps}
-    if m.name == "vae":
-        if len(mods) != 1:
-            raise ConfigError(f"model.modalities: vae takes one modality, got {m.modalities}")
-        return {"name": "vae", "modalities": mods, "latent_dim": m.latent_dim, "hidden": m.hidden}
-    raise ConfigError(f"model.name: unknown model {m.name!r}; choose one of {list(MODELS)}")
+    try:
+        params = model_params(m)  # ValueError: not a registered model
+    except ValueError as e:
+        raise ConfigError(f"model.name: {e}") from None
+    hparams = {"name": m.name, "modalities": [specs[name].to_dict() for name in m.modalities],
+               **dataclasses.asdict(params)}
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            build_model(hparams)
+    except ValueError as e:
+        raise ConfigError(f"model ({m.name}, modalities {m.modalities}): {e}") from None
+    return hparams
 
 
 def data_summary(cfg: ExperimentConfig, data: ExperimentData) -> dict[str, Any]:

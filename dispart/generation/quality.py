@@ -3,11 +3,12 @@
 Generated samples are judged by the small digit classifiers of
 :mod:`dispart.evaluation.classifiers` (trained on real data of the run's training split):
 
-- cross-modal coherence: z^s inferred from a test item of one modality, the style latent from a
-  random *reference* test item of the other modality (paper Fig. 5; also with style drawn from
-  the prior), decoded in the other modality: fraction classified as the source's digit. For
-  JMVAE-kl the single latent z of the source is decoded directly;
-- content preservation of within-modality style transfer: z^s from test item i, style from a
+- cross-modal coherence: the content latent (PVAE's z^s) inferred from a test item of one
+  modality, the style latent from a random *reference* test item of the other modality (paper
+  Fig. 5; also with style drawn from the prior), decoded in the other modality: fraction
+  classified as the source's digit. For a model without style latents (JMVAE-kl) the source's
+  content latent (z) is decoded directly;
+- content preservation of within-modality style transfer: content from test item i, style from a
   test item j of a *different digit* (Fig. 4): fraction classified as i's digit, and the
   fraction classified as j's digit (style leaking content);
 - reconstruction: the item decoded from its own latents (a ceiling for the above);
@@ -15,7 +16,8 @@ Generated samples are judged by the small digit classifiers of
   audio path you listen to keeps the digit), and the same for image -> speech generations;
 - speaker probe: linear-probe accuracy of speaker identity from each speech latent.
 
-Accuracies are fractions in [0, 1]; chance is 1 / number of classes.
+Accuracies are fractions in [0, 1]; chance is 1 / number of classes. Which latent is content
+and which is style comes from the model's declarations (:mod:`dispart.models.latents`).
 """
 
 from __future__ import annotations
@@ -30,32 +32,27 @@ from dispart.batches.pipeline import ExperimentData, load_experiment_data
 from dispart.evaluation.classifiers import DigitClassifier, run_classifiers
 from dispart.evaluation.clustering import linear_probe_accuracy
 from dispart.evaluation.latents import image_latents, speech_latents
+from dispart.evaluation.reuse import reuse_output
 from dispart.evaluation.table import write_run_output
 from dispart.generation.audio import features_to_waveform, utterance_offset, waveform_to_features
-from dispart.generation.grids import SEMANTIC, style_latent
+from dispart.generation.grids import is_partitioned, partition
 from dispart.models.base import MultimodalModel
 from dispart.runs import Run, load_run
 
 __all__ = ["decode_batch", "quality_run", "quality_from_data"]
 
 
-@torch.no_grad()
 def decode_batch(model: MultimodalModel, latents: dict[str, np.ndarray], modality: str,
                  lengths: np.ndarray | None = None, batch: int = 512) -> list[np.ndarray]:
-    """Decode (N, D) latents in batches: list of (28, 28) images or (T_i, D) speech features."""
-    n = len(next(iter(latents.values())))
-    out: list[np.ndarray] = []
-    model.eval()
-    for s in range(0, n, batch):
-        z = {k: torch.as_tensor(v[s:s + batch]) for k, v in latents.items()}
-        if model.specs[modality].kind == "sequence":
-            ln = torch.as_tensor(lengths[s:s + batch], dtype=torch.int64)
-            x = model.decode(z, modality, ln)
-            out += [x[i, : int(t)].numpy() for i, t in enumerate(ln)]
-        else:
-            x = model.decode(z, modality)
-            out += list(x.reshape(len(x), *x.shape[-2:]).numpy())
-    return out
+    """Decode (N, D) latents ``batch`` rows at a time (``model.decode_in_batches``, training
+    mode restored): list of (28, 28) images or (T_i, D) speech features."""
+    z = {k: torch.as_tensor(v) for k, v in latents.items()}
+    if model.specs[modality].kind == "sequence":
+        ln = torch.as_tensor(lengths, dtype=torch.int64)
+        x = model.decode_in_batches(z, modality, ln, batch).cpu()
+        return [x[i, : int(t)].numpy() for i, t in enumerate(ln)]
+    x = model.decode_in_batches(z, modality, None, batch).cpu()
+    return list(x.reshape(len(x), *x.shape[-2:]).numpy())
 
 
 def _unimodal(model: MultimodalModel, modality: str, items) -> dict[str, np.ndarray]:
@@ -91,7 +88,7 @@ def quality_from_data(
     labels = {m: test[m][1][idx] for m, idx in sel.items()}
     lat = {m: _unimodal(model, m, items[m]) for m in sel}
     train_len = int(np.median([len(f) for f in data.speech_train.features]))
-    has_style = all(SEMANTIC in model.latent_names(m) for m in sel)
+    has_style = is_partitioned(model, list(sel))  # one shared content + a style latent each
     result: dict[str, Any] = {
         "model": run.display_name, "model_type": model.name, "split": "test", "seed": seed,
         "weights_sha256": run.weights_sha256,
@@ -125,17 +122,17 @@ def quality_from_data(
             ref = rng.integers(0, len(labels[out_mod]), size=n)
             entry: dict[str, Any] = {"n": n}
             if has_style:
-                sty = style_latent(model, out_mod)
-                z_ref = {SEMANTIC: lat[src][SEMANTIC], sty: lat[out_mod][sty][ref]}
+                content, sty = partition(model, out_mod)
+                z_ref = {content: lat[src][content], sty: lat[out_mod][sty][ref]}
                 gen = decode_batch(model, z_ref, out_mod, lengths_for(out_mod, ref))
                 entry["reference_style"] = judge(out_mod, gen, labels[src])
                 z_prior = rng.standard_normal(lat[out_mod][sty][ref].shape).astype(np.float32)
                 plen = np.full(n, train_len) if out_mod == "audio" else None
                 entry["prior_style"] = judge(
-                    out_mod, decode_batch(model, {SEMANTIC: lat[src][SEMANTIC], sty: z_prior},
+                    out_mod, decode_batch(model, {content: lat[src][content], sty: z_prior},
                                           out_mod, plen), labels[src])
-            else:  # JMVAE-kl: decode the shared z of the source
-                name = model.latent_names(src)[0]
+            else:  # no style latents (JMVAE-kl): decode the content latent of the source
+                name = model.content_latents(src)[0].name
                 plen = np.full(n, train_len) if out_mod == "audio" else None
                 gen = decode_batch(model, {name: lat[src][name]}, out_mod, plen)
                 entry["shared_latent"] = judge(out_mod, gen, labels[src])
@@ -151,9 +148,9 @@ def quality_from_data(
     preservation: dict[str, Any] = {}
     if has_style:
         for m in sel:
-            sty = style_latent(model, m)
+            content, sty = partition(model, m)
             j = _other_label(labels[m], rng)
-            z = {SEMANTIC: lat[m][SEMANTIC], sty: lat[m][sty][j]}
+            z = {content: lat[m][content], sty: lat[m][sty][j]}
             gen = decode_batch(model, z, m, lengths_for(m, j))
             pred = np.asarray(classifiers[m].predict(gen))
             preservation[m] = {"n": int(len(j)),
@@ -204,3 +201,20 @@ def quality_run(run_dir: str | Path, max_items: int = 2000, seed: int = 0, out: 
     result["provenance"] = run.info.get("provenance", {})
     write_run_output(Path(out) if out else Path(run_dir) / "quality.json", result, run)
     return result
+
+
+def ensure_quality(run: Run, data: ExperimentData, seed: int = 0, max_items: int = 2000,
+                   regenerate: bool = False) -> dict[str, Any]:
+    """RUN_DIR/quality.json, reused or computed (judge classifiers of the run, then
+    :func:`quality_from_data` on at most ``max_items`` test items per
+    modality) and written atomically with the run's provenance and ``weights_sha256``."""
+
+    path = Path(run.path) / "quality.json"
+    quality = None if regenerate else reuse_output(path, run)
+    if quality is None:
+        quality = quality_from_data(run, data, run_classifiers(run, data, seed=seed), seed=seed,
+                                    max_items=max_items)
+        quality["provenance"] = run.info.get("provenance", {})
+        quality["weights_sha256"] = run.weights_sha256
+        write_run_output(path, quality, run)
+    return quality

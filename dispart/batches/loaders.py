@@ -1,0 +1,299 @@
+"""Corpus loaders: a new corpus plugs in as one function in :data:`LOADERS`, not as new fields.
+
+A loader takes the DataConfig and returns a :class:`Corpus`: per modality and split the raw
+(not yet normalised) examples as :class:`~dispart.batches.sets.ModalitySet`, a
+:class:`~dispart.batches.modality.ModalitySpec` per modality, and how its modalities pair
+("example": they are modalities of the same examples, joined by id; "label": only by class).
+:func:`dispart.batches.pipeline.load_experiment_data` merges the corpora of one experiment and
+standardises the modalities a corpus lists in ``normalize`` with statistics of its train split.
+
+Built in: ``speech`` (FSDD / AudioMNIST / CSV manifest of spoken digits -> "audio" log-Mel
+frames), ``mnist`` ("image" and "label"), ``grid`` (GRID audio-visual clips -> "audio" log-Mel
+frames and "video" grey frames at the video's frame rate, paired by example). Add one with::
+
+    @register_loader("mycorpus")
+    def load_mycorpus(cfg: DataConfig, progress: bool) -> Corpus: ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dispart.batches.labels import binarize
+from dispart.batches.modality import ModalitySpec
+from dispart.batches.paired import PAIRINGS
+from dispart.batches.sets import ImageSet, ModalitySet, SpeechSet
+from dispart.data.config import DataConfig
+from dispart.data.corpus import Utterance, scan_corpus
+from dispart.data.grid import read_align, read_clip, scan_grid, sentence
+from dispart.data.mnist import N_CLASSES, load_mnist
+from dispart.data.sample import sample_fsdd_dir, sample_mnist_path
+from dispart.data.splits import parse_split, split_utterances
+from dispart.errors import ConfigError, DataError
+from dispart.features.cache import compute_features, default_cache_dir
+from dispart.features.fbank import FbankConfig, log_mel
+
+__all__ = [
+    "BINARIZE", "LOADERS", "Corpus", "Loader", "audio_source", "binarize_images", "fbank_config",
+    "get_loader", "grid_fbank", "image_source", "load_grid", "load_images", "register_loader",
+    "speech_features",
+]
+
+
+@dataclass
+class Corpus:
+    """What a loader returns.
+
+    Attributes:
+        sets: modality -> split ("train", "test") -> raw examples of that modality and split.
+        specs: modality -> its spec (the shape of one example or of one frame).
+        pairing: "example" when the modalities are modalities of the same examples (joined by
+            id), "label" when they can only be paired by class.
+        normalize: modalities the pipeline standardises (per-dimension mean/std of the train
+            split, after ``data.normalize`` centring): (T, D) feature sequences.
+        fbank: the log-Mel settings of an "audio" modality, None without one.
+        skipped: ``(path, reason)`` of files left out (``data.on_error=skip``).
+    """
+
+    sets: dict[str, dict[str, ModalitySet]]
+    specs: dict[str, ModalitySpec]
+    pairing: str = "example"
+    normalize: tuple[str, ...] = ()
+    fbank: FbankConfig | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.pairing not in PAIRINGS:
+            raise ValueError(f"Corpus.pairing must be one of {PAIRINGS}, got {self.pairing!r}")
+        if set(self.sets) != set(self.specs):
+            raise ValueError(f"Corpus: modalities of sets {sorted(self.sets)} and of specs "
+                             f"{sorted(self.specs)} differ")
+        for m, spec in self.specs.items():
+            if spec.name != m:
+                raise ValueError(f"Corpus: spec {spec.name!r} is filed under modality {m!r}")
+        unknown = sorted(set(self.normalize) - set(self.sets))
+        if unknown:
+            raise ValueError(f"Corpus.normalize names unknown modalities {unknown}")
+
+
+Loader = Callable[[DataConfig, bool], Corpus]  # (data config, show progress) -> corpus
+LOADERS: dict[str, Loader] = {}
+
+
+def register_loader(name: str) -> Callable[[Loader], Loader]:
+    """Decorator: file a loader under ``name`` (a name can be registered once)."""
+    def add(fn: Loader) -> Loader:
+        if name in LOADERS:
+            raise ValueError(f"a corpus loader named {name!r} is already registered")
+        LOADERS[name] = fn
+        return fn
+    return add
+
+
+def get_loader(name: str) -> Loader:
+    """The loader filed under ``name``; an unknown name is a ConfigError listing the known ones."""
+    try:
+        return LOADERS[name]
+    except KeyError:
+        raise ConfigError(f"data.loader: unknown corpus loader {name!r}; choose among {sorted(LOADERS)}") \
+            from None
+
+
+# --------------------------------------------------------------------------- sources and settings
+
+def fbank_config(cfg: DataConfig) -> FbankConfig:
+    return FbankConfig(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, vad_top_db=cfg.vad_top_db)
+
+
+def audio_source(cfg: DataConfig) -> Path:
+    return sample_fsdd_dir() if cfg.audio == "sample" else Path(cfg.audio).expanduser()
+
+
+def image_source(cfg: DataConfig) -> Path:
+    return sample_mnist_path() if cfg.images == "sample" else Path(cfg.images).expanduser()
+
+
+def cache_dir(cfg: DataConfig) -> Path:
+    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+
+
+# --------------------------------------------------------------------------- spoken digits
+
+def speech_features(
+    utts: list[Utterance], cfg: DataConfig, progress: bool = True
+) -> tuple[list[Utterance], list[np.ndarray], list[tuple[str, str]]]:
+    """Raw log-Mel features of ``utts`` (cached); returns kept utterances, features, skips."""
+    fs = compute_features(utts, fbank_config(cfg), cache_dir(cfg), on_error=cfg.on_error,
+                          progress=progress)
+    return fs.utterances, fs.features, fs.skipped
+
+
+def _raw_speech_set(utts: list[Utterance], feats: list[np.ndarray]) -> SpeechSet:
+    return SpeechSet(feats, [u.label for u in utts], [u.speaker for u in utts], [str(u.path) for u in utts])
+
+
+def audio_spec(fbank: FbankConfig, name: str = "audio") -> ModalitySpec:
+    """A log-Mel modality: (n_mels,) frames, ``1000 / hop_ms`` frames per second."""
+    return ModalitySpec(name, "sequence", (fbank.n_mels,), frame_rate=1000.0 / fbank.hop_ms)
+
+
+@register_loader("speech")
+def load_speech(cfg: DataConfig, progress: bool = True) -> Corpus:
+    """Spoken digits (``data.audio``, ``data.layout``) split by ``data.split`` -> "audio"."""
+    utts = scan_corpus(audio_source(cfg), layout=cfg.layout)
+    kept, feats, skipped = speech_features(utts, cfg, progress)
+    by_path = {str(u.path): f for u, f in zip(kept, feats, strict=True)}
+    train_u, test_u = split_utterances(kept, cfg.split)
+    if not train_u or not test_u:
+        raise ConfigError(f"data.split={cfg.split!r} leaves {len(train_u)} training and "
+                          f"{len(test_u)} test utterances in {audio_source(cfg)}; both must be > 0")
+    sets = {split: _raw_speech_set(us, [by_path[str(u.path)] for u in us])
+            for split, us in (("train", train_u), ("test", test_u))}
+    fb = fbank_config(cfg)
+    return Corpus({"audio": sets}, {"audio": audio_spec(fb)}, pairing="label", normalize=("audio",),
+                  fbank=fb, skipped=skipped)
+
+
+# --------------------------------------------------------------------------- MNIST
+
+BINARIZE = ("none", "stochastic", "threshold")
+BINARIZE_SEED = 0  # one fixed draw, so every model of a comparison sees the same binary images
+
+
+def binarize_images(images: np.ndarray, mode: str, seed: int = BINARIZE_SEED) -> np.ndarray:
+    """(N, 28, 28) intensities in [0, 1] -> {0, 1} float32 ("stochastic": pixel ~ Bernoulli(x),
+    drawn once with ``seed``; "threshold": x > 0.5); ``mode="none"`` returns the input."""
+    if mode == "none":
+        return images
+    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    gen = torch.Generator().manual_seed(seed)
+    out = binarize(t, threshold=0.5 if mode == "threshold" else None, generator=gen)
+    return out.numpy().astype(np.float32)
+
+
+def load_images(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
+    """MNIST train and test sets, binarised as ``cfg.binarize`` says (test with another seed)."""
+    mnist = load_mnist(image_source(cfg))
+    sets = []
+    for i, split in enumerate(("train", "test")):
+        images, labels = mnist[split]
+        sets.append(ImageSet(binarize_images(images, cfg.binarize, BINARIZE_SEED + i),
+                             [str(int(y)) for y in labels]))
+    return sets[0], sets[1]
+
+
+@register_loader("mnist")
+def load_mnist_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
+    """MNIST (``data.images``) -> "image" (1, 28, 28) and its class as a "label" modality,
+    paired by example (ids are positions within a split)."""
+    train, test = load_images(cfg)
+    likelihood = "gaussian" if cfg.binarize == "none" else "bernoulli"
+    label_sets = {split: ModalitySet(np.asarray([int(y) for y in s.labels], dtype=np.int64), s.labels, s.ids)
+                  for split, s in (("train", train), ("test", test))}
+    return Corpus({"image": {"train": train, "test": test}, "label": label_sets},
+                  {"image": ModalitySpec("image", "image", (1, 28, 28), likelihood),
+                   "label": ModalitySpec("label", "categorical", (N_CLASSES,), "categorical")},
+                  pairing="example")
+
+
+# --------------------------------------------------------------------------- GRID audio-visual clips
+
+GRID_DOWNSAMPLE = 8  # 360 x 288 frames -> 45 x 36
+GRID_TEST_EVERY = 5  # every 5th clip (sorted ids, positions 0, 5, 10, ...) is test
+GRID_DIGIT_POSITION = 4  # command colour preposition letter DIGIT adverb
+
+
+def grid_fbank(cfg: DataConfig, fps: float = 25.0) -> FbankConfig:
+    """Log-Mel settings aligned with the video: one feature frame per video frame (hop = 1 / fps),
+    64 ms windows; no voice activity detection (it would break the audio-video sync)."""
+    hop_ms = 1000.0 / fps
+    win_ms = 64.0
+    n_fft = 1 << int(np.ceil(np.log2(cfg.sample_rate * win_ms / 1000.0)))
+    return FbankConfig(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, win_ms=win_ms, hop_ms=hop_ms,
+                       n_fft=n_fft, vad_top_db=cfg.vad_top_db)
+
+
+def _grid_split(split: str, n: int) -> list[str]:
+    if parse_split(split) is not None:
+        raise ConfigError(f"data.split={split!r}: the grid loader has one speaker per folder; "
+                          f"use data.split=official (every {GRID_TEST_EVERY}th clip is test)")
+    return ["test" if i % GRID_TEST_EVERY == 0 else "train" for i in range(n)]
+
+
+def load_grid(root: str | Path, cfg: DataConfig, progress: bool = False, limit: int | None = None,
+              downsample: int = GRID_DOWNSAMPLE) -> Corpus:
+    """GRID clips under ``root`` -> "audio" (T, n_mels) log-Mel frames and "video"
+    (T, 1, 288 // downsample, 360 // downsample) grey frames in [0, 1], one audio frame per
+    video frame (both cut to the shorter), paired by example (the clip id).
+
+    Labels are the spoken digit word ("zero" ... "nine"); ``meta["words"]`` holds the sentence.
+    ``limit`` keeps the first clips of the sorted list (tests). ``data.on_error=skip`` leaves
+    undecodable clips out and lists them in ``skipped``.
+    """
+    root = Path(root).expanduser()
+    clips = scan_grid(root)[:limit]
+    speaker = root.name
+    fps0: float | None = None
+    rows: dict[str, dict[str, list]] = {}
+    skipped: list[tuple[str, str]] = []
+    for split, clip in zip(_grid_split(cfg.split, len(clips)), clips, strict=True):
+        try:
+            if clip.align is None:
+                raise DataError(f"{clip.video}: no alignment {root / 'align' / (clip.id + '.align')}")
+            words = sentence(read_align(clip.align))
+            if len(words) <= GRID_DIGIT_POSITION:
+                raise DataError(f"{clip.align}: {len(words)} words, a GRID sentence has six")
+            frames, wave, fps = read_clip(clip.video, cfg.sample_rate, downsample)
+            if fps0 is not None and abs(fps - fps0) > 1e-6:
+                raise DataError(f"{clip.video}: {fps} fps, other clips have {fps0}")
+            fps0 = fps
+            feats = log_mel(wave, grid_fbank(cfg, fps))
+            if not np.all(np.isfinite(feats)):
+                raise DataError(f"{clip.video}: features contain non-finite values")
+        except DataError as e:
+            if cfg.on_error != "skip":
+                raise
+            skipped.append((str(clip.video), str(e)))
+            continue
+        t = min(len(feats), len(frames))
+        r = rows.setdefault(split, {"audio": [], "video": [], "labels": [], "ids": [], "paths": [],
+                                    "words": []})
+        r["audio"].append(feats[:t])
+        r["video"].append(frames[:t])
+        r["labels"].append(words[GRID_DIGIT_POSITION])
+        r["ids"].append(clip.id)
+        r["paths"].append(str(clip.video))
+        r["words"].append(" ".join(words))
+        if progress:
+            print(f"\rgrid: {sum(len(v['ids']) for v in rows.values())}/{len(clips)} clips", end="")
+    if progress:
+        print()
+    missing = [s for s in ("train", "test") if s not in rows]
+    if missing:
+        raise DataError(f"{root}: no usable clip in split(s) {missing} ({len(clips)} clips, "
+                        f"{len(skipped)} skipped)")
+    assert fps0 is not None
+    sets: dict[str, dict[str, ModalitySet]] = {"audio": {}, "video": {}}
+    for split, r in rows.items():
+        for m in ("audio", "video"):
+            sets[m][split] = ModalitySet(r[m], r["labels"], r["ids"], [speaker] * len(r["ids"]), r["paths"],
+                                         {"words": r["words"]})
+    frame_shape = tuple(int(n) for n in rows["train"]["video"][0].shape[1:])
+    fb = grid_fbank(cfg, fps0)
+    return Corpus(sets, {"audio": ModalitySpec("audio", "sequence", (cfg.n_mels,), frame_rate=fps0),
+                         "video": ModalitySpec("video", "frames", frame_shape, frame_rate=fps0)},
+                  pairing="example", normalize=("audio",), fbank=fb, skipped=skipped)
+
+
+@register_loader("grid")
+def load_grid_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
+    """GRID audio-visual clips in the folder ``data.audio`` (see :func:`load_grid`)."""
+    if cfg.audio == "sample":
+        raise ConfigError("data.audio: the grid loader needs the GRID folder (with video/ and align/), "
+                          "there is no embedded sample")
+    return load_grid(cfg.audio, cfg, progress)

@@ -1,0 +1,38 @@
+"""``DataConfig``: where the data is and how speech becomes features (the ``data`` config section).
+
+A plain dataclass with no validation, so the data pipeline (below models and config in the layer
+order) can take it without importing :mod:`dispart.config`; ``dispart.config`` checks every
+``data.*`` value against its rules and re-exports this class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how speech becomes features.
+
+    ``audio``: "sample" (the embedded sample), a folder in FSDD or AudioMNIST layout, or a
+    ``label,speaker,path`` CSV. ``images``: "sample", an MNIST ``.npz`` or a folder of IDX files.
+    ``split``: "official" (FSDD takes 0-4 test), "speaker:NAME" or "speakers:A,B" (held out).
+    """
+
+    audio: str = "sample"
+    layout: str = "auto"
+    images: str = "sample"
+    split: str = "official"
+    sample_rate: int = 8000  # Hz
+    n_mels: int = 80
+    vad_top_db: float = 30.0  # dB below the peak that counts as silence
+    normalize: str = "global"  # "global": train-split mean/std; "utterance": also per-utterance mean
+    augment: str = "none"  # "none" | "warp": random Mel-axis (VTLP-like) and time warps (train only)
+    warp_freq: float = 0.1  # Mel-axis warp factor range: 1 +- warp_freq
+    warp_time: float = 0.1  # time-axis warp factor range: 1 +- warp_time
+    cache_dir: str | None = None  # default: $DISPART_CACHE or ~/.cache/dispart
+    on_error: str = "raise"  # "raise" at the first bad file, or "skip" and report the count
+    num_workers: int = 0
+    binarize: str = "none"  # images: "none" | "stochastic" (one fixed Bernoulli draw) | "threshold" (> 0.5)
+    paired_fraction: float = 1.0  # image+label runs: fraction of training examples kept paired
+    unpaired: str = "split"  # the rest: "split" into image-only and label-only halves | "drop"
