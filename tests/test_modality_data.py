@@ -277,9 +277,8 @@ def _grid_sample(tmp_path: Path, n: int = 6) -> Path:
 
 
 def test_grid_clips_give_aligned_audio_and_video(tmp_path: Path) -> None:
+    root = _grid_sample(tmp_path)  # skips without the GRID sample or PyAV
     import av
-
-    root = _grid_sample(tmp_path)
     cfg = replace(DataConfig(), audio=str(root))
     data = load_experiment_data(cfg, progress=False, loaders=["grid"])
     assert data.pairing == "example" and data.modalities == ["audio", "video"]
