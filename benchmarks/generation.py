@@ -27,11 +27,13 @@ from dispart.config import load_config  # noqa: E402
 from dispart.files import atomic_write_json  # noqa: E402
 from dispart.generation.audio import features_to_logmel, logmels_to_waveforms, write_wav  # noqa: E402
 from dispart.generation.grids import (  # noqa: E402
+    content_latent,
     decode_grid,
     infer_latents,
     pick_by_label,
     pick_styles,
     render_grid_png,
+    style_latent,
 )
 from dispart.models import build_model  # noqa: E402
 from dispart.runs import Run, load_run  # noqa: E402
@@ -58,8 +60,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     run, model, cfg = _run(args.run_dir)
     data = load_experiment_data(cfg.data, progress=False, normalizer=run.normalizer if run else None)
-    norm, fbank = data.normalizer, data.fbank
-    te = data.speech_test, data.image_test
+    norm, fbank = data.normalizers.get("audio"), data.fbank
+    te = data.split("audio", "test"), data.split("image", "test")
     sem_i = pick_by_label(te[1].labels, 10)
     sty_i = pick_styles(10, len(te[1].labels), seed=1)
     sem_a = pick_by_label(te[0].labels, 10)
@@ -70,8 +72,10 @@ def main() -> int:
         out = Path(tmp)
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            sem = infer_latents(model, "image", [te[1].images[i] for i in sem_i], "z_s")
-            sty = infer_latents(model, "image", [te[1].images[i] for i in sty_i], "z_image")
+            sem = infer_latents(model, "image", [te[1].examples[i] for i in sem_i],
+                                content_latent(model, "image"))
+            sty = infer_latents(model, "image", [te[1].examples[i] for i in sty_i],
+                                style_latent(model, "image"))
             grid = decode_grid(model, sem, sty, "image")
             t1 = time.perf_counter()
             render_grid_png(grid, out / "image.png")
@@ -80,8 +84,10 @@ def main() -> int:
             times["image_total_s"].append(t2 - t0)
 
             t0 = time.perf_counter()
-            sem = infer_latents(model, "audio", [te[0].features[i] for i in sem_a], "z_s")
-            sty = infer_latents(model, "audio", [te[0].features[i] for i in sty_a], "z_audio")
+            sem = infer_latents(model, "audio", [te[0].examples[i] for i in sem_a],
+                                content_latent(model, "audio"))
+            sty = infer_latents(model, "audio", [te[0].examples[i] for i in sty_a],
+                                style_latent(model, "audio"))
             grid = decode_grid(model, sem, sty, "audio")
             t1 = time.perf_counter()
             logmels = [features_to_logmel(f, norm) for row in grid.cells for f in row]

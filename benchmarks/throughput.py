@@ -88,8 +88,8 @@ def main() -> None:
         print(f"{data_dir} not found: measuring on the embedded sample instead")
         cfg, source = DataConfig(), "embedded sample"
     data = load_experiment_data(cfg, progress=False)
-    ds = PairedDigits(data.speech_train.features, data.speech_train.labels,
-                      data.image_train.images, data.image_train.labels, seed=0)
+    speech, images = data.split("audio", "train"), data.split("image", "train")
+    ds = PairedDigits(speech.examples, speech.labels, images.examples, images.labels, seed=0)
     sampler = LengthBucketSampler(ds.lengths, args.batch_size, seed=0)
     batches = [collate_paired([ds[i] for i in idx]) for idx in sampler]
     batches = [{k: b[k] for k in ("audio", "image")} for b in batches]

@@ -42,15 +42,16 @@ def image_to_label_accuracy(run: Path) -> float:
 def logreg_accuracy(cfg_overrides: list[str], n_paired: int, seed: int = 0) -> float:
     cfg = load_config(CONFIGS / "mnist_label_mvae.yaml", cfg_overrides)
     data = load_experiment_data(cfg.data, progress=False, speech=False)
+    train, test = data.split("image", "train"), data.split("image", "test")
     rng = np.random.default_rng(seed)
-    idx = rng.choice(len(data.image_train), n_paired, replace=False)
-    x = data.image_train.images.reshape(len(data.image_train), -1)
-    y = np.asarray(data.image_train.labels)
+    idx = rng.choice(len(train), n_paired, replace=False)
+    x = np.asarray(train.examples).reshape(len(train), -1)
+    y = np.asarray(train.labels)
     if len(set(y[idx])) < 2:
-        return float(np.mean(np.asarray(data.image_test.labels) == y[idx][0]))
+        return float(np.mean(np.asarray(test.labels) == y[idx][0]))
     clf = LogisticRegression(max_iter=300).fit(x[idx], y[idx])
-    xt = data.image_test.images.reshape(len(data.image_test), -1)
-    return float(clf.score(xt, np.asarray(data.image_test.labels)))
+    xt = np.asarray(test.examples).reshape(len(test), -1)
+    return float(clf.score(xt, np.asarray(test.labels)))
 
 
 def main() -> None:

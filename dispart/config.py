@@ -188,7 +188,7 @@ def one_of(*choices: str, problem: str = "unknown value") -> Rule:
 
 NON_EMPTY = Rule(lambda v: bool(v.strip()), "a non-empty string", "empty")
 MODEL_NAMES = tuple(REGISTRY)
-MODALITIES = ("audio", "image", "label")
+MODALITIES = ("audio", "image", "label", "video")  # "video": image sequences (data.loader=grid)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
               "64-true", "64", "transformer-engine", "transformer-engine-float16")
@@ -201,6 +201,15 @@ def _valid_split(v: str) -> bool:
     except ConfigError:
         return False
     return True
+
+
+def _valid_loader(v: str) -> bool:
+    """"auto", or registered corpus loader names joined by "+" (the registry is read lazily:
+    ``dispart.batches`` sits below this layer, and plugins may register loaders after import)."""
+    from dispart.batches.loaders import LOADERS
+
+    names = [n.strip() for n in v.split("+")]
+    return v == "auto" or (all(names) and all(n in LOADERS for n in names))
 
 
 def _valid_modalities(v: list[str]) -> bool:
@@ -248,6 +257,9 @@ RULES: dict[str, Rule] = {
     "data.audio": NON_EMPTY,
     "data.layout": one_of(*LAYOUTS),
     "data.images": NON_EMPTY,
+    "data.loader": Rule(_valid_loader, "'auto' or registered corpus loader names joined by '+' "
+                                       "(built in: 'speech', 'mnist', 'grid')", "unknown corpus loader"),
+    "data.pairing": one_of("auto", "label", "example"),
     "data.split": Rule(_valid_split, "'official', 'speaker:NAME' or 'speakers:A,B'", "invalid split"),
     "data.sample_rate": COUNT,
     "data.n_mels": COUNT,

@@ -1,9 +1,10 @@
 """Distributions shared by all models: Gaussian posteriors/priors and observation likelihoods.
 
 Everything is built on ``torch.distributions``; this module only adds what those objects do
-not know about: masks for padded sequence frames, and the link between what a decoder emits
-(its *parameters*: a mean for Gaussians, logits for Bernoulli and categorical likelihoods) and
-the mean returned by ``model.decode``.
+not know about: masks for padded frames of sequences (feature vectors (B, T, D) or images
+(B, T, C, H, W) for video), and the link between what a decoder emits (its *parameters*: a
+mean for Gaussians, logits for Bernoulli and categorical likelihoods) and the mean returned by
+``model.decode``.
 """
 
 from __future__ import annotations
@@ -62,13 +63,28 @@ class Likelihood:
         raise NotImplementedError
 
     def log_prob(self, params: Tensor, x: Modality) -> Tensor:
-        """(B,) log-likelihood in nats; ``params`` has the shape of ``x`` (padded data for Sequences)."""
+        """(B,) log-likelihood in nats, summed over every element after the batch dimension.
+
+        ``params`` has the shape of ``x``: (B, *shape), or for :class:`Sequences` of any frame
+        shape (B, T, *frame_shape) with T = max(lengths) (extra all-padding frames of ``x`` are
+        dropped); frames past each length are masked (mask (B, T, 1, ..., 1)), so their values,
+        however large, give neither value nor gradient.
+        """
         if isinstance(x, Sequences):
+            fits = (params.dim() == x.data.dim() and params.shape[0] == x.batch_size
+                    and int(x.lengths.max()) <= params.shape[1] <= x.max_length
+                    and tuple(params.shape[2:]) == x.frame_shape)
+            if not fits:
+                raise ValueError(
+                    f"{self.name} likelihood: parameters of shape {tuple(params.shape)} do not fit "
+                    f"Sequences of data shape {tuple(x.data.shape)} (max length "
+                    f"{int(x.lengths.max())}): expected (B, T, *frame shape), max length <= T <= T_max")
             # Decoders emit max(lengths) frames; extra all-padding frames of x are dropped.
             x = Sequences(x.data[:, : params.shape[1]], x.lengths)
             elem = self.elementwise_log_prob(params, x.data)
-            mask = x.mask().unsqueeze(-1)
-            return torch.where(mask, elem, torch.zeros_like(elem)).sum(dim=(1, 2))
+            mask = x.mask()
+            mask = mask.view(*mask.shape, *([1] * (elem.dim() - 2)))
+            return torch.where(mask, elem, torch.zeros_like(elem)).sum(dim=tuple(range(1, elem.dim())))
         return self.elementwise_log_prob(params, x).flatten(1).sum(dim=1)
 
     def log_prob_of_mean(self, mean: Tensor, x: Modality) -> Tensor:

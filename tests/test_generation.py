@@ -250,7 +250,7 @@ def test_generate_style_on_a_jmvae_run_is_refused(tmp_path):
     cfg = load_config("dispart/demo.yaml", ["model.name=jmvae_kl", "model.hidden=16"])
     data = load_experiment_data(cfg.data, progress=False)
     run = tmp_path / "jm"
-    save_run(run, cfg, build_model(model_hparams(cfg)), data.normalizer, data.fbank,
+    save_run(run, cfg, build_model(model_hparams(cfg)), data.normalizers["audio"], data.fbank,
              data_summary(cfg, data))
     with pytest.raises(RunDirError, match="needs a PVAE run"):
         _cli(["generate", str(run), "--kind", "style"])

@@ -23,13 +23,13 @@ FAST = ["model.hidden=32", "train.progress_bar=false", "train.log_every_n_steps=
 def test_binarized_images_are_a_fixed_draw_of_the_intensities():
     cfg = load_config("configs/mnist_label_mvae.yaml")
     data = load_experiment_data(cfg.data, speech=False)
-    x = data.image_train.images
-    assert set(np.unique(x)) == {0.0, 1.0} and data.speech_train is None and data.normalizer is None
+    x = data.split("image", "train").examples
+    assert set(np.unique(x)) == {0.0, 1.0} and "audio" not in data.sets and "audio" not in data.normalizers
     raw = load_experiment_data(load_config(None, ["model.modalities=[image]"]).data, speech=False)
-    again = binarize_images(raw.image_train.images, "stochastic")
+    again = binarize_images(raw.split("image", "train").examples, "stochastic")
     assert np.array_equal(again, x)  # the same seed gives the same draw
     # Pixels are on about as often as their intensity says, never where the intensity is 0.
-    p = raw.image_train.images
+    p = raw.split("image", "train").examples
     assert x[p == 0].max() == 0.0 and abs(x.mean() - p.mean()) < 0.01
     thr = binarize_images(p, "threshold")
     assert np.array_equal(thr, (p > 0.5).astype(np.float32))
@@ -48,7 +48,7 @@ def test_weak_supervision_keeps_a_fraction_paired_and_unpairs_the_rest():
     cfg = load_config("configs/mnist_label_mvae.yaml", ["data.paired_fraction=0.1"])
     data = load_experiment_data(cfg.data, speech=False)
     specs = modality_specs(cfg)
-    n = len(data.image_train)
+    n = len(data.split("image", "train"))
     dm = ImageLabelDataModule(data, [specs["image"], specs["label"]], batch_size=50,
                               paired_fraction=0.1)
     paired, image_only, label_only = _counts(dm)
@@ -105,10 +105,11 @@ def test_image_label_run_trains_evaluates_and_predicts_labels(mvae_run, capsys):
     # 400 MNIST test examples whose decoded label (argmax) / decoded image (judged) is their digit.
     run = load_run(mvae_run)
     data = load_experiment_data(run.config.data, speech=False)
-    y = np.asarray(data.image_test.labels, dtype=np.int64)
+    test = data.split("image", "test")
+    y = np.asarray(test.labels, dtype=np.int64)
     model = run.model.eval()
     with torch.no_grad():
-        z_image = model.encode({"image": torch.as_tensor(data.image_test.images).reshape(-1, 784)})
+        z_image = model.encode({"image": torch.as_tensor(test.examples).reshape(-1, 784)})
         z_label = model.encode({"label": torch.as_tensor(y)})
         labels = model.decode({"z": z_image["z"].mean}, "label").argmax(-1).numpy()
         images = model.decode({"z": z_label["z"].mean}, "image").reshape(-1, 28, 28).numpy()

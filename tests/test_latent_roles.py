@@ -14,6 +14,7 @@ from torch.distributions import Independent
 
 from dispart.batches.batch import Sequences
 from dispart.batches.modality import DIGIT_IMAGE, DIGIT_LABEL, SPEECH, ModalitySpec
+from dispart.batches.sets import ModalitySet
 from dispart.config import EvalConfig
 from dispart.errors import RunDirError
 from dispart.evaluation.evaluate import evaluate_model
@@ -124,8 +125,8 @@ def test_evaluate_model_clusters_the_pooled_dynamic_latent_and_records_roles():
         f[0] = rng.normal(0, 3.0, 2)
         features.append(f)
         labels.append(str(y))
-    speech = SimpleNamespace(features=features, labels=labels, speakers=["s"] * 40, paths=[])
-    result = evaluate_model(FrameModel(), "Frames", speech, None, EvalConfig(n_clusters=2, k_max=3))
+    speech = ModalitySet(features, labels, speakers=["s"] * 40)
+    result = evaluate_model(FrameModel(), "Frames", {"audio": speech}, EvalConfig(n_clusters=2, k_max=3))
     rows = {r["latent"]: r for r in result["rows"]}
     assert set(rows) == {"c_{1:T}", "o"}  # the declared symbols
     assert rows["c_{1:T}"]["role"] == "content" and rows["o"]["role"] == "style"
@@ -295,7 +296,7 @@ def test_monitor_stops_on_the_declared_content_latents(monkeypatch, content, sty
     monkeypatch.setattr(monitor, "evaluate_model", lambda *a, **k: {"rows": rows})
     logged = {}
     module = SimpleNamespace(model=None, log=lambda key, value, **k: logged.__setitem__(key, value))
-    cb = monitor.PurityMonitor(SimpleNamespace(speech_test=None, image_test=None), EvalConfig(),
+    cb = monitor.PurityMonitor(SimpleNamespace(modalities=[]), EvalConfig(),
                                every=1, stop_at=0.9)
     assert cb._evaluate(1, module) is stops
     assert logged == {"eval/purity/speech/c_{1:T}": content, "eval/purity/speech/o": style,

@@ -22,6 +22,7 @@ from dispart.batches.weak import collate_partial
 from dispart.data.config import DataConfig
 from dispart.data.grid import _downsample, read_align, sentence
 from dispart.errors import ConfigError, DataError
+from dispart.features.normalize import FeatureNormalizer
 from dispart.training.datamodule import PairedDataModule
 
 GRID = Path(__file__).resolve().parents[2] / "shared" / "data" / "grid_s1"
@@ -118,12 +119,13 @@ def test_merged_data_normalises_with_train_statistics() -> None:
     train = np.concatenate(data.sets["audio"]["train"].examples)
     np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-5)
     assert data.pairing == "example" and data.modalities == ["audio", "video"]
-    assert set(data.normalizers) == {"audio"} and data.normalizer is data.normalizers["audio"]
+    assert set(data.normalizers) == {"audio"} and isinstance(data.normalizers["audio"], FeatureNormalizer)
     assert data.sets["video"]["train"].examples[0][0, 0, 0, 0] == 0.0  # not normalised
     assert data.spec("video").kind == "frames"
     assert data.split("video", "test").ids == ["clip6", "clip7", "clip8"]
-    # compatibility view: no speech/image fields of a speech+image experiment here
-    assert data.has_speech and data.speech_train is data.sets["audio"]["train"] and data.image_train is None
+    # the modality-keyed view: speech here, no image
+    assert "audio" in data.sets and data.split("audio", "train") is data.sets["audio"]["train"]
+    assert "image" not in data.sets
     with pytest.raises(ConfigError, match="modality 'depth' is not in the data"):
         data.spec("depth")
     with pytest.raises(ConfigError, match="no split 'val'"):
@@ -132,10 +134,10 @@ def test_merged_data_normalises_with_train_statistics() -> None:
 
 def test_reused_normaliser_and_corpus_merging() -> None:
     first = merge_corpora([_toy_corpus(0)], DataConfig())
-    again = merge_corpora([_toy_corpus(1)], DataConfig(), {"audio": first.normalizer})
-    assert again.normalizer is first.normalizer
+    again = merge_corpora([_toy_corpus(1)], DataConfig(), {"audio": first.normalizers["audio"]})
+    assert again.normalizers["audio"] is first.normalizers["audio"]
     raw = _toy_corpus(1).sets["audio"]["train"].examples[0]
-    n = first.normalizer
+    n = first.normalizers["audio"]
     np.testing.assert_allclose(again.sets["audio"]["train"].examples[0], (raw - n.mean) / n.std, rtol=1e-6)
     with pytest.raises(ConfigError, match="modality 'audio' comes from two corpora"):
         merge_corpora([_toy_corpus(0), _toy_corpus(1)], DataConfig())
@@ -163,7 +165,7 @@ def test_loader_registry() -> None:
     mnist = load_experiment_data(DataConfig(), progress=False, speech=False)
     assert mnist.pairing == "example" and mnist.modalities == ["image", "label"]
     np.testing.assert_array_equal(mnist.sets["label"]["train"].examples,
-                                  np.array([int(y) for y in mnist.image_train.labels]))
+                                  np.array([int(y) for y in mnist.split("image", "train").labels]))
     assert mnist.spec("label").shape == (10,) and mnist.spec("image").likelihood == "gaussian"
 
 
@@ -240,8 +242,9 @@ def test_image_and_label_pair_by_example() -> None:
     b = next(iter(dm.train_dataloader()))
     assert tuple(b["image"].shape) == (100, 1, 28, 28)
     rows = b["index"].numpy()
-    np.testing.assert_array_equal(b["image"][:, 0].numpy(), data.image_train.images[rows])
-    np.testing.assert_array_equal(b["label"].numpy(), [int(data.image_train.labels[i]) for i in rows])
+    images = data.split("image", "train")
+    np.testing.assert_array_equal(b["image"][:, 0].numpy(), images.examples[rows])
+    np.testing.assert_array_equal(b["label"].numpy(), [int(images.labels[i]) for i in rows])
 
 
 # --------------------------------------------------------------------------- GRID

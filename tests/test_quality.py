@@ -35,29 +35,31 @@ def data():
 
 @pytest.fixture(scope="module")
 def speech_clf(data):
-    return train_speech_classifier(data.speech_train.features, data.speech_train.labels)
+    return train_speech_classifier(data.split("audio", "train").examples, data.split("audio", "train").labels)
 
 
 def test_image_classifier_beats_the_bound_on_held_out_mnist(data, tmp_path):
-    clf = train_image_classifier(data.image_train.images, data.image_train.labels, steps=300)
-    acc = clf.accuracy(data.image_test.images, data.image_test.labels)
+    train = data.split("image", "train")
+    clf = train_image_classifier(train.examples, train.labels, steps=300)
+    acc = clf.accuracy(data.split("image", "test").examples, data.split("image", "test").labels)
     assert acc > IMAGE_BOUND, acc
     # contrast does not matter to the judge (generated images are dim Gaussian means)
-    dim = clf.predict(0.3 * data.image_test.images[:50])
-    assert dim == clf.predict(data.image_test.images[:50])
+    dim = clf.predict(0.3 * data.split("image", "test").examples[:50])
+    assert dim == clf.predict(data.split("image", "test").examples[:50])
     clf.save(tmp_path / "image")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image.json", "image.safetensors"]
     again = DigitClassifier.load(tmp_path / "image")
-    assert again.predict(data.image_test.images[:64]) == clf.predict(data.image_test.images[:64])
+    test = data.split("image", "test").examples
+    assert again.predict(test[:64]) == clf.predict(test[:64])
 
 
 def test_speech_classifier_beats_the_bound_on_held_out_fsdd(data, speech_clf):
-    acc = speech_clf.accuracy(data.speech_test.features, data.speech_test.labels)
+    acc = speech_clf.accuracy(data.split("audio", "test").examples, data.split("audio", "test").labels)
     assert acc > SPEECH_BOUND, acc
     # shuffled labels must not be learnable to that level (the test can fail)
     rng = np.random.default_rng(0)
-    wrong = list(rng.permutation(data.speech_test.labels))
-    assert speech_clf.accuracy(data.speech_test.features, wrong) < 0.5
+    wrong = list(rng.permutation(data.split("audio", "test").labels))
+    assert speech_clf.accuracy(data.split("audio", "test").examples, wrong) < 0.5
 
 
 def test_pool_features_shape_and_short_input():
@@ -70,11 +72,11 @@ def test_pool_features_shape_and_short_input():
 def test_griffin_lim_resynthesis_keeps_the_digit(data, speech_clf):
     """Real test utterance -> waveform -> features again: classified as the same digit."""
     fb = FbankConfig()
-    idx = np.arange(0, len(data.speech_test), 5)
-    feats = [data.speech_test.features[i] for i in idx]
-    labels = [data.speech_test.labels[i] for i in idx]
-    again = [waveform_to_features(features_to_waveform(f, data.normalizer, fb), data.normalizer, fb)
-             for f in feats]
+    idx = np.arange(0, len(data.split("audio", "test")), 5)
+    feats = [data.split("audio", "test").examples[i] for i in idx]
+    labels = [data.split("audio", "test").labels[i] for i in idx]
+    norm = data.normalizers["audio"]
+    again = [waveform_to_features(features_to_waveform(f, norm, fb), norm, fb) for f in feats]
     assert speech_clf.accuracy(again, labels) >= 0.8
     assert speech_clf.accuracy(again, labels) >= speech_clf.accuracy(feats, labels) - 0.15
 
@@ -94,13 +96,13 @@ def test_quality_run_writes_quality_json(tmp_path_factory, data):
     # the Griffin-Lim check, recomputed independently: the first 30 of the 60 test utterances the
     # seed-0 subset picks, waveform and back, judged by the run's saved speech classifier
     rng = np.random.default_rng(0)
-    idx = np.sort(rng.choice(len(data.speech_test), 60, replace=False))[:30]
+    idx = np.sort(rng.choice(len(data.split("audio", "test")), 60, replace=False))[:30]
     loaded = load_run(run)
-    again = [waveform_to_features(features_to_waveform(data.speech_test.features[i],
+    again = [waveform_to_features(features_to_waveform(data.split("audio", "test").examples[i],
                                                        loaded.normalizer, loaded.fbank),
                                   loaded.normalizer, loaded.fbank) for i in idx]
     judge = DigitClassifier.load(run / "classifiers" / "audio")
-    expected = judge.accuracy(again, [data.speech_test.labels[i] for i in idx])
+    expected = judge.accuracy(again, [data.split("audio", "test").labels[i] for i in idx])
     assert saved["resynthesis_real_speech"] == {"n": 30, "accuracy": pytest.approx(expected)}
     assert result["model_type"] == "pvae"
     # computed from these weights: the report recomputes it when model.safetensors changes

@@ -337,9 +337,9 @@ def test_embedding_is_a_run_output_made_from_the_latent_declarations(report, dat
         assert (e["role"], e["symbol"]) == (declared.role, declared.symbol)
         assert len(e["xy"]) == len(e["labels"]) == (160 if e["name"] == "pooled_z_s" else 80)
         assert all(len(p) == 2 for p in e["xy"])
-    digits = set(data.speech_test.labels) | set(data.image_test.labels)
+    digits = set(data.split("audio", "test").labels) | set(data.split("image", "test").labels)
     assert set(got["speech_z_s"]["labels"]) <= digits and len(set(got["image_z_s"]["labels"])) > 5
-    assert set(got["speech_z_audio_speaker"]["labels"]) <= set(data.speech_test.speakers)
+    assert set(got["speech_z_audio_speaker"]["labels"]) <= set(data.split("audio", "test").speakers)
     assert got["pooled_z_s"]["groups"] == ["speech"] * 80 + ["image"] * 80
     text = report.read_text()
     for e in got.values():

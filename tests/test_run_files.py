@@ -20,7 +20,8 @@ from safetensors.torch import load_file, save_file
 
 import dispart.files
 import dispart.runs
-from dispart.batches.pipeline import ImageSet
+from dispart.batches.modality import ModalitySpec
+from dispart.batches.pipeline import ExperimentData, ImageSet
 from dispart.cli import main
 from dispart.config import load_config
 from dispart.errors import RunDirError
@@ -35,6 +36,7 @@ from dispart.evaluation.table import (
     write_evaluation_json,
     write_run_output,
 )
+from dispart.features.fbank import FbankConfig
 from dispart.runs import load_run, save_run
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -311,7 +313,7 @@ def test_a_crash_while_writing_an_output_keeps_the_old_file(tmp_path, monkeypatc
 # --------------------------------------------------------------------------- judge classifiers
 
 
-def _tiny_data() -> SimpleNamespace:
+def _tiny_data() -> ExperimentData:
     rng = np.random.default_rng(0)
     labels = [str(i % 3) for i in range(30)]
     images = np.zeros((30, 28, 28), np.float32)
@@ -319,7 +321,9 @@ def _tiny_data() -> SimpleNamespace:
         images[i, 9 * int(y): 9 * int(y) + 9] = 1.0
     images += 0.1 * rng.random(images.shape, dtype=np.float32)
     train, test = ImageSet(images[:24], labels[:24]), ImageSet(images[24:], labels[24:])
-    return SimpleNamespace(speech_train=None, image_train=train, image_test=test)
+    return ExperimentData({"image": {"train": train, "test": test}},
+                          {"image": ModalitySpec("image", "image", (1, 28, 28))}, {}, FbankConfig(),
+                          "example")
 
 
 def _fake_run(path: Path) -> SimpleNamespace:
@@ -343,7 +347,8 @@ def judges(tmp_path_factory) -> tuple[Path, DigitClassifier]:
     folder = tmp_path_factory.mktemp("judges")
     first = run_classifiers(_fake_run(folder), _tiny_data())["image"]
     data = _tiny_data()
-    reference = train_image_classifier(data.image_train.images, data.image_train.labels)
+    train = data.split("image", "train")
+    reference = train_image_classifier(train.examples, train.labels)
     for k, v in reference.net.state_dict().items():
         assert torch.equal(first.net.state_dict()[k], v), k
     return folder, reference
@@ -365,7 +370,8 @@ def test_a_corrupt_judge_is_named_in_one_warning_and_retrained(judges, tmp_path,
     reloaded = DigitClassifier.load(stem)  # the retrained judge was saved again, intact
     saved = json.loads(stem.with_suffix(".json").read_text())
     assert saved["weights_sha256"] == _sha(stem.with_suffix(".safetensors"))
-    assert reloaded.predict(data.image_test.images) == again.predict(data.image_test.images)
+    test = data.split("image", "test").examples
+    assert reloaded.predict(test) == again.predict(test)
     assert _temp_files(tmp_path) == []
 
 

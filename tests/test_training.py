@@ -50,8 +50,8 @@ def test_run_folder_is_complete_and_loads_without_code_execution(trained):
     assert loaded.model.hidden == 32
     # The normaliser was fitted on the training split: its stats come back exactly.
     data = load_experiment_data(loaded.config.data, progress=False, normalizer=None)
-    raw = np.concatenate([data.normalizer.inverse_transform(f) for f in
-                          data.speech_train.features])  # the training split's log-Mel frames
+    raw = np.concatenate([data.normalizers["audio"].inverse_transform(f) for f in
+                          data.split("audio", "train").examples])  # the training split's log-Mel frames
     np.testing.assert_allclose(loaded.normalizer.mean, raw.mean(axis=0), atol=1e-4)
     np.testing.assert_allclose(loaded.normalizer.std, raw.std(axis=0), rtol=1e-3)
     assert not np.allclose(loaded.normalizer.mean, loaded.normalizer.mean.mean())
@@ -68,9 +68,9 @@ def test_evaluate_writes_table1_rows(trained, capsys):
     # Every purity is the k-means purity of the model's own unimodal test latents (recomputed).
     loaded = load_run(run)
     data = load_experiment_data(loaded.config.data, progress=False, normalizer=loaded.normalizer)
-    sets = {"speech": (speech_latents(loaded.model, data.speech_test.features),
-                       data.speech_test.labels),
-            "image": (image_latents(loaded.model, data.image_test.images), data.image_test.labels)}
+    speech_test, image_test = data.split("audio", "test"), data.split("image", "test")
+    sets = {"speech": (speech_latents(loaded.model, speech_test.examples), speech_test.labels),
+            "image": (image_latents(loaded.model, image_test.examples), image_test.labels)}
     for r in result["rows"]:
         z, labels = sets[r["modality"]]
         name = {"z^s": "z_s", "z^a": "z_audio", "z^i": "z_image"}[r["latent"]]

@@ -86,40 +86,6 @@ class ExperimentData:
                               f"(it has {list(self.sets[modality])})")
         return self.sets[modality][split]
 
-    # ---- compatibility: the fixed fields of before, derived from ``sets`` (read-only) ----
-    @property
-    def normalizer(self) -> FeatureNormalizer | None:
-        """Compatibility: the "audio" normaliser, None without speech."""
-        return self.normalizers.get("audio")
-
-    @property
-    def has_speech(self) -> bool:
-        """Compatibility: whether an "audio" modality is loaded."""
-        return "audio" in self.sets
-
-    def _get(self, modality: str, split: str) -> ModalitySet | None:
-        return self.sets.get(modality, {}).get(split)
-
-    @property
-    def speech_train(self) -> SpeechSet | None:
-        """Compatibility: ``sets["audio"]["train"]`` (None without speech)."""
-        return self._get("audio", "train")  # type: ignore[return-value]
-
-    @property
-    def speech_test(self) -> SpeechSet | None:
-        """Compatibility: ``sets["audio"]["test"]`` (None without speech)."""
-        return self._get("audio", "test")  # type: ignore[return-value]
-
-    @property
-    def image_train(self) -> ImageSet | None:
-        """Compatibility: ``sets["image"]["train"]`` (None without images)."""
-        return self._get("image", "train")  # type: ignore[return-value]
-
-    @property
-    def image_test(self) -> ImageSet | None:
-        """Compatibility: ``sets["image"]["test"]`` (None without images)."""
-        return self._get("image", "test")  # type: ignore[return-value]
-
 
 def _check(cfg: DataConfig) -> None:
     if cfg.on_error not in ("raise", "skip"):
@@ -130,6 +96,8 @@ def _check(cfg: DataConfig) -> None:
         raise ConfigError(f"data.binarize must be one of {BINARIZE}, got {cfg.binarize!r}")
     if cfg.unpaired not in ("split", "drop"):
         raise ConfigError(f"data.unpaired must be 'split' or 'drop', got {cfg.unpaired!r}")
+    if cfg.pairing not in ("auto", *PAIRINGS):
+        raise ConfigError(f"data.pairing must be 'auto' or one of {PAIRINGS}, got {cfg.pairing!r}")
     if not 0.0 <= cfg.paired_fraction <= 1.0:
         raise ConfigError(f"data.paired_fraction must be in [0, 1], got {cfg.paired_fraction}")
 
@@ -145,11 +113,14 @@ def _normalised(s: ModalitySet, norm: FeatureNormalizer, mode: str) -> ModalityS
 
 
 def loader_names(cfg: DataConfig, speech: bool = True) -> list[str]:
-    """The corpus loaders of a config: ``data.loader`` ("speech+mnist", "grid", ...) when the
-    config has that field and it is not "auto"; else speech and MNIST (MNIST alone without speech)."""
-    chosen = getattr(cfg, "loader", "auto")  # the field is proposed for DataConfig; absent -> auto
+    """The corpus loaders of a config: ``data.loader`` ("grid", "speech+mnist", ...) when it is not
+    "auto"; else speech and MNIST (MNIST alone when ``speech`` is False: runs without speech).
+    An unknown name is a ConfigError listing the registered ones."""
+    chosen = cfg.loader
     if chosen and chosen != "auto":
-        names = [n.strip() for n in str(chosen).split("+") if n.strip()]
+        names = [n.strip() for n in str(chosen).split("+")]
+        if not all(names):
+            raise ConfigError(f"data.loader={chosen!r}: an empty loader name; join names with '+'")
         for n in names:
             get_loader(n)
         return names
@@ -163,7 +134,9 @@ def merge_corpora(corpora: list[Corpus], cfg: DataConfig,
     Modalities a corpus asks to normalise are standardised with ``normalizers[m]`` when given (a
     trained run's statistics), else with a normaliser fitted on their train split (with
     ``data.normalize=utterance`` it also stores the mean raw frame the centring removes). Modalities
-    from several corpora pair by label; those of one corpus as the corpus says.
+    from several corpora pair by label; those of one corpus as the corpus says; ``data.pairing``
+    other than "auto" overrides that ("example" needs a single corpus: example ids of different
+    corpora do not match).
     """
     normalizers = dict(normalizers or {})
     sets: dict[str, dict[str, ModalitySet]] = {}
@@ -185,6 +158,13 @@ def merge_corpora(corpora: list[Corpus], cfg: DataConfig,
             specs[m] = corpus.specs[m]
     fbank = next((c.fbank for c in corpora if c.fbank is not None), None) or fbank_config(cfg)
     pairing = corpora[0].pairing if len(corpora) == 1 else "label"
+    chosen = cfg.pairing
+    if chosen != "auto":
+        if chosen == "example" and len(corpora) > 1:
+            raise ConfigError(f"data.pairing=example: the modalities {list(sets)} come from "
+                              f"{len(corpora)} corpora, whose example ids do not match; use "
+                              f"data.pairing=label or auto")
+        pairing = chosen
     return ExperimentData(sets, specs, used, fbank, pairing, [s for c in corpora for s in c.skipped])
 
 

@@ -17,12 +17,19 @@ class DataConfig:
     ``audio``: "sample" (the embedded sample), a folder in FSDD or AudioMNIST layout, or a
     ``label,speaker,path`` CSV. ``images``: "sample", an MNIST ``.npz`` or a folder of IDX files.
     ``split``: "official" (FSDD takes 0-4 test), "speaker:NAME" or "speakers:A,B" (held out).
+    ``loader``: "auto" (spoken digits from ``audio`` and MNIST from ``images``; MNIST alone for
+    runs without speech) or registered corpus loaders joined by "+" (e.g. "grid": GRID clips in
+    the folder ``audio``; see :mod:`dispart.batches.loaders`). ``pairing``: how the modalities of
+    a training example are joined: "label" (a random example of the same class, redrawn every
+    epoch), "example" (the modalities of one example, by example id) or "auto" (the loader's).
     """
 
     audio: str = "sample"
     layout: str = "auto"
     images: str = "sample"
     split: str = "official"
+    loader: str = "auto"  # "auto" | a registered corpus loader name ("speech", "mnist", "grid"), "+"-joined
+    pairing: str = "auto"  # "auto" (the loader's) | "label" | "example"
     sample_rate: int = 8000  # Hz
     n_mels: int = 80
     vad_top_db: float = 30.0  # dB below the peak that counts as silence

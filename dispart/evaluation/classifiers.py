@@ -235,7 +235,8 @@ def _signature(run) -> dict[str, Any]:
     return {"audio": d.audio, "images": d.images, "split": d.split, "normalize": d.normalize,
             "n_mels": d.n_mels, "sample_rate": d.sample_rate,
             "binarize": d.binarize,
-            "normalizer_mean0": float(run.normalizer.mean[0]) if run.normalizer is not None else None}
+            "normalizer_mean0": float(run.normalizer.mean[0]) if run.normalizer is not None else None,
+            **({"loader": d.loader} if getattr(d, "loader", "auto") != "auto" else {})}
 
 
 def _load_or_none(stem: Path) -> DigitClassifier | None:
@@ -259,7 +260,7 @@ def run_classifiers(run, data, folder: str | Path | None = None, seed: int = 0,
     folder = Path(folder) if folder else Path(run.path) / "classifiers"
     sig = _signature(run)
     out: dict[str, DigitClassifier] = {}
-    wanted = [m for m in ("image", "audio") if m != "audio" or data.speech_train is not None]
+    wanted = [m for m in ("image", "audio") if m in data.sets]
     for modality in wanted:
         stem = folder / modality
         if not retrain and stem.with_suffix(".json").is_file():
@@ -267,16 +268,11 @@ def run_classifiers(run, data, folder: str | Path | None = None, seed: int = 0,
             if clf is not None and clf.meta.get("data") == sig:
                 out[modality] = clf
                 continue
-        if modality == "image":
-            clf = train_image_classifier(data.image_train.images, data.image_train.labels, seed=seed)
-            clf.meta["test_accuracy"] = clf.accuracy(data.image_test.images, data.image_test.labels)
-            clf.meta["n_test"] = len(data.image_test)
-        else:
-            clf = train_speech_classifier(data.speech_train.features, data.speech_train.labels,
-                                          seed=seed)
-            clf.meta["test_accuracy"] = clf.accuracy(data.speech_test.features,
-                                                     data.speech_test.labels)
-            clf.meta["n_test"] = len(data.speech_test)
+        train, test = data.split(modality, "train"), data.split(modality, "test")
+        trainer = train_image_classifier if modality == "image" else train_speech_classifier
+        clf = trainer(train.examples, train.labels, seed=seed)
+        clf.meta["test_accuracy"] = clf.accuracy(test.examples, test.labels)
+        clf.meta["n_test"] = len(test)
         clf.meta["data"] = sig
         clf.save(stem)
         out[modality] = clf

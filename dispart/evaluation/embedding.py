@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from dispart.evaluation.latents import image_latents, speech_latents
+from dispart.evaluation.latents import clustered_modalities, modality_latents
 from dispart.evaluation.plots import MARKER_CYCLE, MAX_LEGEND_LABELS
 from dispart.evaluation.table import fresh_run_output, write_run_output
 from dispart.files import atomic_write_with
@@ -80,15 +80,14 @@ def embed_test_latents(run: Run, data: ExperimentData, points: int = 500, seed: 
 
     # modality -> (latent name -> (n, D), digit labels, speakers or None)
     lat: dict[str, tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]] = {}
-    if "audio" in model.modalities and data.speech_test is not None:
-        idx = sub(len(data.speech_test))
-        z = speech_latents(model, [data.speech_test.features[i] for i in idx])
-        lat["audio"] = (z, np.asarray(data.speech_test.labels)[idx],
-                        np.asarray(data.speech_test.speakers)[idx])
-    if "image" in model.modalities:
-        idx = sub(len(data.image_test))
-        lat["image"] = (image_latents(model, data.image_test.images[idx]),
-                        np.asarray(data.image_test.labels)[idx], None)
+    tests = {m: data.split(m, "test") for m in data.modalities}
+    for m in clustered_modalities(model, tests):  # speech, image, then others
+        test = tests[m]
+        idx = sub(len(test))
+        examples = ([test.examples[i] for i in idx] if isinstance(test.examples, list)
+                    else np.asarray(test.examples)[idx])
+        lat[m] = (modality_latents(model, m, examples), np.asarray(test.labels)[idx],
+                  None if test.speakers is None else np.asarray(test.speakers)[idx])
 
     def declared(m: str, role: str) -> list[Any]:
         return [v for v in of_modality(model.latents, m) if v.role == role and v.name in lat[m][0]]

@@ -13,20 +13,16 @@ the purity monitor which latents carry the class. Dynamic latents are pooled ove
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dispart.batches.paired import sort_classes
-from dispart.batches.pipeline import (
-    ExperimentData,
-    ImageSet,
-    SpeechSet,
-    load_experiment_data,
-    load_speech_set,
-)
+from dispart.batches.pipeline import ExperimentData, load_experiment_data, load_speech_set
+from dispart.batches.sets import ModalitySet
 from dispart.config import EvalConfig
+from dispart.errors import ConfigError
 from dispart.evaluation.classifiers import run_classifiers
 from dispart.evaluation.clustering import (
     estimate_num_classes,
@@ -34,12 +30,13 @@ from dispart.evaluation.clustering import (
     kmeans_purity,
     linear_probe_accuracy,
 )
-from dispart.evaluation.latents import image_latents, speech_latents
+from dispart.evaluation.latents import clustered_modalities, modality_latents
 from dispart.evaluation.subsets import (
     classifier_judge,
     evaluate_subsets,
     label_judge,
     subsets_markdown,
+    test_classes,
     test_examples,
 )
 from dispart.evaluation.table import PurityRow, rows_to_markdown, write_run_output
@@ -55,52 +52,72 @@ def _codes(labels: list[str]) -> np.ndarray:
     return np.unique(np.asarray(labels), return_inverse=True)[1]
 
 
+def _speakers_probed(train: ModalitySet | None, test: ModalitySet) -> bool:
+    """Whether speaker identity can be probed: several training speakers, none new in test."""
+    return (train is not None and train.speakers is not None and test.speakers is not None
+            and len(set(train.speakers)) > 1 and set(test.speakers) <= set(train.speakers))
+
+
 def evaluate_model(
     model: MultimodalModel,
     display_name: str,
-    speech_test: SpeechSet | None,
-    image_test: ImageSet | None,
+    test_sets: Mapping[str, ModalitySet],
     cfg: EvalConfig,
-    speech_train: SpeechSet | None = None,
+    train_sets: Mapping[str, ModalitySet] | None = None,
     curves: bool = True,
 ) -> dict[str, Any]:
     """Table 1 rows (and inertia curves) for one model. Purities are fractions in [0, 1].
 
+    Args:
+        test_sets: modality -> its test examples (:class:`ModalitySet`, e.g.
+            ``data.sets[m]["test"]``); latents of every modality of the model found here are
+            inferred from that modality alone (see :func:`clustered_modalities`) and clustered.
+        train_sets: modality -> training examples; with speakers (several, none new in test)
+            a linear probe of speaker identity is trained per latent of that modality.
+
     Rows name each latent by its declared symbol and carry its declared ``role``; ``latents``
     holds the model's declarations (name -> :meth:`Latent.to_dict`), so readers of the JSON need
-    no model to know what a symbol is.
+    no model to know what a symbol is. Rows and ``n_test`` are keyed by Table 1 column name
+    ("speech" for "audio") and modality name; ``speaker_probe_accuracy`` by symbol for
+    "audio" and by "<column>/<symbol>" for other modalities.
     """
     rows: list[PurityRow] = []
     inertia: dict[str, dict[int, float]] = {}
     estimates: dict[str, int] = {}
     speaker_probe: dict[str, float] = {}
-    sets: list[tuple[str, Any, list[str]]] = []
-    z_speech_test: dict[str, np.ndarray] = {}
-    if speech_test is not None and "audio" in model.modalities:
-        z_speech_test = speech_latents(model, speech_test.features)
-        sets.append(("audio", z_speech_test, speech_test.labels))
-    if image_test is not None and "image" in model.modalities:
-        sets.append(("image", image_latents(model, image_test.images), image_test.labels))
+    sets: list[tuple[str, dict[str, np.ndarray], list[str]]] = []
+    for modality in clustered_modalities(model, test_sets):
+        test = test_sets[modality]
+        need = max(cfg.n_clusters, cfg.k_max if curves else 1)
+        if len(test) < need:
+            raise ConfigError(f"eval.n_clusters={cfg.n_clusters}"
+                              + (f", eval.k_max={cfg.k_max}" if curves else "")
+                              + f": {modality!r} has only {len(test)} test examples; lower them")
+        sets.append((modality, modality_latents(model, modality, test.examples), test.labels))
     for modality, latents, labels in sets:
         y = _codes(labels)
+        column = COLUMN.get(modality, modality)
         for name, z in latents.items():
             latent = model.latents[name]
             purity = kmeans_purity(z, y, n_clusters=cfg.n_clusters, seed=cfg.seed)
-            rows.append(PurityRow(display_name, COLUMN.get(modality, modality), latent.symbol,
-                                  float(purity), latent.role))
+            rows.append(PurityRow(display_name, column, latent.symbol, float(purity), latent.role))
             if curves:
-                key = f"{COLUMN.get(modality, modality)}/{latent.symbol}"
+                key = f"{column}/{latent.symbol}"
                 curve = inertia_curve(z, ks=range(1, cfg.k_max + 1), seed=cfg.seed)
                 inertia[key] = {int(k): float(v) for k, v in curve.items()}
                 estimates[key] = int(estimate_num_classes(curve))
-    if speech_train is not None and speech_test is not None and "audio" in model.modalities:
-        if len(set(speech_train.speakers)) > 1 and set(speech_test.speakers) <= set(
-                speech_train.speakers):
-            z_tr = speech_latents(model, speech_train.features)
-            for name in z_tr:
-                speaker_probe[model.latents[name].symbol] = float(linear_probe_accuracy(
-                    z_tr[name], np.asarray(speech_train.speakers),
-                    z_speech_test[name], np.asarray(speech_test.speakers), seed=cfg.seed))
+    for modality, z_test, _ in sets:
+        train = (train_sets or {}).get(modality)
+        test = test_sets[modality]
+        if train is None or not _speakers_probed(train, test):
+            continue
+        z_tr = modality_latents(model, modality, train.examples)
+        for name in z_tr:
+            symbol = model.latents[name].symbol
+            key = symbol if modality == "audio" else f"{COLUMN.get(modality, modality)}/{symbol}"
+            speaker_probe[key] = float(linear_probe_accuracy(
+                z_tr[name], np.asarray(train.speakers), z_test[name], np.asarray(test.speakers),
+                seed=cfg.seed))
     return {
         "model": display_name,
         "rows": [r.to_dict() for r in rows],
@@ -110,6 +127,11 @@ def evaluate_model(
         "speaker_probe_accuracy": speaker_probe,
         "n_test": {m: len(lab) for m, _, lab in sets},
     }
+
+
+def split_sets(data: ExperimentData, split: str) -> dict[str, ModalitySet]:
+    """modality -> its examples in ``split`` (``data.sets[m][split]``) for every modality."""
+    return {m: data.split(m, split) for m in data.modalities}
 
 
 def evaluate_run(
@@ -129,16 +151,17 @@ def evaluate_run(
     if audio is None:
         data = data or load_experiment_data(cfg.data, progress=progress, normalizer=run.normalizer,
                                             speech=speech)
-        speech_test, image_test, speech_train = data.speech_test, data.image_test, \
-            data.speech_train
+        test_sets, train_sets = split_sets(data, "test"), split_sets(data, "train")
         source = {"audio": cfg.data.audio, "split": cfg.data.split, "images": cfg.data.images}
+        if cfg.data.loader != "auto":
+            source["loader"] = cfg.data.loader
         skipped = data.skipped
     else:
         speech_test, skipped = load_speech_set(audio, cfg.data, run.normalizer, layout, progress)
-        image_test, speech_train = None, None
+        test_sets, train_sets = {"audio": speech_test}, None
         source = {"audio": str(audio), "split": "all utterances"}
-    result = evaluate_model(run.model, run.display_name, speech_test, image_test, cfg.eval,
-                            speech_train=speech_train, curves=curves)
+    result = evaluate_model(run.model, run.display_name, test_sets, cfg.eval,
+                            train_sets=train_sets, curves=curves)
     if audio is None and (not speech or "label" in run.model.modalities):
         result["subsets"] = subset_evaluation(run, data, cfg.eval)
     result["source"] = source
@@ -159,7 +182,7 @@ def subset_evaluation(run: Run, data: ExperimentData, cfg: EvalConfig) -> dict[s
     label judged by argmax and images/speech by the run's digit classifiers."""
     model = run.model
     batch, labels = test_examples(model, data, seed=cfg.seed)
-    classes = sort_classes(data.image_train.labels)  # the class order of test_examples' labels
+    classes = test_classes(model, data)  # the class order of test_examples' labels
     judges: dict[str, Any] = {"label": label_judge}
     if any(m in model.modalities for m in ("image", "audio")) and len(model.modalities) > 1:
         clfs = run_classifiers(run, data)

@@ -9,6 +9,7 @@ like a static latent. Static latents are returned as they are.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +18,8 @@ from torch import Tensor
 from dispart.batches.batch import Sequences
 from dispart.models.base import MultimodalModel
 
-__all__ = ["pool_frames", "pool_dynamic", "speech_latents", "image_latents"]
+__all__ = ["pool_frames", "pool_dynamic", "speech_latents", "image_latents", "sequence_latents",
+           "modality_latents", "clustered_modalities"]
 
 
 def pool_frames(z: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -67,6 +69,20 @@ def pool_dynamic(model: MultimodalModel, means: Mapping[str, Tensor], lengths: T
 
 
 @torch.no_grad()
+def sequence_latents(
+    model: MultimodalModel, examples: Sequence[np.ndarray], modality: str, batch_size: int = 512,
+) -> dict[str, np.ndarray]:
+    """Posterior means from one dynamic modality alone (examples (T_i, D) feature frames or
+    (T_i, C, H, W) video frames): latent name -> (N, D), rows in input order.
+
+    Examples are batched by length so that little padding is computed. Dynamic latents are
+    averaged over each example's frames (see the module docstring). The model's training
+    mode is restored afterwards.
+    """
+    return speech_latents(model, examples, batch_size, modality)
+
+
+@torch.no_grad()
 def speech_latents(
     model: MultimodalModel, features: Sequence[np.ndarray], batch_size: int = 512,
     modality: str = "audio",
@@ -106,3 +122,27 @@ def image_latents(
     x_all = x_all.to(next(model.parameters()).device)
     means = pool_dynamic(model, model.encode_in_batches({modality: x_all}, batch_size), None)
     return {k: v.cpu().numpy() for k, v in means.items()}
+
+
+def modality_latents(model: MultimodalModel, modality: str, examples: Sequence[np.ndarray] | np.ndarray
+                     ) -> dict[str, np.ndarray]:
+    """Posterior means from ``modality`` alone, whatever its kind: latent name -> (N, D).
+
+    A dynamic modality ("sequence", "frames": a list of (T_i, ...) arrays) goes through
+    :func:`sequence_latents`, a static one ((N, ...) stacked examples) through
+    :func:`image_latents` (reshaped to the model's spec). ValueError for a modality the model
+    does not have.
+    """
+    if modality not in model.specs:
+        raise ValueError(f"{model.name} has no modality {modality!r} (it has {list(model.specs)})")
+    if model.specs[modality].kind in ("sequence", "frames"):
+        return sequence_latents(model, examples, modality)  # type: ignore[arg-type]
+    return image_latents(model, np.asarray(examples), modality=modality)
+
+
+def clustered_modalities(model: MultimodalModel, sets: Mapping[str, Any]) -> list[str]:
+    """The model's modalities with a set in ``sets`` whose latents are clustered: every kind
+    but "categorical" (a label's latent would be judged against itself), speech first, then
+    image (Table 1's column order), then the others in the model's order."""
+    mods = [m for m in model.modalities if m in sets and model.specs[m].kind != "categorical"]
+    return sorted(mods, key=lambda m: (m != "audio", m != "image"))

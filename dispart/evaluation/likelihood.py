@@ -52,8 +52,9 @@ class ConditionalEstimate:
 
 
 def _repeat(x: Modality, times: int) -> Modality:
+    """``x`` stacked ``times`` times along the batch: (times * B, ...), Sequences of any frame shape."""
     if isinstance(x, Sequences):
-        return Sequences(x.data.repeat(times, 1, 1), x.lengths.repeat(times))
+        return Sequences(x.data.repeat(times, *([1] * (x.data.dim() - 1))), x.lengths.repeat(times))
     return x.repeat(times, *([1] * (x.dim() - 1)))
 
 
@@ -123,12 +124,13 @@ def prior_log_weights(
     """(K, B) log p(x^T | z_k) with z_k ~ p(z) shared by every row (the weights of ``proposal=()``).
 
     The decoders run K times in all instead of K times per row, which makes e.g. log p(label)
-    with K = 5000 cheap. Not for sequence modalities (their decoders need each row's length).
+    with K = 5000 cheap. Not for "sequence"/"frames" modalities (their decoders need each row's
+    length).
     """
     targets = tuple(targets)
     for m in targets:
-        if model.specs[m].kind == "sequence":
-            raise ValueError(f"prior_log_weights: {m!r} is a sequence modality")
+        if model.specs[m].dynamic:
+            raise ValueError(f"prior_log_weights: {m!r} is a {model.specs[m].kind} modality")
     b = batch_size({m: batch[m] for m in targets})
     z = {n: model.prior(n, 1).sample((k,)).squeeze(1) for n in _needed(model, targets)}  # (K, D)
     lw = torch.zeros(k, b, device=next(model.parameters()).device)
@@ -174,7 +176,7 @@ def log_marginal(
         if targets is None:
             targets = [m for m in model.modalities if m in batch]
         proposal = tuple(targets) if proposal is None else tuple(proposal)
-        if not proposal and not any(model.specs[m].kind == "sequence" for m in targets):
+        if not proposal and not any(model.specs[m].dynamic for m in targets):
             return _estimate(prior_log_weights(model, batch, targets, k))
         return _estimate(log_importance_weights(model, batch, targets, proposal, k, max_rows))
     finally:

@@ -28,8 +28,9 @@ import torch
 from torch import Tensor
 
 from dispart.batches.batch import Batch
-from dispart.batches.paired import PairedDigits, collate_paired
+from dispart.batches.paired import ExamplePairs, PairedDigits, collate_paired, sort_classes
 from dispart.batches.pipeline import ExperimentData
+from dispart.batches.weak import collate_partial
 from dispart.evaluation.clustering import kmeans_purity
 from dispart.evaluation.latents import pool_dynamic
 from dispart.models.base import MultimodalModel
@@ -37,29 +38,50 @@ from dispart.models.base import MultimodalModel
 Judge = Callable[[list[np.ndarray]], np.ndarray]  # decoded items -> predicted class indices
 
 
+def test_classes(model: MultimodalModel, data: ExperimentData) -> list[str]:
+    """Class names in index order of :func:`test_examples`' labels: the sorted labels of the
+    training split of the model's first modality the data holds."""
+    first = next((m for m in model.modalities if m in data.sets), None)
+    if first is None:
+        raise ValueError(f"the data has none of the modalities {list(model.modalities)} of {model.name} "
+                         f"(it has {data.modalities})")
+    return sort_classes(data.split(first, "train").labels)
+
+
 def test_examples(model: MultimodalModel, data: ExperimentData, seed: int = 0,
                   max_items: int | None = None) -> tuple[Batch, np.ndarray]:
-    """All test examples as one batch of the model's modalities, and their (N,) class indices.
+    """All test examples as one batch of the model's modalities, and their (N,) class indices
+    (in the order of :func:`test_classes`).
 
-    With speech, every test utterance is paired with a random test image of its digit
-    (deterministic in ``seed``); otherwise the MNIST test set. ``max_items`` keeps a seeded subset.
+    Paired as the data pairs them (``data.pairing``): by label, every test utterance with a
+    random test image of its digit (deterministic in ``seed``); by example, the modalities of
+    the same test examples (MNIST images and their labels, audio and video of one clip).
+    ``max_items`` keeps a seeded subset.
     """
     rng = np.random.default_rng(seed)
-    if data.speech_test is not None and "audio" in model.modalities:
-        pairs = PairedDigits(data.speech_test.features, data.speech_test.labels,
-                             data.image_test.images, data.image_test.labels, seed=seed)
-        idx = np.arange(len(pairs))
-        if max_items is not None and len(idx) > max_items:
-            idx = np.sort(rng.choice(len(idx), max_items, replace=False))
-        full = collate_paired([pairs[int(i)] for i in idx])
-        y = full["label"].numpy()
-    else:
-        n = len(data.image_test)
+
+    def keep(n: int) -> np.ndarray:
         idx = np.arange(n)
         if max_items is not None and n > max_items:
             idx = np.sort(rng.choice(n, max_items, replace=False))
-        y = np.asarray([int(v) for v in np.asarray(data.image_test.labels)[idx]], dtype=np.int64)
-        full = {"image": torch.as_tensor(data.image_test.images[idx]), "label": torch.as_tensor(y)}
+        return idx
+
+    missing = [m for m in model.modalities if m not in data.sets]
+    if missing:
+        raise ValueError(f"the test data has no modality {missing[0]!r} (it has {data.modalities})")
+    if data.pairing == "label" and "audio" in model.modalities:
+        audio, image = data.split("audio", "test"), data.split("image", "test")
+        pairs = PairedDigits(audio.examples, audio.labels, image.examples, image.labels,  # type: ignore[arg-type]
+                             seed=seed)
+        full = collate_paired([pairs[int(i)] for i in keep(len(pairs))])
+    else:
+        examples = ExamplePairs({m: data.split(m, "test") for m in model.modalities},
+                                classes=test_classes(model, data),
+                                shapes={m: s.shape for m, s in model.specs.items()
+                                        if s.kind in ("image", "vector")})
+        full = collate_partial([examples[int(i)] for i in keep(len(examples))],
+                               [model.specs[m] for m in model.modalities])
+    y = full["label"].numpy()
     batch: dict[str, Any] = {}
     for m in model.modalities:
         if m not in full:
@@ -79,9 +101,9 @@ def shared_latent(model: MultimodalModel, subset: Sequence[str]) -> str | None:
 
 
 def _sequence_lengths(model: MultimodalModel, batch: Batch, subset: Sequence[str]) -> Tensor | None:
-    """(N,) frames of the first sequence modality of ``subset`` (for pooling dynamic latents)."""
+    """(N,) frames of the first dynamic modality of ``subset`` (for pooling dynamic latents)."""
     return next((model.lengths_of(batch[m]) for m in subset
-                 if model.specs[m].kind == "sequence"), None)
+                 if model.specs[m].kind in ("sequence", "frames")), None)
 
 
 def infer_means(model: MultimodalModel, batch: Batch, subset: Sequence[str], chunk: int = 512

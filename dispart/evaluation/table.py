@@ -78,7 +78,9 @@ class PurityRow:
 
     Attributes:
         model: model name, e.g. ``"PVAE"`` or ``"PVAE (no CM)"`` (see :data:`MODEL_ORDER`).
-        modality: ``"speech"`` or ``"image"`` (the unimodal encoder the latent comes from).
+        modality: the unimodal encoder the latent comes from: ``"speech"`` or ``"image"`` (the
+            Table 1 columns, :data:`MODALITIES`) or another modality's name (e.g. ``"video"``);
+            never ``"audio"`` (its column is "speech").
         latent: the latent's symbol (its declaration's ``symbol``), e.g. ``"z"``, ``"z^s"``.
         purity: weighted average purity as a fraction in [0, 1] (not percent).
         role: the latent's declared role, "content" or "style"; None for rows of files written
@@ -92,8 +94,9 @@ class PurityRow:
     role: str | None = None
 
     def __post_init__(self) -> None:
-        if self.modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if not isinstance(self.modality, str) or not self.modality.strip() or self.modality == "audio":
+            raise ValueError(f"modality must be a Table 1 column name such as {MODALITIES} (the "
+                             f"\"audio\" modality's column is \"speech\"), got {self.modality!r}")
         if self.role is not None and self.role not in ROLES:
             raise ValueError(f"role of {self.model}/{self.modality}/{self.latent} must be one of "
                              f"{ROLES} or None, got {self.role!r}")
@@ -223,13 +226,18 @@ def rows_to_markdown(rows: list[PurityRow], paper: str | None = "TIDIGIT-MNIST")
     rank = _model_rank([r.model for r in rows])
     ordered = sorted(lines.items(), key=lambda kv: (kv[0][0], kv[0][1], rank[kv[0][2]]))
 
-    header = ["Model", "Speech Lat.", "Speech Pur.(%)", "Image Lat.", "Image Pur.(%)"]
+    # speech and image always (Table 1), then other modalities in first-appearance order
+    columns = list(MODALITIES) + list(dict.fromkeys(r.modality for r in rows
+                                                    if r.modality not in MODALITIES))
+    header = ["Model"]
+    for modality in columns:
+        header += [f"{modality.capitalize()} Lat.", f"{modality.capitalize()} Pur.(%)"]
     if paper is not None:
         header += [f"Paper Speech Pur.(%) [{paper}]", f"Paper Image Pur.(%) [{paper}]"]
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for (_, _, model), cell in ordered:
         fields = [model]
-        for modality in MODALITIES:
+        for modality in columns:
             r = cell.get(modality)
             fields += [r.latent, f"{100.0 * r.purity:.2f}"] if r else ["-", "-"]
         if paper is not None:

@@ -227,7 +227,7 @@ def decode_grid(
     was_training = model.training
     model.eval()
     try:
-        if model.specs[out_modality].kind == "sequence":
+        if model.specs[out_modality].dynamic:
             lengths = _cell_lengths(semantic, style, rows, cols, default_length).reshape(-1)
             out = model.decode(latents, out_modality, torch.as_tensor(lengths, dtype=torch.int64))
             flat = [out[i, : int(n)].cpu().numpy() for i, n in enumerate(lengths)]
@@ -263,12 +263,14 @@ def shared_latent_rows(
     model.eval()
     try:
         for m in model.modalities:
-            if model.specs[m].kind == "sequence":
+            if model.specs[m].dynamic:  # (N, T, ...) frames, cut to each length
                 out = model.decode(z, m, torch.as_tensor(lengths, dtype=torch.int64))
                 cells.append([out[i, :n].cpu().numpy() for i, n in enumerate(lengths)])
-            else:
+            elif model.specs[m].kind == "image":  # (N, C, H, W) -> (H, W) tiles
                 out = model.decode(z, m)
                 cells.append(list(out.reshape(len(src), *out.shape[-2:]).cpu().numpy()))
+            else:  # categorical / vector: one (C,) vector per item
+                cells.append(list(model.decode(z, m).cpu().numpy()))
             record.append([{names[0]: s, "out": m} for s in src.sources])
     finally:
         model.train(was_training)
@@ -314,11 +316,16 @@ def _resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def _tile(item: np.ndarray | None, kind: str, h: int, spec_range: tuple[float, float],
           to_logmel) -> np.ndarray:
-    """RGB float tile (h, w, 3): images in grey, speech (time across, Mel up) in magma."""
+    """RGB float tile (h, w, 3): images in grey, (C,) vectors as grey columns, speech (time across,
+    Mel up) in magma."""
     import matplotlib
 
     if item is None:
         return np.full((h, h, 3), 0.5, np.float32)
+    if np.ndim(item) == 1:  # a (C,) vector, e.g. class probabilities: one grey column per entry
+        v = np.clip(np.asarray(item, np.float32), 0, 1)
+        g = _resize(np.repeat(v[None, :], h, axis=0), h, h)
+        return np.repeat(g[:, :, None], 3, axis=2)
     if kind == "image":
         g = np.clip(_resize(np.asarray(item, np.float32), h, h), 0, 1)
         return np.repeat(g[:, :, None], 3, axis=2)

@@ -56,10 +56,9 @@ class _Sources:
     """Test (or train) split items of both modalities with ids, tags and file paths."""
 
     def __init__(self, data: ExperimentData, split: str) -> None:
-        sp = data.speech_test if split == "test" else data.speech_train
-        im = data.image_test if split == "test" else data.image_train
+        sp, im = data.split("audio", split), data.split("image", split)
         self.split = split
-        self.items = {"audio": sp.features, "image": im.images}
+        self.items = {"audio": sp.examples, "image": im.examples}
         self.labels = {"audio": list(sp.labels), "image": list(im.labels)}
         self.speakers = list(sp.speakers)
         self.paths = list(sp.paths)
@@ -83,7 +82,7 @@ class _Sources:
 
 
 def _default_length(data: ExperimentData) -> int:
-    return int(np.median([len(f) for f in data.speech_train.features]))
+    return int(np.median(data.split("audio", "train").lengths()))
 
 
 def build_grids(run: Run, data: ExperimentData, kinds: Sequence[str] = KINDS, cols: int = 10,
@@ -188,7 +187,7 @@ def write_grid_outputs(run: Run, grid: Grid, out: Path, data: ExperimentData | N
                 continue
             for k, sid in enumerate(s.sources):
                 split, i = sid.split(":")[1].split("[")
-                paths = (data.speech_test if split == "test" else data.speech_train).paths
+                paths = data.split("audio", split).paths
                 target = folder / f"src_{axis}_{k}.wav"
                 source = paths[int(i.rstrip("]"))]
                 atomic_write_with(target, lambda tmp, src=source: shutil.copyfile(src, tmp))

@@ -31,7 +31,7 @@ import torch
 from dispart.batches.pipeline import ExperimentData, load_experiment_data
 from dispart.evaluation.classifiers import DigitClassifier, run_classifiers
 from dispart.evaluation.clustering import linear_probe_accuracy
-from dispart.evaluation.latents import image_latents, speech_latents
+from dispart.evaluation.latents import clustered_modalities, modality_latents, speech_latents
 from dispart.evaluation.reuse import reuse_output
 from dispart.evaluation.table import write_run_output
 from dispart.generation.audio import features_to_waveform, utterance_offset, waveform_to_features
@@ -47,7 +47,7 @@ def decode_batch(model: MultimodalModel, latents: dict[str, np.ndarray], modalit
     """Decode (N, D) latents ``batch`` rows at a time (``model.decode_in_batches``, training
     mode restored): list of (28, 28) images or (T_i, D) speech features."""
     z = {k: torch.as_tensor(v) for k, v in latents.items()}
-    if model.specs[modality].kind == "sequence":
+    if model.specs[modality].dynamic:
         ln = torch.as_tensor(lengths, dtype=torch.int64)
         x = model.decode_in_batches(z, modality, ln, batch).cpu()
         return [x[i, : int(t)].numpy() for i, t in enumerate(ln)]
@@ -56,7 +56,7 @@ def decode_batch(model: MultimodalModel, latents: dict[str, np.ndarray], modalit
 
 
 def _unimodal(model: MultimodalModel, modality: str, items) -> dict[str, np.ndarray]:
-    return speech_latents(model, items) if modality == "audio" else image_latents(model, items)
+    return modality_latents(model, modality, items)
 
 
 def _other_label(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -80,14 +80,14 @@ def quality_from_data(
     ``weights_sha256`` of the model they were computed from."""
     model = run.model
     rng = np.random.default_rng(seed)
-    test = {"audio": (data.speech_test.features, np.asarray(data.speech_test.labels)),
-            "image": (data.image_test.images, np.asarray(data.image_test.labels))}
+    test = {m: (data.split(m, "test").examples, np.asarray(data.split(m, "test").labels))
+            for m in clustered_modalities(model, data.sets)}
     sel = {m: _subset(len(test[m][1]), max_items, rng) for m in model.modalities if m in test}
-    items = {m: ([test[m][0][i] for i in idx] if m == "audio" else test[m][0][idx])
+    items = {m: ([test[m][0][i] for i in idx] if isinstance(test[m][0], list) else test[m][0][idx])
              for m, idx in sel.items()}
     labels = {m: test[m][1][idx] for m, idx in sel.items()}
     lat = {m: _unimodal(model, m, items[m]) for m in sel}
-    train_len = int(np.median([len(f) for f in data.speech_train.features]))
+    train_len = int(np.median(data.split("audio", "train").lengths()))
     has_style = is_partitioned(model, list(sel))  # one shared content + a style latent each
     result: dict[str, Any] = {
         "model": run.display_name, "model_type": model.name, "split": "test", "seed": seed,
@@ -167,10 +167,10 @@ def quality_from_data(
 
     # speaker identity from speech latents (linear probe)
     probe: dict[str, float] = {}
-    tr, te = data.speech_train, data.speech_test
+    tr, te = data.split("audio", "train"), data.split("audio", "test")
     if "audio" in model.modalities and len(set(tr.speakers)) > 1 and set(te.speakers) <= set(
             tr.speakers):
-        z_tr, z_te = speech_latents(model, tr.features), speech_latents(model, te.features)
+        z_tr, z_te = speech_latents(model, tr.examples), speech_latents(model, te.examples)
         for name in z_tr:
             probe[name] = linear_probe_accuracy(z_tr[name], np.asarray(tr.speakers), z_te[name],
                                                 np.asarray(te.speakers), seed=seed)

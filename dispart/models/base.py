@@ -20,6 +20,8 @@ with placeholder values in those rows and a (B,) bool mask under ``mask_key(moda
 - ``latent_names(modality)``: the latents a single modality lets you infer;
 - ``decoder_latents(modality)``, ``latent_sizes()``, ``prior(latent, batch_size, lengths)``:
   the generative model's latents, for importance-weighted likelihood estimates;
+- ``sample_prior(n, lengths)``: z ~ p for every latent; ``sample(n, modality, lengths,
+  generator)``: generated examples of one modality (prior draws decoded, a :class:`PriorSample`);
 - ``generative`` (:class:`Generative`: ``priors`` latent -> prior, ``decoders`` modality ->
   decoder) and ``inference`` (the model's encoders): the two halves of the model as named
   modules, Pyro-style; weights are saved under these prefixes;
@@ -82,6 +84,38 @@ class Elbo:
     kl: dict[str, Tensor]
     kl_total: Tensor
     value: Tensor
+
+
+@dataclass
+class PriorSample:
+    """What :meth:`MultimodalModel.sample` returns.
+
+    Attributes:
+        z: latent -> the prior draw, (n, D) static or (n, T, D) dynamic (zero past each length).
+        x: the decoded mean of p(x | z): (n, *shape), or (n, max(lengths), *frame shape) for a
+            "sequence"/"frames" modality, zero past each length.
+        lengths: (n,) int64 frames per example (CPU), None when nothing needed them.
+    """
+
+    z: dict[str, Tensor]
+    x: Tensor
+    lengths: Tensor | None
+
+
+def _as_lengths(n: int, lengths: Tensor | Sequence[int] | int | None, who: str) -> Tensor:
+    """``lengths`` as an (n,) int64 CPU tensor of values >= 1 (one int: the same for all)."""
+    if lengths is None:
+        raise ValueError(f"{who}: lengths is required (frames per example: (n,) integers or one int)")
+    if isinstance(lengths, int) and not isinstance(lengths, bool):
+        lengths = [lengths] * n
+    t = torch.as_tensor(lengths).detach().cpu()
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise ValueError(f"{who}: lengths must hold integers, got dtype {t.dtype}")
+    if tuple(t.shape) != (n,):
+        raise ValueError(f"{who}: lengths must have shape ({n},), got {tuple(t.shape)}")
+    if bool((t < 1).any()):
+        raise ValueError(f"{who}: lengths must be >= 1, got min {int(t.min())}")
+    return t.long()
 
 
 class Generative(nn.Module):
@@ -239,6 +273,15 @@ class MultimodalModel(nn.Module, ABC):
                     f"modality {modality!r} expects {spec.shape[0]}-dim frames, "
                     f"got {x.data.shape[-1]}"
                 )
+        elif spec.kind == "frames":
+            if not isinstance(x, Sequences):
+                what = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+                raise ValueError(f"modality {modality!r} expects Sequences of image frames "
+                                 f"(B, T, {', '.join(map(str, spec.shape))}), got {what}")
+            if x.frame_shape != spec.shape:
+                raise ValueError(f"modality {modality!r} expects frames of shape {spec.shape} "
+                                 f"(data (B, T, {', '.join(map(str, spec.shape))})), got data of "
+                                 f"shape {tuple(x.data.shape)}")
         elif spec.kind == "categorical":
             ok = isinstance(x, Tensor) and (
                 (x.dim() == 1 and not torch.is_floating_point(x)) or tuple(x.shape[1:]) == spec.shape)
@@ -275,9 +318,10 @@ class MultimodalModel(nn.Module, ABC):
 
     def run_decoder(self, decoder: nn.Module, z: Tensor, modality: str, lengths: Tensor | None
                     ) -> Tensor:
-        if self.specs[modality].kind == "sequence":
+        if self.specs[modality].dynamic:
             if lengths is None:
-                raise ValueError(f"decoding sequence modality {modality!r} needs lengths")
+                raise ValueError(f"decoding {self.specs[modality].kind} modality {modality!r} needs "
+                                 "lengths ((B,) frames per example)")
             return decoder(z, lengths)
         return decoder(z)
 
@@ -326,6 +370,54 @@ class MultimodalModel(nn.Module, ABC):
     def sample_prior(self, batch_size: int, lengths: Tensor | None = None) -> dict[str, Tensor]:
         """z ~ p for every latent: (B, D) static, (B, T, D) dynamic (``lengths`` (B,) needed)."""
         return {name: self._prior_module(name).sample(batch_size, lengths) for name in self.latents}
+
+    @torch.no_grad()
+    def sample(self, n: int, modality: str, lengths: Tensor | Sequence[int] | int | None = None,
+               generator: torch.Generator | None = None) -> PriorSample:
+        """Generate ``n`` examples of ``modality`` from the generative model alone.
+
+        Every latent is drawn from its prior (``sample_prior``: (n, D) static, (n, T, D) dynamic),
+        then ``modality`` is decoded from the latents its decoder reads; the observation is the
+        mean of p(x | z) (as ``decode``), not a draw from it.
+
+        Args:
+            n: number of examples (>= 1).
+            modality: the modality to generate.
+            lengths: frames per example, (n,) integers >= 1 or one int for all; required for a
+                "sequence"/"frames" modality and for models with dynamic latents, else ignored.
+            generator: makes the draw reproducible without touching the global RNG state (the
+                latents are drawn under a seed taken from it); None: the global RNG.
+
+        Returns:
+            A :class:`PriorSample`: ``z`` (latent -> tensor), ``x`` (n, *shape) or
+            (n, max(lengths), *frame shape) zero past each length, and the ``lengths`` used.
+            Runs in eval mode without gradients; the training mode is restored.
+        """
+        if modality not in self.specs:
+            raise ValueError(f"{self.name}.sample: unknown modality {modality!r}; "
+                             f"the model has {list(self.specs)}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{self.name}.sample: n must be an integer >= 1, got {n!r}")
+        dynamic = self.specs[modality].dynamic
+        ln = None
+        if dynamic or any(lat.dynamic for lat in self.latents.values()):
+            ln = _as_lengths(n, lengths, f"{self.name}.sample({modality!r})")
+        was_training = self.training
+        self.eval()
+        try:
+            if generator is None:
+                z = self.sample_prior(n, ln)
+            else:
+                seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+                device = next(self.parameters()).device
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    torch.manual_seed(seed)
+                    z = self.sample_prior(n, ln)
+            x = self.decode({k: z[k] for k in self.decoder_latents(modality)}, modality,
+                            ln if dynamic else None)
+        finally:
+            self.train(was_training)
+        return PriorSample(z, x, ln)
 
     def latent_lengths(self, latent: str, batch: Batch) -> Tensor:
         """(B,) frames of a dynamic latent: the lengths of the first sequence modality in ``batch``
@@ -389,7 +481,8 @@ class MultimodalModel(nn.Module, ABC):
     def decode(
         self, latents: Mapping[str, Tensor], modality: str, lengths: Tensor | None = None
     ) -> Tensor:
-        """Mean of p(x^modality | latents); ``lengths`` (B,) frames for sequence modalities."""
+        """Mean of p(x^modality | latents); ``lengths`` (B,) frames for "sequence" and "frames"
+        modalities (output (B, max(lengths), *frame shape), zero past each length)."""
         params = self.decode_params(latents, modality, lengths)
         return self.likelihoods[modality].mean(params)
 
@@ -426,7 +519,8 @@ class MultimodalModel(nn.Module, ABC):
     def decode_in_batches(self, latents: Mapping[str, Tensor], modality: str,
                           lengths: Tensor | None = None, chunk: int = 512) -> Tensor:
         """``decode`` of (N, ...) latents ``chunk`` rows at a time, in eval mode (restored):
-        (N, *shape) means, or (N, max(lengths), D) for a sequence modality, zero past each length."""
+        (N, *shape) means, or (N, max(lengths), *frame shape) for a "sequence" or "frames"
+        modality, zero past each length."""
         if chunk < 1:
             raise ValueError(f"decode_in_batches: chunk must be >= 1, got {chunk}")
         if not latents:
@@ -441,8 +535,9 @@ class MultimodalModel(nn.Module, ABC):
                 z = {k: torch.as_tensor(v[s:s + chunk]).to(device) for k, v in latents.items()}
                 ln = None if lengths is None else torch.as_tensor(lengths[s:s + chunk]).long()
                 x = self.decode(z, modality, ln)
-                if ln is not None and self.specs[modality].kind == "sequence":
-                    x = x * frame_mask(ln.to(x.device), x.shape[1])[..., None].to(x.dtype)
+                if ln is not None and self.specs[modality].dynamic:
+                    mask = frame_mask(ln.to(x.device), x.shape[1]).to(x.dtype)
+                    x = x * mask.view(*mask.shape, *([1] * (x.dim() - 2)))
                 parts.append(x)
         finally:
             self.train(was_training)

@@ -55,18 +55,21 @@ class PlainJMVAEConfig:
 
 
 def zeros_for(spec: ModalitySpec, batch_size: int, like: Tensor) -> Modality:
-    """The all-zero input JMVAE gives its joint encoder for a missing modality."""
-    if spec.kind == "sequence":
-        return Sequences(like.new_zeros(batch_size, 1, spec.shape[0]),
+    """The all-zero input JMVAE gives its joint encoder for a missing modality: (B, *shape), or
+    for "sequence"/"frames" one all-zero frame per row, Sequences (B, 1, *frame shape)."""
+    if spec.dynamic:
+        return Sequences(like.new_zeros(batch_size, 1, *spec.shape),
                          torch.ones(batch_size, dtype=torch.int64))
     return like.new_zeros(batch_size, *spec.shape)
 
 
 def _zero_rows(x: Modality, keep: Tensor, spec: ModalitySpec) -> Modality:
-    """``x`` with the rows where ``keep`` is False replaced by the zero input."""
+    """``x`` with the rows where ``keep`` (B,) is False replaced by the zero input (for Sequences
+    of any frame shape: every frame zero, length 1)."""
     if isinstance(x, Sequences):
         k = keep.to(x.data.device)
-        return Sequences(x.data * k[:, None, None], torch.where(keep.cpu(), x.lengths, 1))
+        k = k.view(-1, *([1] * (x.data.dim() - 1)))
+        return Sequences(x.data * k, torch.where(keep.cpu(), x.lengths, 1))
     if spec.kind == "categorical":
         x = as_one_hot(x, spec.shape[0])
     k = keep.to(x.device)

@@ -1,12 +1,35 @@
-"""The networks built for one modality (from its :class:`~dispart.batches.modality.ModalitySpec`)."""
+"""The networks built for one modality (from its :class:`~dispart.batches.modality.ModalitySpec`).
+
+Every kind gets a pre-encoder (observation -> one (B, hidden) vector per example, for static
+latents) and a decoder (one static latent vector -> the observation's likelihood parameters):
+
+- "sequence" (B, T, D) feature frames: :class:`SequenceEncoder` / :class:`SequenceDecoder`
+  (PVAE Appendix B, an LSTM each);
+- "frames" (B, T, C, H, W) image sequences (video): :class:`ClipEncoder` (an image encoder on
+  every valid frame, then an LSTM summarising the clip by its last valid state, as
+  SequenceEncoder does for speech) / :class:`ClipDecoder` (an LSTM fed the latent at every step,
+  as SequenceDecoder, then an image decoder on every valid frame's state);
+- "image" (B, C, H, W): :class:`ImageEncoder` / :class:`ImageDecoder`;
+- "categorical", "vector": :class:`MLPEncoder` / :class:`MLPDecoder`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
+from dispart.batches.batch import Sequences
 from dispart.batches.modality import ModalitySpec, as_one_hot
 from dispart.nn.decoders import ImageDecoder, SequenceDecoder
 from dispart.nn.encoders import ImageEncoder, SequenceEncoder
+from dispart.nn.frames import FrameLSTMEncoder, SequenceSummary
+from dispart.nn.video import ConvImageDecoder, VideoDecoder, VideoEncoder
+
+# Convolution channels of the per-frame networks of "frames" modalities: those of the PVAE image
+# networks (ImageEncoder (4, 8), ImageDecoder (16, 8)).
+FRAME_ENCODER_CHANNELS = (4, 8)
+FRAME_DECODER_CHANNELS = (16, 8)
 
 
 class MLPEncoder(nn.Module):
@@ -37,10 +60,77 @@ class MLPDecoder(nn.Module):
         return self.net(z)
 
 
+class ClipEncoder(nn.Module):
+    """(B, T, C, H, W) image-sequence Sequences -> (B, hidden), one vector per clip.
+
+    A :class:`~dispart.nn.video.VideoEncoder` maps every valid frame to ``hidden`` features
+    (padded frames are never computed), a one-layer forward LSTM runs over them and the state at
+    each clip's last valid frame summarises it (:class:`~dispart.nn.frames.SequenceSummary`,
+    mode "last"), so padding changes neither the output nor any gradient.
+    """
+
+    def __init__(self, frame_shape: Sequence[int], hidden: int = 512,
+                 channels: Sequence[int] = FRAME_ENCODER_CHANNELS) -> None:
+        super().__init__()
+        self.frames = VideoEncoder(frame_shape, channels, hidden)
+        self.summary = SequenceSummary(FrameLSTMEncoder(self.frames.out_dim, hidden), "last")
+        self.frame_shape = tuple(int(n) for n in frame_shape)
+        self.out_dim = self.summary.out_dim
+
+    def forward(self, x: Sequences) -> Tensor:
+        return self.summary(Sequences(self.frames(x), x.lengths))
+
+
+class CroppedImageDecoder(nn.Module):
+    """(N, L) -> (N, C, H, W) for any H, W: a :class:`~dispart.nn.video.ConvImageDecoder` for
+    H, W rounded up to multiples of 2^len(channels), cropped to the top-left H x W."""
+
+    def __init__(self, latent_dim: int, image_shape: Sequence[int], channels: Sequence[int],
+                 hidden: int) -> None:
+        super().__init__()
+        c, h, w = (int(n) for n in image_shape)
+        k = 2 ** len(tuple(channels))
+        padded = (c, -(-h // k) * k, -(-w // k) * k)
+        self.net = ConvImageDecoder(latent_dim, padded, channels, hidden)
+        self.image_shape = (c, h, w)
+
+    def forward(self, z: Tensor) -> Tensor:
+        _, h, w = self.image_shape
+        return self.net(z)[..., :h, :w]
+
+
+class ClipDecoder(nn.Module):
+    """(B, L) static latent and (B,) lengths -> (B, max(lengths), C, H, W) frame parameters.
+
+    As :class:`~dispart.nn.decoders.SequenceDecoder` for speech, a one-layer LSTM is fed the
+    same latent at every step (so frames can change over time); a
+    :class:`~dispart.nn.video.VideoDecoder` maps the state of every valid frame to an image
+    (FC ``hidden`` -> transposed convolutions). Frames past each length are exactly zero.
+    """
+
+    def __init__(self, latent_dim: int, frame_shape: Sequence[int], hidden: int = 512,
+                 channels: Sequence[int] = FRAME_DECODER_CHANNELS) -> None:
+        super().__init__()
+        self.frame_shape = tuple(int(n) for n in frame_shape)
+        self.lstm = nn.LSTM(latent_dim, hidden, batch_first=True)
+        image = CroppedImageDecoder(hidden, self.frame_shape, channels, hidden)
+        self.frames = VideoDecoder(self.frame_shape, dynamic_dims=(hidden,), image_decoder=image)
+
+    def forward(self, z: Tensor, lengths: Tensor) -> Tensor:
+        if z.dim() != 2:
+            raise ValueError(f"ClipDecoder expects a (B, L) static latent, got {tuple(z.shape)}")
+        lengths = lengths.long()
+        t_max = int(lengths.max())
+        h, _ = self.lstm(z.unsqueeze(1).expand(-1, t_max, -1).contiguous())
+        return self.frames(h, (), lengths)  # runs on valid frames only
+
+
 def build_pre_encoder(spec: ModalitySpec, hidden: int = 512) -> nn.Module:
     """Observation -> (B, hidden) vector; the module exposes ``out_dim``."""
     if spec.kind == "sequence":
         return SequenceEncoder(spec.shape[0], hidden)
+    if spec.kind == "frames":
+        return ClipEncoder(spec.shape, hidden)
     if spec.kind == "image":
         return ImageEncoder(spec.shape, hidden=hidden)  # type: ignore[arg-type]
     if spec.kind in ("categorical", "vector"):
@@ -49,10 +139,13 @@ def build_pre_encoder(spec: ModalitySpec, hidden: int = 512) -> nn.Module:
 
 
 def build_decoder(spec: ModalitySpec, latent_dim: int, hidden: int = 512) -> nn.Module:
-    """(B, latent_dim) [+ lengths for sequences] -> likelihood parameters with the observation's
-    shape (means for Gaussian likelihoods, logits for Bernoulli and categorical ones)."""
+    """(B, latent_dim) [+ (B,) lengths for "sequence" and "frames"] -> likelihood parameters with
+    the observation's shape (means for Gaussian likelihoods, logits for Bernoulli and categorical
+    ones): (B, max(lengths), *spec.shape) for the dynamic kinds, zero past each length."""
     if spec.kind == "sequence":
         return SequenceDecoder(latent_dim, spec.shape[0], hidden)
+    if spec.kind == "frames":
+        return ClipDecoder(latent_dim, spec.shape, hidden)
     if spec.kind == "image":
         return ImageDecoder(latent_dim, spec.shape, hidden=hidden)  # type: ignore[arg-type]
     if spec.kind in ("categorical", "vector"):

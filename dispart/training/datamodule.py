@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from dispart.batches.batch import move_batch
 from dispart.batches.modality import ModalitySpec
 from dispart.batches.paired import PAIRINGS, ExamplePairs, LengthBucketSampler, PairedDigits, collate_paired
-from dispart.batches.pipeline import ExperimentData, ImageSet
+from dispart.batches.pipeline import ExperimentData
+from dispart.batches.sets import ModalitySet
 from dispart.batches.weak import WeaklyPaired, collate_partial
 from dispart.errors import ConfigError
 from dispart.features.augment import RandomWarp
@@ -260,8 +261,8 @@ class EpochPairing(L.Callback):
 class LabelledImages(Dataset):
     """MNIST as two modalities: items ``{"image": array of ``shape``, "label": int class}``."""
 
-    def __init__(self, images: ImageSet, shape: Sequence[int]) -> None:
-        self.images = images.images.reshape(len(images), *shape).astype(np.float32, copy=False)
+    def __init__(self, images: ModalitySet, shape: Sequence[int]) -> None:
+        self.images = np.asarray(images.examples).reshape(len(images), *shape).astype(np.float32, copy=False)
         self.labels = np.asarray([int(y) for y in images.labels], dtype=np.int64)
 
     def __len__(self) -> int:
@@ -292,7 +293,7 @@ class ImageLabelDataModule(_BatchedDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         image = next(s for s in self.specs if s.name == "image")
-        base = LabelledImages(self.data.image_train, image.shape)
+        base = LabelledImages(self.data.split("image", "train"), image.shape)
         names = [s.name for s in self.specs]
         if self.paired_fraction < 1.0 and len(names) > 1:
             self.dataset = WeaklyPaired(base, names, self.paired_fraction, seed=self.seed,

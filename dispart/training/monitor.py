@@ -10,7 +10,7 @@ from lightning.pytorch.utilities.seed import isolate_rng
 
 from dispart.batches.pipeline import ExperimentData
 from dispart.config import EvalConfig
-from dispart.evaluation.evaluate import evaluate_model
+from dispart.evaluation.evaluate import evaluate_model, split_sets
 from dispart.evaluation.table import content_row_keys
 
 
@@ -59,8 +59,8 @@ class PurityMonitor(L.Callback):
     def _evaluate(self, epoch: int, pl_module: L.LightningModule) -> bool:
         """Evaluate, log and record; True when every content-latent purity reached ``stop_at``."""
         with isolate_rng():  # evaluation must not move the RNG that training draws from
-            result = evaluate_model(pl_module.model, "monitor", self.data.speech_test,
-                                    self.data.image_test, self.cfg, curves=False)
+            result = evaluate_model(pl_module.model, "monitor", split_sets(self.data, "test"),
+                                    self.cfg, curves=False)
         purities = {f"{r['modality']}/{r['latent']}": float(r["purity"]) for r in result["rows"]}
         for key, value in purities.items():
             pl_module.log(f"eval/purity/{key}", value, rank_zero_only=True)

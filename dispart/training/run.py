@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from dispart.batches.modality import ModalitySpec
-from dispart.batches.pipeline import ExperimentData, load_experiment_data
+from dispart.batches.pipeline import SPLITS, ExperimentData, load_experiment_data
 from dispart.config import ExperimentConfig, ModelConfig, model_params, save_config, validate_config
 from dispart.errors import ConfigError, RunDirError
 from dispart.features.augment import RandomWarp
@@ -33,37 +33,56 @@ from dispart.training.resume import (
 )
 
 
-def modality_specs(cfg: ExperimentConfig) -> dict[str, ModalitySpec]:
-    """The modalities a config can name: speech features, digit images, digit labels."""
+def modality_specs(cfg: ExperimentConfig, data: ExperimentData | None = None) -> dict[str, ModalitySpec]:
+    """The modalities a config can name, as the model sees them.
+
+    Speech features, digit images and digit labels are described by the config (``data.n_mels``,
+    ``data.binarize``, ``model.image_net``: (1, 28, 28) images for the CNN, (784,) vectors for
+    the MLP), so a model can be checked before any data is loaded. Every other modality of
+    ``data`` (e.g. "video" of ``data.loader=grid``, whose frame shape only the data knows) comes
+    from the data: ``data.spec(m)``.
+    """
     if cfg.model.image_net not in ("cnn", "mlp"):
         raise ConfigError(f"model.image_net must be 'cnn' or 'mlp', got {cfg.model.image_net!r}")
     likelihood = "gaussian" if cfg.data.binarize == "none" else "bernoulli"
     image = (ModalitySpec("image", "image", (1, 28, 28), likelihood) if cfg.model.image_net == "cnn"
              else ModalitySpec("image", "vector", (28 * 28,), likelihood))
-    return {
+    specs = {
         "audio": ModalitySpec("audio", "sequence", (cfg.data.n_mels,)),
         "image": image,
         "label": ModalitySpec("label", "categorical", (10,), "categorical"),
     }
+    if data is not None:
+        specs.update({m: data.spec(m) for m in data.modalities if m not in specs})
+    return specs
 
 
 def uses_speech(cfg: ExperimentConfig) -> bool:
     return "audio" in cfg.model.modalities
 
 
-def model_hparams(cfg: ExperimentConfig) -> dict[str, Any]:
+def needs_data(cfg: ExperimentConfig) -> bool:
+    """Whether the model names a modality only the data describes (see :func:`modality_specs`)."""
+    known = modality_specs(cfg)
+    return any(m not in known for m in cfg.model.modalities)
+
+
+def model_hparams(cfg: ExperimentConfig, data: ExperimentData | None = None) -> dict[str, Any]:
     """Plain-data model description from the config (the input of build_model):
     ``{"name", "modalities": [spec dicts], **the fields of the model's config dataclass}``.
 
     Built from the registry entry of ``cfg.model.name`` (no per-model code here). The model is
     built once on the meta device (no memory, the RNG untouched), so a combination its constructor
-    refuses (e.g. vae with two modalities) is a ConfigError before any data is loaded.
+    refuses (e.g. vae with two modalities) is a ConfigError before any data is loaded. A
+    modality only the data describes (:func:`needs_data`) needs ``data``.
     """
     m: ModelConfig = cfg.model
-    specs = modality_specs(cfg)
+    specs = modality_specs(cfg, data)
     unknown = [name for name in m.modalities if name not in specs]
     if unknown:
-        raise ConfigError(f"model.modalities: unknown {unknown}; available {list(specs)}")
+        where = ("" if data is not None else
+                 " (a modality such as 'video' comes from data.loader: pass the loaded data)")
+        raise ConfigError(f"model.modalities: unknown {unknown}; available {list(specs)}{where}")
     try:
         params = model_params(m)  # ValueError: not a registered model
     except ValueError as e:
@@ -78,21 +97,34 @@ def model_hparams(cfg: ExperimentConfig) -> dict[str, Any]:
     return hparams
 
 
+COUNT_NAMES = {"audio": "speech"}  # modality -> its name in run.json's n_<name>_<split> counts
+
+
 def data_summary(cfg: ExperimentConfig, data: ExperimentData) -> dict[str, Any]:
-    if not data.has_speech:
-        return {"images": cfg.data.images, "binarize": cfg.data.binarize,
-                "classes": sorted(set(data.image_train.labels)),
-                "n_image_train": len(data.image_train), "n_image_test": len(data.image_test),
-                "paired_fraction": cfg.data.paired_fraction, "unpaired": cfg.data.unpaired}
-    return {
-        "audio": cfg.data.audio, "images": cfg.data.images, "split": cfg.data.split,
-        "classes": sorted(set(data.speech_train.labels)),
-        "speakers_train": sorted(set(data.speech_train.speakers)),
-        "speakers_test": sorted(set(data.speech_test.speakers)),
-        "n_speech_train": len(data.speech_train), "n_speech_test": len(data.speech_test),
-        "n_image_train": len(data.image_train), "n_image_test": len(data.image_test),
-        "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped],
-    }
+    """run.json's ``data`` block: sources, classes, speakers and example counts per modality.
+
+    Keys as before modality-keyed data: ``n_speech_train``/``n_speech_test`` ("audio"),
+    ``n_image_train``/``n_image_test``, ``n_<modality>_<split>`` for others (label modalities are
+    not counted: they are the labels of another modality); classes and speakers from the first
+    counted modality (speakers only when its examples have speakers).
+    """
+    d = cfg.data
+    counted = [m for m in data.modalities if data.spec(m).kind != "categorical"]
+    if not counted:
+        raise ConfigError(f"the data has no modality to train on (it has {data.modalities})")
+    first = data.split(counted[0], "train")
+    counts = {f"n_{COUNT_NAMES.get(m, m)}_{s}": len(data.split(m, s)) for m in counted for s in SPLITS}
+    classes = sorted(set(first.labels))
+    loader = {} if d.loader == "auto" else {"loader": d.loader, "pairing": data.pairing}
+    if "audio" not in data.sets:  # images and labels (MNIST)
+        return {**loader, "images": d.images, "binarize": d.binarize, "classes": classes, **counts,
+                "paired_fraction": d.paired_fraction, "unpaired": d.unpaired}
+    test = data.split(counted[0], "test")
+    summary: dict[str, Any] = {**loader, "audio": d.audio, "images": d.images, "split": d.split,
+                               "classes": classes}
+    if first.speakers is not None and test.speakers is not None:
+        summary.update(speakers_train=sorted(set(first.speakers)), speakers_test=sorted(set(test.speakers)))
+    return {**summary, **counts, "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped]}
 
 
 def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
@@ -105,7 +137,8 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     """
     out = Path(out_dir)
     validate_config(cfg)  # a config built in Python gets the CLI's checks
-    hparams = model_hparams(cfg)  # validate the config before any heavy work
+    # validate the config before any heavy work (a modality only the data knows: once it is loaded)
+    hparams = None if needs_data(cfg) else model_hparams(cfg)
     prepare_run_folder(out, resume, overwrite)
     ckpt_dir = out / "checkpoints"
     if resume and not ckpt_dir.is_dir():
@@ -115,6 +148,8 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
 
     data = data or load_experiment_data(cfg.data, progress=cfg.train.progress_bar,
                                         speech=uses_speech(cfg))
+    if hparams is None:
+        hparams = model_hparams(cfg, data)
     worker = is_launched_worker()
     if data.skipped and not worker:
         print(f"skipped {len(data.skipped)} bad audio files (data.on_error=skip); "
@@ -130,7 +165,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     if not worker:
         save_config(cfg, out / "config.yaml")
     monitor = None
-    if cfg.train.eval_every > 0 and data.has_speech:
+    if cfg.train.eval_every > 0 and "audio" in data.sets:
         monitor = PurityMonitor(data, cfg.eval, cfg.train.eval_every, cfg.train.stop_at_purity)
     trainer = _trainer(cfg, out, [monitor] if monitor else [])
     with warnings.catch_warnings():
@@ -142,31 +177,44 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     summary = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
                "history": monitor.history if monitor else []}
     if trainer.is_global_zero:
-        save_run(out, cfg, lit.model.cpu(), data.normalizer, data.fbank, data_summary(cfg, data))
+        save_run(out, cfg, lit.model.cpu(), data.normalizers.get("audio"), data.fbank,
+                 data_summary(cfg, data))
         atomic_write_json(out / "train_summary.json", summary)
     return summary
 
 
 def _datamodule(cfg: ExperimentConfig, data: ExperimentData) -> L.LightningDataModule:
-    """Speech + image pairs re-paired every epoch, or image + label batches."""
+    """Training batches as the data pairs its modalities (``data.pairing``): speech + image pairs
+    re-paired by label every epoch; image + label examples (optionally weakly supervised,
+    ``data.paired_fraction``); or the modalities of the same examples (audio and video of one
+    clip), joined by example id."""
     augment = None
     if cfg.data.augment == "warp":
         augment = RandomWarp(cfg.data.warp_freq, cfg.data.warp_time, seed=cfg.train.seed)
     elif cfg.data.augment != "none":
         raise ConfigError(f"data.augment must be 'none' or 'warp', got {cfg.data.augment!r}")
-    if uses_speech(cfg):
-        if not data.has_speech:
-            raise ConfigError("model.modalities include audio but the data given has no speech")
+    missing = [m for m in cfg.model.modalities if m not in data.sets]
+    if missing:
+        raise ConfigError(f"model.modalities include {missing} but the data given has only "
+                          f"{data.modalities}" + (" (no speech)" if "audio" in missing else ""))
+    if data.pairing == "label":
+        if not uses_speech(cfg):
+            raise ConfigError(f"data.pairing=label pairs 'audio' with 'image' by class; model.modalities "
+                              f"{cfg.model.modalities} have no 'audio' (use data.pairing=example)")
         return PairedDataModule(data, cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
-                                augment=augment, bucket_pool=cfg.train.bucket_pool)
-    if (cfg.model.name == "jmvae_kl" and cfg.data.paired_fraction < 1.0
-            and cfg.data.unpaired == "split"):
-        raise ConfigError("model.name=jmvae_kl trains on complete examples only: with "
-                          "data.paired_fraction < 1 set data.unpaired=drop")
-    specs = modality_specs(cfg)
-    return ImageLabelDataModule(data, [specs[m] for m in cfg.model.modalities],
-                                cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
-                                cfg.data.paired_fraction, cfg.data.unpaired)
+                                augment=augment, bucket_pool=cfg.train.bucket_pool, pairing="label")
+    specs = modality_specs(cfg, data)
+    if set(cfg.model.modalities) <= {"image", "label"}:
+        if (cfg.model.name == "jmvae_kl" and cfg.data.paired_fraction < 1.0
+                and cfg.data.unpaired == "split"):
+            raise ConfigError("model.name=jmvae_kl trains on complete examples only: with "
+                              "data.paired_fraction < 1 set data.unpaired=drop")
+        return ImageLabelDataModule(data, [specs[m] for m in cfg.model.modalities],
+                                    cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
+                                    cfg.data.paired_fraction, cfg.data.unpaired)
+    return PairedDataModule(data, cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
+                            augment=augment, bucket_pool=cfg.train.bucket_pool, pairing="example",
+                            specs=[specs[m] for m in cfg.model.modalities])
 
 
 def _checkpointing(out: Path, every_steps: int) -> ModelCheckpoint:
