@@ -161,6 +161,17 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from dispart.data.sprites import render_sprites
+
+    m = render_sprites(args.sheets, args.out, seed=args.seed, characters=args.characters,
+                       log=lambda line: print(line, file=sys.stderr))
+    print(json.dumps({"dataset": "sprites", "out": str(Path(args.out).expanduser()),
+                      "rendered": m["rendered"], "seconds": round(m["seconds"], 2),
+                      "sequences": m["sequences"], "settings_sha256": m["settings_sha256"]}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dispart",
@@ -238,6 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("dataset", choices=["fsdd", "audiomnist", "mnist"])
     dl.add_argument("--dest", default="data", help="destination folder (default ./data)")
     dl.set_defaults(func=cmd_download)
+
+    da = sub.add_parser("data", help="make a data set from source assets (cached)")
+    dsub = da.add_subparsers(dest="data_command", required=True)
+    sp = dsub.add_parser("sprites", help="render the DSAE paper's Sprites videos (1,296 characters x 9 "
+                                         "action-directions x 8 frames of 64x64) from the LPC sheets")
+    sp.add_argument("--sheets", required=True,
+                    help="folder of LPC sheets: body/, bottomwear/, topwear/, hair/, shoes/ (the "
+                         "YingzhenLi/Sprites layout)")
+    sp.add_argument("--out", required=True, help="output folder: train.npz, test.npz, manifest.json")
+    sp.add_argument("--seed", type=int, default=423,
+                    help="train/test permutation seed (default 423: the authors' split)")
+    sp.add_argument("--characters", type=int, default=1296,
+                    help="render only this many characters, same split membership (default 1296)")
+    sp.set_defaults(func=cmd_data)
     return p
 
 
@@ -249,6 +274,7 @@ FLAG_RANGES: dict[str, dict[str, tuple[int, int | None]]] = {
     "generate": {"cols": (1, None), "rows": (1, None), "seed": SEED_RANGE,
                  "griffin_lim_iters": (1, None)},
     "report": {"rows": (1, None), "seed": SEED_RANGE},
+    "data": {"seed": SEED_RANGE, "characters": (2, 1296)},
 }
 RUN_DIR_COMMANDS = ("evaluate", "likelihood", "generate", "report")
 

@@ -188,7 +188,8 @@ def one_of(*choices: str, problem: str = "unknown value") -> Rule:
 
 NON_EMPTY = Rule(lambda v: bool(v.strip()), "a non-empty string", "empty")
 MODEL_NAMES = tuple(REGISTRY)
-MODALITIES = ("audio", "image", "label", "video")  # "video": image sequences (data.loader=grid)
+MODALITIES = ("audio", "image", "label", "video", "speech")  # "video": image sequences (grid, sprites,
+# ball loaders); "speech": fixed-length spectral segments (data.loader=speech_segments)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
               "64-true", "64", "transformer-engine", "transformer-engine-float16")
@@ -290,6 +291,13 @@ RULES: dict[str, Rule] = {
     "model.lambdas": Rule(_nonnegative_weights, f"weights >= 0 for modalities in {list(MODALITIES)}"),
     "model.beta": NONNEG,
     "model.anneal_steps": NONNEG,
+    "model.f_dim": COUNT,
+    "model.z_dim": COUNT,
+    "model.prior_hidden": COUNT,
+    "model.conv_width": COUNT,
+    "model.q": one_of("factorised", "full"),
+    "model.frame_encoder": one_of("auto", "mlp", "conv"),
+    "model.frame_decoder": one_of("auto", "mlp", "lstm", "conv"),
     "train.epochs": COUNT,
     "train.max_steps": Rule(lambda v: v == -1 or v >= 1, "-1 (no limit) or an integer >= 1"),
     "train.checkpoint_every_steps": NONNEG,

@@ -269,7 +269,9 @@ def test_tiny_overrides_come_from_the_config_dataclass():
         fields = {f.name for f in dataclasses.fields(e.config)}
         assert set(overrides) <= fields
         assert "hidden" not in fields or overrides["hidden"] == "16"
-        sizes = [int(v) for k, v in overrides.items() if k != "hidden"]
+        hidden = {k for k in overrides if k == "hidden" or k.endswith("_hidden")}
+        assert all(overrides[k] == "16" for k in hidden)
+        sizes = [int(v) for k, v in overrides.items() if k not in hidden]
         assert len(sizes) == len(set(sizes)) and all(8 <= s <= 16 for s in sizes)
         cfg = case_config(name, next(s for n, s in CASES if n == name))
         assert {k: getattr(cfg.model, k) for k in overrides} == {k: int(v) for k, v in overrides.items()}

@@ -87,7 +87,7 @@ def test_mvae_q_quotient_comes_from_the_registry_and_old_quotient_keys_are_ignor
 
 
 def test_unknown_model_or_key_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"unknown model 'nope'; known models: \['jmvae'"):
+    with pytest.raises(ValueError, match=r"unknown model 'nope'; known models: \['dsae', 'jmvae'"):
         build_model({"name": "nope", "modalities": []})
     with pytest.raises(ValueError, match=r"unknown model 'nope'"):
         entry("nope")

@@ -9,7 +9,11 @@ standardises the modalities a corpus lists in ``normalize`` with statistics of i
 
 Built in: ``speech`` (FSDD / AudioMNIST / CSV manifest of spoken digits -> "audio" log-Mel
 frames), ``mnist`` ("image" and "label"), ``grid`` (GRID audio-visual clips -> "audio" log-Mel
-frames and "video" grey frames at the video's frame rate, paired by example). Add one with::
+frames and "video" grey frames at the video's frame rate, paired by example); in modules of their
+own: ``sprites`` (batches/sprites.py), ``speech_segments`` (batches/segments.py), ``ball``
+(batches/ball.py). Add one in a new module and import it at the end of this file::
+
+    from dispart.batches.corpus import Corpus, register_loader
 
     @register_loader("mycorpus")
     def load_mycorpus(cfg: DataConfig, progress: bool) -> Corpus: ...
@@ -17,25 +21,32 @@ frames and "video" grey frames at the video's frame rate, paired by example). Ad
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dispart.batches.corpus import (  # noqa: F401 (re-exported: loaders are registered through here)
+    LOADERS,
+    Corpus,
+    Loader,
+    audio_source,
+    cache_dir,
+    fbank_config,
+    get_loader,
+    image_source,
+    register_loader,
+)
 from dispart.batches.labels import binarize
 from dispart.batches.modality import ModalitySpec
-from dispart.batches.paired import PAIRINGS
 from dispart.batches.sets import ImageSet, ModalitySet, SpeechSet
 from dispart.data.config import DataConfig
 from dispart.data.corpus import Utterance, scan_corpus
 from dispart.data.grid import read_align, read_clip, scan_grid, sentence
 from dispart.data.mnist import N_CLASSES, load_mnist
-from dispart.data.sample import sample_fsdd_dir, sample_mnist_path
 from dispart.data.splits import parse_split, split_utterances
 from dispart.errors import ConfigError, DataError
-from dispart.features.cache import compute_features, default_cache_dir
+from dispart.features.cache import compute_features
 from dispart.features.fbank import FbankConfig, log_mel
 
 __all__ = [
@@ -43,83 +54,6 @@ __all__ = [
     "get_loader", "grid_fbank", "image_source", "load_grid", "load_images", "register_loader",
     "speech_features",
 ]
-
-
-@dataclass
-class Corpus:
-    """What a loader returns.
-
-    Attributes:
-        sets: modality -> split ("train", "test") -> raw examples of that modality and split.
-        specs: modality -> its spec (the shape of one example or of one frame).
-        pairing: "example" when the modalities are modalities of the same examples (joined by
-            id), "label" when they can only be paired by class.
-        normalize: modalities the pipeline standardises (per-dimension mean/std of the train
-            split, after ``data.normalize`` centring): (T, D) feature sequences.
-        fbank: the log-Mel settings of an "audio" modality, None without one.
-        skipped: ``(path, reason)`` of files left out (``data.on_error=skip``).
-    """
-
-    sets: dict[str, dict[str, ModalitySet]]
-    specs: dict[str, ModalitySpec]
-    pairing: str = "example"
-    normalize: tuple[str, ...] = ()
-    fbank: FbankConfig | None = None
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.pairing not in PAIRINGS:
-            raise ValueError(f"Corpus.pairing must be one of {PAIRINGS}, got {self.pairing!r}")
-        if set(self.sets) != set(self.specs):
-            raise ValueError(f"Corpus: modalities of sets {sorted(self.sets)} and of specs "
-                             f"{sorted(self.specs)} differ")
-        for m, spec in self.specs.items():
-            if spec.name != m:
-                raise ValueError(f"Corpus: spec {spec.name!r} is filed under modality {m!r}")
-        unknown = sorted(set(self.normalize) - set(self.sets))
-        if unknown:
-            raise ValueError(f"Corpus.normalize names unknown modalities {unknown}")
-
-
-Loader = Callable[[DataConfig, bool], Corpus]  # (data config, show progress) -> corpus
-LOADERS: dict[str, Loader] = {}
-
-
-def register_loader(name: str) -> Callable[[Loader], Loader]:
-    """Decorator: file a loader under ``name`` (a name can be registered once)."""
-    def add(fn: Loader) -> Loader:
-        if name in LOADERS:
-            raise ValueError(f"a corpus loader named {name!r} is already registered")
-        LOADERS[name] = fn
-        return fn
-    return add
-
-
-def get_loader(name: str) -> Loader:
-    """The loader filed under ``name``; an unknown name is a ConfigError listing the known ones."""
-    try:
-        return LOADERS[name]
-    except KeyError:
-        raise ConfigError(f"data.loader: unknown corpus loader {name!r}; choose among {sorted(LOADERS)}") \
-            from None
-
-
-# --------------------------------------------------------------------------- sources and settings
-
-def fbank_config(cfg: DataConfig) -> FbankConfig:
-    return FbankConfig(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, vad_top_db=cfg.vad_top_db)
-
-
-def audio_source(cfg: DataConfig) -> Path:
-    return sample_fsdd_dir() if cfg.audio == "sample" else Path(cfg.audio).expanduser()
-
-
-def image_source(cfg: DataConfig) -> Path:
-    return sample_mnist_path() if cfg.images == "sample" else Path(cfg.images).expanduser()
-
-
-def cache_dir(cfg: DataConfig) -> Path:
-    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
 
 
 # --------------------------------------------------------------------------- spoken digits
@@ -297,3 +231,7 @@ def load_grid_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
         raise ConfigError("data.audio: the grid loader needs the GRID folder (with video/ and align/), "
                           "there is no embedded sample")
     return load_grid(cfg.audio, cfg, progress)
+
+
+# Loaders of their own modules, registered on import (they import dispart.batches.corpus, not this).
+from dispart.batches import ball, segments, sprites  # noqa: E402,F401,I001

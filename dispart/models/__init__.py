@@ -10,6 +10,7 @@ from typing import Any
 
 from dispart.batches.modality import ModalitySpec
 from dispart.models.base import Elbo, Generative, LossOutput, MultimodalModel, mask_key
+from dispart.models.dsae import DSAE, DSAEConfig
 from dispart.models.jmvae import JMVAE, JMVAEConfig, PlainJMVAE, PlainJMVAEConfig
 from dispart.models.mvae import MVAE, MVAEConfig
 from dispart.models.pvae import PVAE, PVAEConfig
@@ -44,7 +45,7 @@ def build_model(hparams: dict[str, Any]) -> MultimodalModel:
     return e.model.from_config(specs, e.config(**h), **e.fixed)
 
 
-__all__ = ["JMVAE", "MODELS", "MVAE", "PVAE", "REGISTRY", "VAE", "Elbo", "Generative",
-           "JMVAEConfig", "LossOutput", "MVAEConfig", "ModelEntry", "MultimodalModel", "PVAEConfig",
-           "PlainJMVAE", "PlainJMVAEConfig", "VAEConfig", "build_model", "entry", "mask_key",
+__all__ = ["DSAE", "JMVAE", "MODELS", "MVAE", "PVAE", "REGISTRY", "VAE", "DSAEConfig", "Elbo",
+           "Generative", "JMVAEConfig", "LossOutput", "MVAEConfig", "ModelEntry", "MultimodalModel",
+           "PVAEConfig", "PlainJMVAE", "PlainJMVAEConfig", "VAEConfig", "build_model", "entry", "mask_key",
            "upgrade_state_dict"]

@@ -446,12 +446,16 @@ class MultimodalModel(nn.Module, ABC):
         return out
 
     def elbo(self, batch: Batch, q: Mapping[str, Independent], modalities: Sequence[str],
-             weights: Mapping[str, float] | None = None, beta: float = 1.0) -> Elbo:
+             weights: Mapping[str, float] | None = None, beta: float = 1.0,
+             samples: Mapping[str, Tensor] | None = None) -> Elbo:
         """E_q[sum_m w_m log p(x^m | z)] - beta KL(q || p), one sample of z per row.
 
         Draws z ~ q by ``rsample`` in the order of ``q``, then reconstructs every modality in
         ``modalities`` (all must be in ``batch``). ``weights`` (default 1) multiply the
-        log-likelihoods in ``value`` only; ``rec`` stays unweighted.
+        log-likelihoods in ``value`` only; ``rec`` stays unweighted. ``samples`` (latent ->
+        tensor of q's sample shape) are draws made before ``q`` of another latent was computed
+        (DSAE's full q draws f, then infers q(z_1:T | f, x)): they are used as they are, the
+        other latents are drawn in the order of ``q``; None draws every latent.
         """
         missing = [m for m in modalities if m not in batch]
         if missing:
@@ -459,7 +463,15 @@ class MultimodalModel(nn.Module, ABC):
         if weights is not None and any(m not in weights for m in modalities):
             raise ValueError(f"{self.name}.elbo: weights {sorted(weights)} lack some of "
                              f"{list(modalities)}")
-        z = {name: post.rsample() for name, post in q.items()}
+        if samples:
+            unknown = [k for k in samples if k not in q]
+            wrong = [k for k in samples if k in q and tuple(samples[k].shape) != tuple(q[k].mean.shape)]
+            if unknown or wrong:
+                what = "are not latents of q" if unknown else "do not have the shape of q's samples"
+                raise ValueError(f"{self.name}.elbo: samples {unknown or wrong} {what} (q has {list(q)})")
+            z = {name: samples[name] if name in samples else post.rsample() for name, post in q.items()}
+        else:
+            z = {name: post.rsample() for name, post in q.items()}
         rec = {m: self.reconstruction_log_prob(z, m, batch[m]) for m in modalities}
         kl = self.kl_to_priors(q, z, batch)
         kl_total = torch.stack(list(kl.values())).sum(dim=0)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from dispart.models.base import rename_legacy_keys
+from dispart.models.dsae import DSAE, DSAEConfig
 from dispart.models.jmvae import JMVAE, JMVAEConfig, PlainJMVAE, PlainJMVAEConfig
 from dispart.models.mvae import MVAE, MVAEConfig
 from dispart.models.pvae import PVAE, PVAEConfig
@@ -44,6 +45,7 @@ REGISTRY: dict[str, ModelEntry] = {
         ModelEntry("mvae", MVAE, MVAEConfig, {"quotient": False}),
         ModelEntry("mvae_q", MVAE, MVAEConfig, {"quotient": True}),
         ModelEntry("vae", VAE, VAEConfig),
+        ModelEntry("dsae", DSAE, DSAEConfig),
     )
 }
 

@@ -1,0 +1,257 @@
+"""Speech-commands layout loader, the publishers' split, log-magnitude spectra and 200 ms segments."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dispart.batches.loaders import LOADERS, get_loader
+from dispart.batches.segments import SEGMENT_FRAMES, cut_segments, load_segments, spectrum_config
+from dispart.data.config import DataConfig
+from dispart.data.speech_commands import (
+    DIGIT_WORDS,
+    is_speech_commands,
+    official_split,
+    scan_speech_commands,
+    split_speech_commands,
+)
+from dispart.errors import ConfigError, DataError
+from dispart.features.spectrum import SpectrumConfig, compute_spectra, log_spectrum
+
+SHARED = Path(__file__).parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def arabic() -> Path:
+    path = SHARED / "arabic_speech_commands"
+    if not (path / "dataset").is_dir():
+        pytest.skip(f"Arabic Speech Commands not available at {path} (development data only)")
+    return path
+
+
+def _tone(seconds: float, sr: int = 16000, hz: float = 440.0) -> np.ndarray:
+    n = int(round(seconds * sr))
+    return (0.5 * np.sin(2 * np.pi * hz * np.arange(n) / sr)).astype(np.float32)
+
+
+def _make_corpus(root: Path, speakers: tuple[str, ...] = ("aaaa0001", "bbbb0002", "cccc0003"),
+                 words: tuple[str, ...] = DIGIT_WORDS, seconds: float = 0.73) -> Path:
+    """A speech-commands folder of steady tones: {word}/{speaker}_NO_{n}.wav, two rounds each."""
+    for w in words:
+        (root / w).mkdir(parents=True)
+        for s in speakers:
+            for n in (1, 2):
+                sf.write(root / w / f"{s}_NO_{n:02d}.wav", _tone(seconds), 16000, subtype="PCM_16")
+    return root
+
+
+# --- scanning real files and the publishers' split ------------------------------------------------
+
+
+def _csv_speakers(path: Path) -> set[str]:
+    """Speakers of a publishers' CSV, read independently of the loader (file name before '_')."""
+    with path.open(newline="") as f:
+        return {Path(row["file"]).name.split("_")[0] for row in csv.DictReader(f)}
+
+
+def test_arabic_split_is_the_publishers_and_speaker_disjoint(arabic: Path) -> None:
+    utts = scan_speech_commands(arabic)
+    assert len(utts) == 2700
+    assert {u.label for u in utts} == set(DIGIT_WORDS)
+    u = next(u for u in utts if u.path.name == "00000014_NO_03.wav" and u.label == "eight")
+    assert (u.speaker, u.take) == ("00000014", "03")
+    split = split_speech_commands(arabic, utts)
+    speakers = {k: {u.speaker for u in v} for k, v in split.items()}
+    for k in ("train", "val", "test"):
+        assert speakers[k] == _csv_speakers(arabic / f"{k}.csv")
+    assert [len(speakers[k]) for k in ("train", "val", "test")] == [17, 5, 5]
+    assert [len(split[k]) for k in ("train", "val", "test")] == [1700, 500, 500]
+    assert not (speakers["train"] & speakers["val"] or speakers["train"] & speakers["test"]
+                or speakers["val"] & speakers["test"])
+    assert is_speech_commands(arabic) and not is_speech_commands(SHARED / "fsdd")
+
+
+def test_loader_on_real_files(arabic: Path, tmp_path: Path) -> None:
+    """The loader on 60 real wavs (10 words x one speaker per split x 2 rounds) with the CSVs cut to them."""
+    root = tmp_path / "asc"
+    keep: dict[str, str] = {}
+    for split in ("train", "val", "test"):
+        with (arabic / f"{split}.csv").open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        first = Path(rows[0]["file"]).name.split("_")[0]
+        chosen = [r for r in rows if Path(r["file"]).name.split("_")[0] == first
+                  and Path(r["file"]).stem.endswith(("_01", "_02"))]
+        for r in chosen:
+            dst = root / r["file"]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(arabic / r["file"], dst)
+            keep[r["file"]] = split
+        with (root / f"{split}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["file", "class"])
+            w.writerows([[r["file"], r["class"]] for r in chosen])
+    assert len(keep) == 60
+    cfg = DataConfig(audio=str(root), sample_rate=16000, cache_dir=str(tmp_path / "cache"))
+    corpus = get_loader("speech_segments")(cfg, False)
+    sets, spec = corpus.sets["speech"], corpus.specs["speech"]
+    assert (spec.kind, spec.shape, spec.frame_rate) == ("sequence", (200,), 100.0)
+    assert corpus.normalize == ("speech",) and corpus.skipped == []
+    for split, s in sets.items():
+        assert all(x.shape == (SEGMENT_FRAMES, 200) for x in s.examples)
+        assert {p.split("asc/")[1] for p in s.paths} == {f for f, k in keep.items() if k == split}
+        assert len(set(s.speakers)) == 1 and set(s.labels) == set(DIGIT_WORDS)
+    assert len({s.speakers[0] for s in sets.values()}) == 3
+
+
+# --- bad inputs ----------------------------------------------------------------------------------
+
+
+def test_missing_folder_and_unknown_word(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="nowhere: speech-commands folder does not exist"):
+        scan_speech_commands(tmp_path / "nowhere")
+    root = _make_corpus(tmp_path / "c", words=("zero", "one"))
+    msg = r"c/two: no folder for word 'two' \(word folders here: \['one', 'zero'\]"
+    with pytest.raises(DataError, match=msg):
+        scan_speech_commands(root)  # the ten digit words by default
+    assert len(scan_speech_commands(root, ("zero", "one"))) == 12
+    assert len(scan_speech_commands(root, None)) == 12
+    (root / "zero" / "badname.wav").write_bytes(b"")
+    with pytest.raises(DataError, match=r"zero/badname.wav: file name does not match"):
+        scan_speech_commands(root, None)
+
+
+def test_unreadable_wav_is_one_error_or_a_counted_skip(tmp_path: Path) -> None:
+    root = _make_corpus(tmp_path / "c")
+    bad = root / "three" / "bbbb0002_NO_07.wav"
+    bad.write_bytes(b"RIFF not really a wav")
+    cfg = DataConfig(audio=str(root), sample_rate=16000, split="speakers:cccc0003",
+                     cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(DataError, match=r"three/bbbb0002_NO_07.wav: cannot read audio"):
+        load_segments(root, cfg)
+    corpus = load_segments(root, replace(cfg, on_error="skip"))
+    assert [p for p, _ in corpus.skipped] == [str(bad)]
+    assert len(corpus.sets["speech"]["train"]) + len(corpus.sets["speech"]["test"]) == 60 * 3
+
+
+def test_split_files_are_checked(tmp_path: Path) -> None:
+    root = _make_corpus(tmp_path / "c", words=("zero",))
+    utts = scan_speech_commands(root, ("zero",))
+    assert official_split(root, utts) is None
+    with pytest.raises(DataError, match="no publishers' split"):
+        split_speech_commands(root, utts)
+
+    def write(name: str, rows: list[str]) -> None:
+        (root / name).write_text("file,class\n" + "".join(f"{r},zero\n" for r in rows))
+
+    files = sorted(f"zero/{u.path.name}" for u in utts)
+    write("train.csv", files[:2])
+    write("val.csv", files[2:4])
+    write("test.csv", files[4:])
+    split = official_split(root, utts)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [2, 2, 2]
+    write("test.csv", files[4:5])
+    with pytest.raises(DataError, match=r"cccc0003_NO_02.wav: file is in none of"):
+        official_split(root, utts)
+    write("test.csv", files[4:] + ["zero/dddd_NO_01.wav"])
+    with pytest.raises(DataError, match=r"test.csv: lists .*zero/dddd_NO_01.wav, which does not exist"):
+        official_split(root, utts)
+    write("val.csv", files[1:4])
+    write("test.csv", files[4:])
+    with pytest.raises(DataError, match=r"aaaa0001_NO_02.wav is listed in train.csv too"):
+        official_split(root, utts)
+    write("val.csv", files[3:4])
+    write("test.csv", files[2:3] + files[4:])  # aaaa0001 is train, bbbb0002 in val and test
+    with pytest.raises(DataError, match="speaker 'bbbb0002' is in both the val and the test split"):
+        official_split(root, utts)
+    (root / "val.csv").write_text("path,label\nzero/x.wav,zero\n")
+    with pytest.raises(DataError, match=r"val.csv, line 1: header must have columns 'file,class'"):
+        official_split(root, utts)
+
+
+def test_google_layout_and_lists(tmp_path: Path) -> None:
+    root = tmp_path / "gsc"
+    for w in ("yes", "zero"):
+        (root / w).mkdir(parents=True)
+        for s in ("0a7c2a8d", "1b2c3d4e", "9f8e7d6c"):
+            sf.write(root / w / f"{s}_nohash_0.wav", _tone(0.3), 16000)
+    (root / "_background_noise_").mkdir()
+    sf.write(root / "_background_noise_" / "white_noise.wav", _tone(0.3), 16000)
+    (root / "validation_list.txt").write_text("yes/1b2c3d4e_nohash_0.wav\nzero/1b2c3d4e_nohash_0.wav\n")
+    (root / "testing_list.txt").write_text("yes/9f8e7d6c_nohash_0.wav\nzero/9f8e7d6c_nohash_0.wav\n")
+    assert is_speech_commands(root)
+    (tmp_path / "am" / "01").mkdir(parents=True)  # AudioMNIST: numbered speaker folders
+    (tmp_path / "am" / "02").mkdir()
+    sf.write(tmp_path / "am" / "01" / "3_01_0.wav", _tone(0.3), 16000)
+    assert not is_speech_commands(tmp_path / "am") and not is_speech_commands(tmp_path / "none")
+    utts = scan_speech_commands(root, None)
+    assert {u.label for u in utts} == {"yes", "zero"} and len(utts) == 6
+    split = split_speech_commands(root, utts)
+    assert {k: sorted({u.speaker for u in v}) for k, v in split.items()} == {
+        "train": ["0a7c2a8d"], "val": ["1b2c3d4e"], "test": ["9f8e7d6c"]}
+
+
+def test_fsdd_needs_a_speaker_split(tmp_path: Path) -> None:
+    cfg = DataConfig(audio="sample", sample_rate=8000, cache_dir=None)
+    with pytest.raises(ConfigError, match="data.split=official.*speaker-disjoint"):
+        get_loader("speech_segments")(cfg, False)
+    assert "speech_segments" in LOADERS
+
+
+# --- spectrum and segments -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sr,hz,bins", [(16000, 1000.0, 200), (16000, 440.0, 200), (8000, 1000.0, 100)])
+def test_spectrum_of_a_sine_matches_numpy(sr: int, hz: float, bins: int) -> None:
+    cfg = SpectrumConfig(sample_rate=sr, vad_top_db=None)
+    assert (cfg.n_bins, cfg.win_length, cfg.hop_length, cfg.bin_hz) == (bins, bins * 2, sr // 100, 40.0)
+    wave = _tone(0.5, sr, hz)
+    spec = log_spectrum(wave, cfg)
+    assert spec.shape == (1 + len(wave) // cfg.hop_length, bins)
+    t, n, hop = 10, cfg.win_length, cfg.hop_length  # an interior frame: centred at t * hop
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)  # periodic Hann
+    ref = np.abs(np.fft.rfft(wave[t * hop - n // 2: t * hop + n // 2] * window))[:bins]
+    np.testing.assert_allclose(spec[t], np.log(np.maximum(ref, 1e-5)), atol=2e-4)
+    assert int(np.argmax(spec[t])) == round(hz / 40.0)
+
+
+def test_segments_count_and_length(tmp_path: Path) -> None:
+    feats = np.arange(74 * 3, dtype=np.float32).reshape(74, 3)
+    segs = cut_segments(feats)
+    assert segs.shape == (3, 20, 3)  # 74 frames -> 3 whole segments, 14 frames dropped
+    np.testing.assert_array_equal(segs[1, 0], feats[20])
+    assert cut_segments(feats[:19]).shape == (0, 20, 3)
+    # 0.73 s at 16 kHz = 11,680 samples -> 1 + 11680 // 160 = 74 frames -> 3 segments per file
+    root = _make_corpus(tmp_path / "c")
+    cfg = DataConfig(audio=str(root), sample_rate=16000, split="speakers:cccc0003,bbbb0002",
+                     cache_dir=str(tmp_path / "cache"))
+    corpus = load_segments(root, cfg)
+    train, test = corpus.sets["speech"]["train"], corpus.sets["speech"]["test"]
+    assert set(corpus.sets["speech"]) == {"train", "test"}
+    assert (len(train), len(test)) == (20 * 3, 40 * 3)
+    assert set(train.speakers) == {"aaaa0001"} and set(test.speakers) == {"bbbb0002", "cccc0003"}
+    assert all(x.shape == (20, 200) for x in train.examples)
+    assert train.meta["segment"][:3] == [0, 1, 2] and len(set(train.meta["utterance"])) == 20
+    assert train.ids[1] == train.meta["utterance"][1] + "#1"
+    # too short for one segment (0.15 s = 16 frames): left out and listed
+    sf.write(root / "zero" / "aaaa0001_NO_09.wav", _tone(0.15), 16000)
+    short = load_segments(root, cfg).skipped
+    assert len(short) == 1 and "16 frames after VAD, shorter than one 20-frame segment" in short[0][1]
+
+
+def test_spectrum_cache(tmp_path: Path) -> None:
+    root = _make_corpus(tmp_path / "c", words=("zero",))
+    utts = scan_speech_commands(root, ("zero",))
+    cfg = spectrum_config(DataConfig(sample_rate=16000))
+    kept, feats, _ = compute_spectra(utts, cfg, tmp_path / "cache")
+    (cache,) = (tmp_path / "cache").glob("spectrum-*.npz")
+    again = compute_spectra(utts, cfg, tmp_path / "cache")[1]
+    assert all(np.array_equal(a, b) for a, b in zip(feats, again, strict=True))
+    cache.write_bytes(b"garbage")  # a damaged cache is recomputed
+    assert all(np.array_equal(a, b) for a, b in
+               zip(feats, compute_spectra(utts, cfg, tmp_path / "cache")[1], strict=True))
