@@ -24,8 +24,26 @@ __all__ = ["FbankConfig", "fbank_from_file", "fbank_to_waveform", "log_mel", "me
 _SILENCE_PEAK = 1e-5
 
 
+class FrameTiming:
+    """Window and hop in samples, for configs with ``sample_rate`` (Hz), ``win_ms`` and ``hop_ms``."""
+
+    sample_rate: int
+    win_ms: float
+    hop_ms: float
+
+    @property
+    def win_length(self) -> int:
+        """Window length in samples."""
+        return int(round(self.sample_rate * self.win_ms / 1000.0))
+
+    @property
+    def hop_length(self) -> int:
+        """Hop in samples."""
+        return int(round(self.sample_rate * self.hop_ms / 1000.0))
+
+
 @dataclass(frozen=True)
-class FbankConfig:
+class FbankConfig(FrameTiming):
     """Settings of the log-Mel features.
 
     Attributes:
@@ -62,16 +80,6 @@ class FbankConfig:
             raise ConfigError(f"FbankConfig.hop_ms={self.hop_ms} is below one sample")
         if self.log_floor <= 0:
             raise ConfigError("FbankConfig.log_floor must be > 0")
-
-    @property
-    def win_length(self) -> int:
-        """Window length in samples."""
-        return int(round(self.sample_rate * self.win_ms / 1000.0))
-
-    @property
-    def hop_length(self) -> int:
-        """Hop in samples."""
-        return int(round(self.sample_rate * self.hop_ms / 1000.0))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

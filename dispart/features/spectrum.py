@@ -28,6 +28,7 @@ import numpy as np
 from dispart.data.corpus import Utterance, load_waveform
 from dispart.errors import ConfigError, DataError
 from dispart.features.cache import file_digests, library_versions
+from dispart.features.fbank import FrameTiming
 from dispart.files import atomic_open
 
 __all__ = ["SpectrumConfig", "compute_spectra", "log_spectrum", "spectrum_from_file", "spectrum_to_magnitude"]
@@ -37,7 +38,7 @@ _SILENCE_PEAK = 1e-5  # a waveform whose peak is below this is digital silence
 
 
 @dataclass(frozen=True)
-class SpectrumConfig:
+class SpectrumConfig(FrameTiming):
     """Settings of the log-magnitude spectrum.
 
     Attributes:
@@ -63,16 +64,6 @@ class SpectrumConfig:
                               f"at {self.sample_rate} Hz are too short")
         if self.vad_top_db is not None and self.vad_top_db <= 0:
             raise ConfigError(f"SpectrumConfig.vad_top_db must be > 0 or None, got {self.vad_top_db}")
-
-    @property
-    def win_length(self) -> int:
-        """Window and FFT length in samples (400 at 16 kHz)."""
-        return int(round(self.sample_rate * self.win_ms / 1000.0))
-
-    @property
-    def hop_length(self) -> int:
-        """Hop in samples (160 at 16 kHz)."""
-        return int(round(self.sample_rate * self.hop_ms / 1000.0))
 
     @property
     def n_bins(self) -> int:
