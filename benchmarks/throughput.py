@@ -1,32 +1,59 @@
-"""PVAE training throughput on real FSDD + MNIST, and its share of this machine's fp32 matmul peak.
+"""Training throughput on this machine: PVAE on real FSDD + MNIST, and DSAE on speech and Sprites.
 
     python benchmarks/throughput.py [--data-dir ../shared/data] [--steps 20] [--batch-size 256]
+                                    [--models pvae,dsae] [--dsae-steps 10] [--sprites-batch 8]
 
-Measures (1) the fp32 matmul peak (square matmuls of a few sizes, best GFLOP/s), (2) training
-steps of PVAE with the paper's networks (loss + backward + Adam) on length-bucketed real batches,
-(3) the model's FLOPs per step: torch's FlopCounterMode for everything it counts plus an exact
-count of the LSTM matmuls, which FlopCounterMode does not see. Prints a summary and writes
-benchmarks/results/throughput.json. Falls back to the embedded sample when the data is absent.
+PVAE: measures (1) the fp32 matmul peak (square matmuls of a few sizes, best GFLOP/s), (2)
+training steps of PVAE with the paper's networks (loss + backward + Adam) on length-bucketed real
+batches, (3) the model's FLOPs per step: torch's FlopCounterMode for everything it counts plus an
+exact count of the LSTM matmuls, which FlopCounterMode does not see. Falls back to the embedded
+sample when the data is absent.
+
+DSAE (``"dsae"`` in the JSON): training steps (forward + backward timed apart from the Adam
+update) of the models of configs/dsae_speech.yaml (200-bin log spectrum, T = 20, batch 256) and
+configs/dsae_sprites.yaml (T = 8 frames of 64x64x3, a small batch), each with the q of its config.
+Every sequence has the full T frames, so a step's compute does not depend on the values: the
+inputs are seeded random tensors of the data's shapes (no data files needed). FLOPs per step as
+for PVAE (FlopCounterMode + every LSTM of the model over B x T frames per direction).
+
+Prints a summary and writes benchmarks/results/throughput.json (PVAE's keys at the top level, as
+before; ``"dsae"``; ``"commands"``). With ``--models dsae`` the PVAE keys already in the file are
+kept as they were, and so is ``"dsae"`` with ``--models pvae``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
 import platform
+import shlex
+import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dispart.batches.modality import DIGIT_IMAGE, SPEECH
+from dispart.batches.batch import Sequences
+from dispart.batches.modality import DIGIT_IMAGE, SPEECH, ModalitySpec
 from dispart.batches.paired import LengthBucketSampler, PairedDigits, collate_paired
 from dispart.batches.pipeline import load_experiment_data
-from dispart.config import DataConfig
+from dispart.config import DataConfig, load_config, model_params
 from dispart.files import atomic_write_json
-from dispart.models import PVAE
+from dispart.models import DSAE, PVAE, build_model
 
 OUT = Path(__file__).parent / "results" / "throughput.json"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+MODELS = ("pvae", "dsae")
+# DSAE settings measured: config, modality spec of the data, frames per sequence T
+DSAE_SETTINGS = {
+    "speech": (CONFIGS / "dsae_speech.yaml",
+               ModalitySpec("speech", "sequence", (200,), likelihood="gaussian", frame_rate=100.0), 20),
+    "sprites": (CONFIGS / "dsae_sprites.yaml",
+                ModalitySpec("video", "frames", (3, 64, 64), likelihood="gaussian", frame_rate=10.0), 8),
+}
 
 
 def matmul_peak(seconds: float = 1.0) -> dict[str, float]:
@@ -73,12 +100,116 @@ def step_flops(model: PVAE, batch: dict) -> int:
     return n
 
 
+def dsae_step_flops(model: DSAE, batch: dict) -> int:
+    """FLOPs of one DSAE training step (forward + backward): FlopCounterMode plus every LSTM of
+    the model, each run over B x T frames per direction (all rows have T frames)."""
+    with FlopCounterMode(display=False) as counter:
+        model.loss(batch).loss.backward()
+    model.zero_grad()
+    x = batch[model.modality].data
+    frames = int(x.shape[0] * x.shape[1])
+    n = counter.get_total_flops()
+    for lstm in (m for m in model.modules() if isinstance(m, torch.nn.LSTM)):
+        n += lstm_flops(lstm, frames, input_grad=True) * (2 if lstm.bidirectional else 1)
+    return n
+
+
+def dsae_throughput(setting: str, batch_size: int, steps: int, peak: float | None) -> dict:
+    """Train-step throughput of the DSAE of ``DSAE_SETTINGS[setting]`` at ``batch_size``."""
+    config, spec, t = DSAE_SETTINGS[setting]
+    cfg = load_config(config)
+    torch.manual_seed(0)
+    hparams = {"name": "dsae", "modalities": [spec.to_dict()], **dataclasses.asdict(model_params(cfg.model))}
+    model = build_model(hparams)
+    assert isinstance(model, DSAE)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, t, *spec.shape, generator=g)
+    batch = {spec.name: Sequences(x, torch.full((batch_size,), t))}
+    flops = dsae_step_flops(model, batch)
+    for _ in range(2):  # warm-up
+        opt.zero_grad()
+        model.loss(batch).loss.backward()
+        opt.step()
+    fwd_bwd, update = 0.0, 0.0
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        model.loss(batch).loss.backward()
+        t1 = time.perf_counter()
+        opt.step()
+        fwd_bwd, update = fwd_bwd + t1 - t0, update + time.perf_counter() - t1
+    seconds = fwd_bwd + update
+    out = {
+        "config": str(config.relative_to(config.parents[1])), "q": model.q,
+        "frame": list(spec.shape), "T": t, "batch_size": batch_size, "steps": steps,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "steps_per_second": steps / seconds, "sequences_per_second": steps * batch_size / seconds,
+        "seconds_per_step": seconds / steps, "seconds_forward_backward": fwd_bwd / steps,
+        "seconds_adam": update / steps, "gflop_per_sequence": flops / batch_size / 1e9,
+        "achieved_gflops": flops * steps / seconds / 1e9,
+    }
+    if peak:
+        out["share_of_peak"] = out["achieved_gflops"] / peak
+    return out
+
+
+def show(d: dict, prefix: str = "") -> None:
+    """Print nested results one value a line (floats to 4 significant digits)."""
+    for k, v in d.items():
+        if isinstance(v, dict):
+            show(v, f"{prefix}{k}.")
+        else:
+            print(f"{prefix + k:>32}: {v:.4g}" if isinstance(v, float) else f"{prefix + k:>32}: {v}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=str(Path(__file__).parents[2] / "shared" / "data"))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {MODELS}")
+    ap.add_argument("--dsae-steps", type=int, default=10, help="timed steps per DSAE setting")
+    ap.add_argument("--speech-batch", type=int, default=256, help="DSAE speech batch (the config's)")
+    ap.add_argument("--sprites-batch", type=int, default=8, help="DSAE sprites batch (small)")
+    ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
+    models = [m for m in args.models.split(",") if m]
+    if not models or any(m not in MODELS for m in models):
+        ap.error(f"--models: choose from {MODELS}, got {args.models!r}")
+    for flag in ("steps", "dsae_steps", "speech_batch", "sprites_batch", "batch_size"):
+        if getattr(args, flag) < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    load_before = os.getloadavg()[0]
+    if "pvae" in models:
+        result = pvae_throughput(args)
+    else:  # PVAE's keys as an earlier run measured them
+        result = {k: v for k, v in previous.items()
+                  if k not in ("dsae", "commands", "load_average", "pvae_measured_by")}
+        result["pvae_measured_by"] = "an earlier run (not this command)"
+    if "dsae" in models:
+        # share of peak only against a peak measured in this run, under the same load
+        peak = result.get("matmul_peak_gflops") if "pvae" in models else None
+        result["dsae"] = {
+            "inputs": "seeded random tensors of the data's shapes (every row has T frames)",
+            "speech": dsae_throughput("speech", args.speech_batch, args.dsae_steps, peak),
+            "sprites": dsae_throughput("sprites", args.sprites_batch, args.dsae_steps, peak),
+            "threads": torch.get_num_threads()}
+    elif "dsae" in previous:
+        result["dsae"] = previous["dsae"]
+    result["load_average"] = {"before": load_before, "after": os.getloadavg()[0],
+                              "cores": os.cpu_count()}
+    result["commands"] = ["OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/throughput.py "
+                          + shlex.join(sys.argv[1:])]
+    atomic_write_json(out, result)
+    show(result)
+    print(f"wrote {out}")
+
+
+def pvae_throughput(args: argparse.Namespace) -> dict:
+    """PVAE training throughput and the machine's matmul peak (the top-level keys of the JSON)."""
     data_dir = Path(args.data_dir)
     if (data_dir / "fsdd" / "recordings").is_dir():
         cfg = DataConfig(audio=str(data_dir / "fsdd" / "recordings"),
@@ -129,10 +260,7 @@ def main() -> None:
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
     }
-    atomic_write_json(OUT, result)
-    for k, v in result.items():
-        print(f"{k:>20}: {v:.4g}" if isinstance(v, float) else f"{k:>20}: {v}")
-    print(f"wrote {OUT}")
+    return result
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
             raise ConfigError(f"{name} {m!r}: the run's model has modalities {list(mods)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_experiment_data(run.config.data, progress=False, normalizer=run.normalizer,
+    data = load_experiment_data(run.config.data, progress=False, normalizers=run.normalizers,
                                 speech="audio" in mods)
     batch, _ = test_examples(run.model, data, seed=args.seed, max_items=args.n or None)
     torch.manual_seed(args.seed)

@@ -18,7 +18,7 @@ import datetime as _dt
 import platform
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ class Run:
     fbank: FbankConfig
     info: dict[str, Any]
     weights_sha256: str = ""  # of model.safetensors: outputs computed from the run record it
+    normalizers: dict[str, FeatureNormalizer] = field(default_factory=dict)  # modality -> statistics
 
     @property
     def display_name(self) -> str:
@@ -93,8 +94,12 @@ def provenance(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def save_run(path: Path, cfg: ExperimentConfig, model: MultimodalModel,
-             normalizer: FeatureNormalizer | None, fbank: FbankConfig, data_summary: dict) -> None:
+             normalizer: FeatureNormalizer | None, fbank: FbankConfig, data_summary: dict,
+             normalizers: dict[str, FeatureNormalizer] | None = None) -> None:
     """Write config.yaml, model.safetensors, then run.json (with their SHA-256), each atomically.
+
+    ``normalizer``: the "audio" statistics (run.json "normalizer", read by every version);
+    ``normalizers``: the statistics of every standardised modality (run.json "normalizers").
 
     An existing run.json is removed first, so a crash part-way leaves a folder that is not a
     finished run (load_run says run.json is missing) rather than old hashes over new files.
@@ -110,6 +115,7 @@ def save_run(path: Path, cfg: ExperimentConfig, model: MultimodalModel,
         "model": model.hparams(),
         "fbank": fbank.to_dict(),
         "normalizer": _jsonable(normalizer.state_dict()) if normalizer is not None else None,
+        "normalizers": {m: _jsonable(n.state_dict()) for m, n in (normalizers or {}).items()},
         "data": data_summary,
         "provenance": provenance(cfg),
     }
@@ -200,17 +206,26 @@ def _load_weights(p: Path, info: dict[str, Any], device: str) -> MultimodalModel
     return model
 
 
-def _load_features(p: Path, info: dict[str, Any]) -> tuple[FbankConfig, FeatureNormalizer | None]:
+def _normalizer(state: dict[str, Any]) -> FeatureNormalizer:
+    return FeatureNormalizer.from_state_dict(
+        {k: np.asarray(v, dtype=np.float32) if isinstance(v, list) else v for k, v in state.items()})
+
+
+def _load_features(p: Path, info: dict[str, Any]
+                   ) -> tuple[FbankConfig, FeatureNormalizer | None, dict[str, FeatureNormalizer]]:
+    """The log-Mel settings, the "audio" normaliser and every modality's normaliser (runs written
+    before "normalizers" existed have the "audio" one only)."""
     try:
         fbank = FbankConfig(**info["fbank"])
         norm = info.get("normalizer")
-        normalizer = None if norm is None else FeatureNormalizer.from_state_dict(
-            {k: np.asarray(v, dtype=np.float32) if isinstance(v, list) else v
-             for k, v in norm.items()})
+        normalizer = None if norm is None else _normalizer(norm)
+        normalizers = {m: _normalizer(v) for m, v in (info.get("normalizers") or {}).items()}
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise RunDirError(f"{p / 'run.json'}: invalid feature settings "
                           f"({e.__class__.__name__}: {_one_line(e)})") from e
-    return fbank, normalizer
+    if normalizer is not None:
+        normalizers.setdefault("audio", normalizer)
+    return fbank, normalizer, normalizers
 
 
 def load_run(path: str | Path, device: str = "cpu") -> Run:
@@ -239,8 +254,8 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
                           f"{p / 'config.yaml'}: {msg}") from e
     model = _load_weights(p, info, device)
     model.to(device).eval()
-    fbank, normalizer = _load_features(p, info)
-    return Run(p, cfg, model, normalizer, fbank, info, weights_sha256)
+    fbank, normalizer, normalizers = _load_features(p, info)
+    return Run(p, cfg, model, normalizer, fbank, info, weights_sha256, normalizers)
 
 
 def current_weights_sha256(path: str | Path) -> str:

@@ -710,12 +710,19 @@ def _expected_grids(model: MultimodalModel) -> list[str] | None:
 
 @pytest.mark.slow
 def test_generate_run_grids_follow_the_declarations(trained, tmp_path):
+    from dispart.generation.grids import static_dynamic
     from dispart.generation.outputs import generate_run
 
     cols, rows = 2, 1
     for setting, run in trained["runs"].items():
         model = load(run)
         out = tmp_path / setting
+        if any(static_dynamic(model, m) for m in model.modalities):  # a static f + dynamic z_1:T
+            manifest = generate_run(run, out, cols=cols, rows=rows, n_iter=2)
+            assert [g["name"] for g in manifest["grids"]] == [
+                f"{k}_{m}" for k in ("swap", "fix_f", "fix_z") for m in model.modalities]
+            assert manifest["weights_sha256"] == file_sha256(run / "model.safetensors")
+            continue
         if not {"audio", "image"} <= set(model.modalities):  # image + label, VAE: documented refusal
             with pytest.raises(RunDirError, match="needs a model over speech and images"):
                 generate_run(run, out, cols=cols, rows=rows, audio=False)

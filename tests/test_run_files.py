@@ -37,6 +37,7 @@ from dispart.evaluation.table import (
     write_run_output,
 )
 from dispart.features.fbank import FbankConfig
+from dispart.features.normalize import FeatureNormalizer
 from dispart.runs import load_run, save_run
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -179,6 +180,24 @@ def test_an_old_format_1_run_folder_still_loads(run_copy):
     run = load_run(run_copy)
     assert run.info["format"] == 1 and "files" not in run.info
     assert run.weights_sha256 == _sha(run_copy / "model.safetensors")
+
+
+def test_every_modalitys_normaliser_is_stored_and_old_runs_fall_back_to_audio(run_copy):
+    run = load_run(run_copy)  # image + label: nothing standardised
+    assert run.normalizer is None and run.normalizers == {}
+    audio = FeatureNormalizer().fit([np.array([[0.0], [4.0]], np.float32)])
+    other = FeatureNormalizer().fit([np.array([[1.0, 2.0], [3.0, 6.0]], np.float32)])
+    save_run(run_copy, run.config, run.model, audio, run.fbank, run.info["data"],
+             normalizers={"audio": audio, "speech": other})
+    again = load_run(run_copy)
+    assert again.normalizers["speech"].mean.tolist() == [2.0, 4.0]
+    assert again.normalizers["speech"].std.tolist() == [1.0, 2.0]
+    assert again.normalizers["audio"].mean.tolist() == [2.0] == again.normalizer.mean.tolist()
+    info = json.loads((run_copy / "run.json").read_text())
+    del info["normalizers"]  # a run.json written before "normalizers" existed: "audio" only
+    (run_copy / "run.json").write_text(json.dumps(info))
+    old = load_run(run_copy)
+    assert set(old.normalizers) == {"audio"} and old.normalizers["audio"].mean.tolist() == [2.0]
 
 
 # Weight names of MVAE runs and checkpoints written before the generative/inference split.

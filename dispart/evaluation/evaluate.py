@@ -149,7 +149,7 @@ def evaluate_run(
     cfg = run.config
     speech = "audio" in run.model.modalities
     if audio is None:
-        data = data or load_experiment_data(cfg.data, progress=progress, normalizer=run.normalizer,
+        data = data or load_experiment_data(cfg.data, progress=progress, normalizers=run.normalizers,
                                             speech=speech)
         test_sets, train_sets = split_sets(data, "test"), split_sets(data, "train")
         source = {"audio": cfg.data.audio, "split": cfg.data.split, "images": cfg.data.images}

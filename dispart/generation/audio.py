@@ -15,6 +15,10 @@ The models work on *normalised* log-Mel frames (T, n_mels). To listen to them:
    correlates 0.99 with the original either way). Same STFT settings as the features;
 3. write a 16-bit PCM wav at the corpus rate (``fbank.sample_rate``), scaled down only if it
    would clip (loudness is a speaking-style attribute, so it is not normalised away).
+
+Log-magnitude spectra (:mod:`dispart.features.spectrum`, DSAE's 200 bins) need no Mel inversion:
+:func:`spectra_to_waveforms` exponentiates them (``spectrum_to_magnitude``) and runs the same
+Griffin-Lim with ``n_fft = win_length`` and the spectrum's hop (:func:`spectrum_stft`).
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import functools
 import io
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from dispart.features.fbank import FbankConfig, fbank_to_waveform, log_mel, mel_basis
 from dispart.features.normalize import FeatureNormalizer
+from dispart.features.spectrum import SpectrumConfig, spectrum_to_magnitude
 from dispart.files import atomic_write_with
 
 __all__ = [
@@ -42,6 +48,9 @@ __all__ = [
     "spectrogram_thumbnail",
     "utterance_offset",
     "waveform_to_features",
+    "StftSettings",
+    "spectrum_stft",
+    "spectra_to_waveforms",
 ]
 
 PEAK = 0.95  # waveforms louder than this are scaled down to it before writing
@@ -111,8 +120,22 @@ def logmel_to_waveform(logmel: np.ndarray, fbank: FbankConfig, n_iter: int = 32,
     raise ValueError(f"method must be 'pinv' or 'nnls', got {method!r}")
 
 
-def griffin_lim(magnitude: np.ndarray, fbank: FbankConfig, n_iter: int = 32, momentum: float = 0.99,
-                seed: int = 0) -> np.ndarray:
+class StftSettings(NamedTuple):
+    """The STFT :func:`griffin_lim` inverts (samples); an :class:`FbankConfig` serves as well."""
+
+    n_fft: int
+    hop_length: int
+    win_length: int
+
+
+def spectrum_stft(cfg: SpectrumConfig) -> StftSettings:
+    """The STFT of :func:`dispart.features.spectrum.log_spectrum`: n_fft = window (400 at 16 kHz),
+    hop 160."""
+    return StftSettings(cfg.win_length, cfg.hop_length, cfg.win_length)
+
+
+def griffin_lim(magnitude: np.ndarray, fbank: FbankConfig | StftSettings, n_iter: int = 32,
+                momentum: float = 0.99, seed: int = 0) -> np.ndarray:
     """Fast Griffin-Lim (librosa's algorithm: random initial phase, momentum 0.99) in torch,
     batched: magnitudes (..., 1 + n_fft // 2, T) -> waveforms (..., hop * (T - 1)) float32.
 
@@ -129,8 +152,8 @@ def griffin_lim(magnitude: np.ndarray, fbank: FbankConfig, n_iter: int = 32, mom
         torch.set_num_threads(threads)
 
 
-def _griffin_lim(torch, magnitude: np.ndarray, fbank: FbankConfig, n_iter: int, momentum: float,
-                 seed: int) -> np.ndarray:
+def _griffin_lim(torch, magnitude: np.ndarray, fbank: FbankConfig | StftSettings, n_iter: int,
+                 momentum: float, seed: int) -> np.ndarray:
     mag = torch.as_tensor(np.asarray(magnitude, dtype=np.float32))
     lead, (n_freq, n_frames) = mag.shape[:-2], mag.shape[-2:]
     mag = mag.reshape(-1, n_freq, n_frames)
@@ -174,6 +197,25 @@ def logmels_to_waveforms(logmels: list[np.ndarray], fbank: FbankConfig, n_iter: 
         mags[i, :, : x.shape[0]] = _magnitude(x, fbank)
     waves = griffin_lim(mags, fbank, n_iter)
     return [_limit(waves[i, : fbank.hop_length * (x.shape[0] - 1)]) for i, x in enumerate(logmels)]
+
+
+def spectra_to_waveforms(logspecs: list[np.ndarray], cfg: SpectrumConfig, n_iter: int = 32
+                         ) -> list[np.ndarray]:
+    """Log-magnitude spectra (T_i, n_bins) (natural log, :func:`~dispart.features.spectrum.log_spectrum`)
+    -> waveforms (hop * (T_i - 1),) float32 at ``cfg.sample_rate``, peak at most :data:`PEAK`: one
+    batched Griffin-Lim over zero-padded magnitudes (padding is silence)."""
+    if not logspecs:
+        return []
+    stft = spectrum_stft(cfg)
+    for x in logspecs:
+        if np.ndim(x) != 2 or x.shape[1] != cfg.n_bins:
+            raise ValueError(f"expected (T, {cfg.n_bins}) log-magnitude spectra, got {np.shape(x)}")
+    t_max = max(int(x.shape[0]) for x in logspecs)
+    mags = np.zeros((len(logspecs), cfg.n_bins + 1, t_max), np.float32)
+    for i, x in enumerate(logspecs):
+        mags[i, :, : x.shape[0]] = spectrum_to_magnitude(x)
+    waves = griffin_lim(mags, stft, n_iter)
+    return [_limit(waves[i, : stft.hop_length * (x.shape[0] - 1)]) for i, x in enumerate(logspecs)]
 
 
 def features_to_waveform(

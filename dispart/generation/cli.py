@@ -21,7 +21,13 @@ kinds (default: every kind the run's model supports):
           speaker (Figs. 5, 19-22)
   prior   fixed z^s with style from the prior, and z^s from the prior with fixed style
   fig2    JMVAE-kl only: z from one modality decoded into both (Fig. 2)
-grids: top row = sources of z^s (one digit per column), left column = sources of the style.
+  swap    sequence models (DSAE): f of the row's sequence with z_1:T of the column's
+          (voice conversion for speech, a character doing another's motion for video)
+  fix_f   f inferred (rows), z_1:T drawn from the learned prior p(z_t | z_<t) (columns)
+  fix_z   f drawn from the prior N(0, I) (rows), z_1:T inferred (columns)
+grids: top row = sources of z^s (one digit per column), left column = sources of the style;
+DSAE: top row = sources of z_1:T, left column = sources of f. Video cells are written as
+animated GIFs and frame strips, speech cells as Griffin-Lim wavs and spectrograms.
 """
 
 
@@ -36,9 +42,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                             n_iter=args.griffin_lim_iters)
     out = Path(args.out) if args.out else Path(args.run_dir) / "generated"
     for g in manifest["grids"]:
-        n_wav = len(g["audio"])
+        n_wav, n_gif = len(g["audio"]), len(g.get("animations", []))
         print(f"{g['name']}: {g['shape'][0]}x{g['shape'][1]} -> {out / g['png']}"
-              + (f" (+{n_wav} wavs)" if n_wav else ""))
+              + (f" (+{n_wav} wavs)" if n_wav else "") + (f" (+{n_gif} GIFs)" if n_gif else ""))
     print(f"wrote {out / 'manifest.json'} in {manifest['seconds']:.1f} s")
     return 0
 

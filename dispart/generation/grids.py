@@ -15,6 +15,18 @@ N(0, I). Every cell records which source fed which latent.
 
 For models with a single content latent and no style latent (JMVAE-kl),
 :func:`shared_latent_rows` gives the paper's Fig. 2.
+
+Sequence models with a static style latent f and a dynamic content latent z_1:T of one modality
+(DSAE, Li & Mandt 2018, section 2; found by :func:`static_dynamic`) get :class:`SequenceGrid`:
+cell (r, c) is ``model.decode({f: f[r], z: z[c]})`` with rows = sources of f and columns =
+sources of z_1:T, each inferred (posterior mean) or drawn from the model's own prior:
+
+- "swap": f of sequence A (row) with z_1:T of sequence B (column), both inferred;
+- "fix_f": inferred f (rows), z_1:T drawn from the prior p(z_t | z_<t) (columns);
+- "fix_z": f drawn from the prior p(f) (rows), inferred z_1:T (columns).
+
+:func:`frame_strip` / :func:`frames_to_rgb` / :func:`write_gif` show video cells;
+:func:`render_sequence_grid_png` draws a whole grid (frame strips or spectrogram tiles).
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ import torch
 from dispart.batches.batch import Sequences
 from dispart.errors import RunDirError
 from dispart.files import atomic_write_with
+from dispart.generation import SEQUENCE_KINDS
 from dispart.models.base import MultimodalModel
 
 __all__ = [
@@ -47,6 +60,18 @@ __all__ = [
     "pick_by_label",
     "pick_styles",
     "render_grid_png",
+    "SEQUENCE_KINDS",
+    "SequenceLatents",
+    "SequenceGrid",
+    "static_dynamic",
+    "infer_sequence_latents",
+    "prior_sequence_latents",
+    "decode_sequence_grid",
+    "swap_reidentification",
+    "frames_to_rgb",
+    "frame_strip",
+    "write_gif",
+    "render_sequence_grid_png",
 ]
 
 @dataclass
@@ -408,6 +433,300 @@ def render_grid_png(
     ax.set_title(title or f"{grid.name}: columns {grid.semantic.latent} from {sem_kind}"
                  + (f", rows {style_name} from {sty_kind}" if grid.style is not None else ""),
                  fontsize=9, pad=14)
+    target = Path(path)
+    atomic_write_with(target, lambda tmp: fig.savefig(tmp, format="png"))
+    return target
+
+
+
+# --------------------------------------------------------------------------- sequence models
+
+
+
+def static_dynamic(model: MultimodalModel, modality: str) -> tuple[str, str] | None:
+    """(static style latent f, dynamic content latent z_1:T) of ``modality`` from the model's
+    declarations (DSAE), or None when ``modality`` does not inform exactly one of each and
+    nothing else."""
+    if modality not in model.modalities:
+        return None
+    mine = [model.latents[n] for n in model.latent_names(modality)]
+    f = [v for v in mine if v.role == "style" and not v.dynamic]
+    z = [v for v in mine if v.role == "content" and v.dynamic]
+    if len(f) != 1 or len(z) != 1 or len(mine) != 2:
+        return None
+    return f[0].name, z[0].name
+
+
+@dataclass
+class SequenceLatents:
+    """One axis of a :class:`SequenceGrid`: latents of one kind and where each came from.
+
+    Attributes:
+        latent: the latent they feed (a key of ``model.latents``).
+        z: (N, D) static or (N, T, D) dynamic float32 values (zero past each length).
+        lengths: (N,) frames of each source sequence (dynamic: the frames its z_1:T covers).
+        sources: N ids, e.g. "speech:test[12]" or "prior[3]".
+        tags: N captions (speaker, class, "prior").
+        inputs: N source sequences (T_i, *frame) as fed to the encoder, or None for the prior.
+    """
+
+    latent: str
+    z: np.ndarray
+    lengths: list[int]
+    sources: list[str]
+    tags: list[str]
+    inputs: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return int(self.z.shape[0])
+
+    @property
+    def inferred(self) -> bool:
+        return self.inputs is not None
+
+
+@dataclass
+class SequenceGrid:
+    """A decoded grid of a sequence model. ``cells[r][c]``: (T_c, *frame) decoder mean (T_c =
+    ``cols.lengths[c]``); ``record[r][c]``: latent name -> source id that fed it."""
+
+    name: str
+    kind: str
+    modality: str
+    rows: SequenceLatents  # static f, one per row
+    cols: SequenceLatents  # dynamic z_1:T, one per column
+    cells: list[list[np.ndarray]]
+    record: list[list[dict[str, str]]]
+    checks: dict[str, Any] = field(default_factory=dict)  # e.g. :func:`swap_reidentification`
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.cells), len(self.cells[0]) if self.cells else 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON description: sources of both axes, the per-cell record and the checks."""
+        def axis(s: SequenceLatents) -> dict[str, Any]:
+            return {"latent": s.latent, "inferred": s.inferred, "sources": s.sources, "tags": s.tags,
+                    "lengths": s.lengths}
+        return {"name": self.name, "kind": self.kind, "out_modality": self.modality,
+                "rows": self.shape[0], "cols": self.shape[1], "static (rows)": axis(self.rows),
+                "dynamic (columns)": axis(self.cols), "cells": self.record, "checks": self.checks}
+
+
+def _sequence_batch(modality: str, items: Sequence[np.ndarray]) -> dict[str, Sequences]:
+    return {modality: Sequences.from_list([np.asarray(x, np.float32) for x in items])}
+
+
+@torch.no_grad()
+def infer_sequence_latents(
+    model: MultimodalModel, modality: str, items: Sequence[np.ndarray], latent: str,
+    ids: Sequence[str], tags: Sequence[str],
+) -> SequenceLatents:
+    """Posterior means of ``latent`` from sequences ``items`` ((T_i, *frame) each): (N, D) for a
+    static latent, (N, T_max, D) for a dynamic one (zero past each length). Eval mode, the
+    training mode restored."""
+    if not items:
+        raise ValueError("infer_sequence_latents needs at least one sequence")
+    was_training = model.training
+    model.eval()
+    try:
+        post = model.encode(_sequence_batch(modality, items))
+    finally:
+        model.train(was_training)
+    if latent not in post:
+        raise RunDirError(f"{model.name}: latent {latent!r} cannot be inferred from {modality} "
+                          f"(available: {sorted(post)})")
+    lengths = [int(x.shape[0]) for x in items]
+    z = post[latent].mean
+    if model.latents[latent].dynamic:
+        z = z * (torch.arange(z.shape[1])[None, :] < torch.as_tensor(lengths)[:, None])[..., None]
+    return SequenceLatents(latent, z.cpu().numpy().astype(np.float32), lengths, list(ids), list(tags),
+                           [np.asarray(x) for x in items])
+
+
+@torch.no_grad()
+def prior_sequence_latents(model: MultimodalModel, latent: str, n: int, length: int, seed: int = 0
+                           ) -> SequenceLatents:
+    """``n`` draws of ``latent`` from the model's own prior (p(f) = N(0, I), or the learned
+    p(z_t | z_<t) over ``length`` frames), seeded (``torch.manual_seed(seed)`` in a forked RNG,
+    so the caller's random state is untouched)."""
+    if n < 1 or length < 1:
+        raise ValueError(f"prior_sequence_latents: n and length must be >= 1, got {n} and {length}")
+    lengths = torch.full((n,), int(length), dtype=torch.int64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            z = model.sample_prior(n, lengths)[latent]
+    finally:
+        model.train(was_training)
+    return SequenceLatents(latent, z.cpu().numpy().astype(np.float32), [int(length)] * n,
+                           [f"prior[{i}]" for i in range(n)], ["prior"] * n, None)
+
+
+@torch.no_grad()
+def decode_sequence_grid(model: MultimodalModel, modality: str, rows: SequenceLatents,
+                         cols: SequenceLatents, name: str, kind: str, chunk: int = 256
+                         ) -> SequenceGrid:
+    """Cell (r, c) = ``model.decode({f: rows.z[r], z: cols.z[c]}, modality, cols.lengths[c])``;
+    ``rows`` must feed the static style latent and ``cols`` the dynamic content latent
+    (:func:`static_dynamic`). Decoded ``chunk`` cells at a time, eval mode (restored)."""
+    pair = static_dynamic(model, modality)
+    if pair is None:
+        raise RunDirError(f"the run's {model.name} model has no static style latent and dynamic "
+                          f"content latent for {modality!r} (latents {list(model.latent_names(modality))})")
+    if (rows.latent, cols.latent) != pair:
+        raise ValueError(f"rows must feed {pair[0]!r} and columns {pair[1]!r}, got "
+                         f"{rows.latent!r} and {cols.latent!r}")
+    n_r, n_c = len(rows), len(cols)
+    f = torch.as_tensor(np.repeat(rows.z, n_c, axis=0))  # cell r*n_c + c <- row r
+    z = torch.as_tensor(np.tile(cols.z, (n_r, 1, 1)))  # cell r*n_c + c <- column c
+    lengths = torch.as_tensor(np.tile(np.asarray(cols.lengths), n_r), dtype=torch.int64)
+    flat: list[np.ndarray] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for a in range(0, n_r * n_c, chunk):
+            ln = lengths[a:a + chunk]
+            out = model.decode({rows.latent: f[a:a + chunk], cols.latent: z[a:a + chunk, :int(ln.max())]},
+                               modality, ln)
+            flat += [out[i, :int(t)].cpu().numpy() for i, t in enumerate(ln)]
+    finally:
+        model.train(was_training)
+    cells = [flat[r * n_c:(r + 1) * n_c] for r in range(n_r)]
+    record = [[{rows.latent: rows.sources[r], cols.latent: cols.sources[c]} for c in range(n_c)]
+              for r in range(n_r)]
+    return SequenceGrid(name, kind, modality, rows, cols, cells, record)
+
+
+def swap_reidentification(model: MultimodalModel, grid: SequenceGrid) -> dict[str, Any]:
+    """Does a swapped sequence carry its row's f? Every generated cell is encoded again; the
+    fraction of cells whose posterior mean of f is nearest (cosine) to the f of their own row
+    among the rows' f ("f_row_nearest", chance 1 / rows; needs >= 2 rows of inferred f)."""
+    if not grid.rows.inferred or len(grid.rows) < 2:
+        return {}
+    cells = [x for line in grid.cells for x in line]
+    f_name = grid.rows.latent
+    again = infer_sequence_latents(model, grid.modality, cells, f_name, [""] * len(cells),
+                                   [""] * len(cells)).z
+    def unit(a: np.ndarray) -> np.ndarray:
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    nearest = np.argmax(unit(again) @ unit(grid.rows.z).T, axis=1)
+    own = np.repeat(np.arange(len(grid.rows)), len(grid.cols))
+    return {"f_row_nearest": float(np.mean(nearest == own)), "n": int(len(cells)),
+            "chance": 1.0 / len(grid.rows)}
+
+
+def frames_to_rgb(frames: np.ndarray) -> np.ndarray:
+    """(T, C, H, W) frames in [0, 1] (C = 1 grey or 3 RGB; clipped) -> (T, H, W, 3) uint8."""
+    x = np.asarray(frames, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected (T, C, H, W) frames with C 1 or 3, got shape {x.shape}")
+    x = np.clip(np.transpose(x, (0, 2, 3, 1)), 0.0, 1.0)
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    return np.round(x * 255).astype(np.uint8)
+
+
+def frame_strip(frames: np.ndarray, gap: int = 1) -> np.ndarray:
+    """(T, C, H, W) frames in [0, 1] -> one (H, T * (W + gap) - gap, 3) uint8 image, frames left to
+    right, white gaps."""
+    rgb = frames_to_rgb(frames)
+    t, hh, ww, _ = rgb.shape
+    strip = np.full((hh, t * (ww + gap) - gap, 3), 255, np.uint8)
+    for i in range(t):
+        strip[:, i * (ww + gap):i * (ww + gap) + ww] = rgb[i]
+    return strip
+
+
+def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
+    """Save an (H, W, 3) uint8 image as PNG (Pillow, atomically)."""
+    from PIL import Image
+
+    target = Path(path)
+    img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
+    atomic_write_with(target, lambda tmp: img.save(tmp, format="PNG"))
+    return target
+
+
+def write_gif(path: str | os.PathLike[str], frames: np.ndarray, fps: float = 10.0, scale: int = 1
+              ) -> Path:
+    """(T, C, H, W) frames in [0, 1] -> an animated GIF of T frames looping forever at ``fps``
+    frames per second (Pillow, atomically), each pixel enlarged ``scale`` times.
+
+    Under each frame a 3-pixel time bar fills to (t + 1) / T of the width: it shows where the
+    loop is, and it keeps consecutive frames distinct (for T <= width), which Pillow would
+    otherwise merge into one longer frame when they are identical.
+    """
+    from PIL import Image
+
+    if fps <= 0 or scale < 1:
+        raise ValueError(f"write_gif: fps must be > 0 and scale >= 1, got {fps} and {scale}")
+    rgb = frames_to_rgb(frames)
+    if scale > 1:
+        rgb = np.repeat(np.repeat(rgb, scale, axis=1), scale, axis=2)
+    t, _, ww, _ = rgb.shape
+    bar = np.full((t, 3, ww, 3), 255, np.uint8)
+    for i in range(t):
+        bar[i, :, :max(1, int(round(ww * (i + 1) / t)))] = 90
+    rgb = np.concatenate([rgb, bar], axis=1)
+    images = [Image.fromarray(np.ascontiguousarray(f), "RGB") for f in rgb]
+    ms = max(20, int(round(1000.0 / fps)))
+    target = Path(path)
+    atomic_write_with(target, lambda tmp: images[0].save(
+        tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms, loop=0))
+    return target
+
+
+def render_sequence_grid_png(grid: SequenceGrid, path: str | os.PathLike[str], tile, title: str = ""
+                             ) -> Path:
+    """Save a :class:`SequenceGrid` (atomically): top row = the z_1:T sources (grey for prior
+    draws), left column = the f sources, body = generated sequences. ``tile`` maps a sequence
+    (T, *frame) to an (h, w, 3) uint8 image (a frame strip, a spectrogram)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows, cols = grid.shape
+    body = [[tile(x) for x in line] for line in grid.cells]
+    h = max(t.shape[0] for line in body for t in line)
+    w = max(t.shape[1] for line in body for t in line)
+    left_w = w
+    head = [tile(x) for x in grid.cols.inputs] if grid.cols.inputs is not None else None
+    side = [tile(x) for x in grid.rows.inputs] if grid.rows.inputs is not None else None
+    if side is not None:
+        left_w = max(left_w, *(t.shape[1] for t in side))
+    gap, big = 3, 10
+    width = left_w + big + cols * (w + gap)
+    height = h + big + rows * (h + gap)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+
+    def put(t: np.ndarray | None, y: int, x: int, tw: int) -> None:
+        if t is None:  # a prior draw: a grey tile
+            canvas[y:y + h, x:x + tw] = 160
+        else:
+            canvas[y:y + t.shape[0], x:x + t.shape[1]] = t
+
+    for c in range(cols):
+        put(head[c] if head else None, 0, left_w + big + c * (w + gap), w)
+    for r in range(rows):
+        y = h + big + r * (h + gap)
+        put(side[r] if side else None, y, 0, left_w)
+        for c in range(cols):
+            put(body[r][c], y, left_w + big + c * (w + gap), w)
+    scale = 2.0 if h <= 40 else 1.0
+    fig = Figure(figsize=(width * scale / 100 + 1.4, height * scale / 100 + 0.9), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.1, 0.02, 0.88, 0.86))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    for c, tag in enumerate(grid.cols.tags[:cols]):
+        ax.text(left_w + big + c * (w + gap) + w / 2, -3, tag, ha="center", va="bottom", fontsize=7)
+    for r, tag in enumerate(grid.rows.tags[:rows]):
+        ax.text(-3, h + big + r * (h + gap) + h / 2, tag, ha="right", va="center", fontsize=7)
+    src = {True: "inferred", False: "prior"}
+    ax.set_title(title or f"{grid.name}: rows {grid.rows.latent} ({src[grid.rows.inferred]}), "
+                 f"columns {grid.cols.latent} ({src[grid.cols.inferred]})", fontsize=9, pad=14)
     target = Path(path)
     atomic_write_with(target, lambda tmp: fig.savefig(tmp, format="png"))
     return target

@@ -11,25 +11,44 @@ Everything lands in RUN_DIR/generated/ (or ``--out``), every file written atomic
     audio/NAME/r{R}_c{C}.wav      every generated utterance of speech grids (Griffin-Lim)
     audio/NAME/r{R}_c{C}.png      spectrograms of the first row
     audio/NAME/src_*.wav          the real utterances used as sources
+
+Sequence models with a static style latent f and a dynamic content latent z_1:T (DSAE; read
+from the declarations, :func:`~dispart.generation.grids.static_dynamic`) get the kinds "swap",
+"fix_f" and "fix_z" (:data:`~dispart.generation.grids.SEQUENCE_KINDS`) instead; rows = sources of
+f, columns = sources of z_1:T::
+
+    grids/NAME.png, NAME.json     frame strips or spectrograms (top row z_1:T sources, left column
+                                  f sources, grey = prior draw) and the per-cell record
+    frames/NAME/r{R}_c{C}.gif     video modalities: every generated sequence as an animated GIF
+    frames/NAME/r{R}_c{C}.png     ... and as a frame strip; src_{style,semantic}_{K}.gif/.png
+                                  the real sequences that served as sources
+    audio/NAME/r{R}_c{C}.wav      speech ("audio" log-Mel, or the "speech" log-spectrum segments
+    audio/NAME/r{R}_c{C}.png      of data.loader=speech_segments): Griffin-Lim wavs and
+                                  spectrograms of every cell; src_*.wav/.png the sources
+                                  resynthesised the same way (they are segments, not whole files)
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dispart.batches.pipeline import ExperimentData, load_experiment_data
+from dispart.batches.pipeline import ExperimentData, load_experiment_data, loader_names
+from dispart.batches.segments import MODALITY as SEGMENTS_MODALITY
+from dispart.batches.segments import spectrum_config
 from dispart.errors import ConfigError, RunDirError
 from dispart.files import atomic_write_json, atomic_write_with
-from dispart.generation import KINDS
+from dispart.generation import GRID_KINDS, KINDS, SEQUENCE_KINDS
 from dispart.generation.audio import (
     features_to_logmel,
     logmels_to_waveforms,
+    spectra_to_waveforms,
     spectrogram_thumbnail,
     utterance_offset,
     write_wav,
@@ -37,20 +56,31 @@ from dispart.generation.audio import (
 from dispart.generation.grids import (
     Grid,
     LatentSet,
+    SequenceGrid,
     content_latent,
     decode_grid,
+    decode_sequence_grid,
+    frame_strip,
     infer_latents,
+    infer_sequence_latents,
     is_partitioned,
     pick_by_label,
     pick_styles,
     prior_latents,
+    prior_sequence_latents,
     render_grid_png,
+    render_sequence_grid_png,
     shared_latent_rows,
+    static_dynamic,
     style_latent,
+    swap_reidentification,
+    write_gif,
+    write_png,
 )
 from dispart.runs import Run, load_run, require_speech_and_images
 
-__all__ = ["KINDS", "build_grids", "write_grid_outputs", "generate", "generate_run"]
+__all__ = ["KINDS", "build_grids", "write_grid_outputs", "generate", "generate_run", "SequenceView",
+           "sequence_modality", "sequence_view", "build_sequence_grids", "write_sequence_outputs"]
 
 class _Sources:
     """Test (or train) split items of both modalities with ids, tags and file paths."""
@@ -100,6 +130,10 @@ def build_grids(run: Run, data: ExperimentData, kinds: Sequence[str] = KINDS, co
     explicit = tuple(kinds) != KINDS
     if explicit:
         for k in kinds:
+            if k in SEQUENCE_KINDS:
+                raise RunDirError(f"{run.path}: --kind {k} needs a model with a static style latent "
+                                  f"and a dynamic content latent (DSAE); this run is a {model.name} "
+                                  f"model")
             if k in ("style", "cross", "prior") and not partitioned:
                 raise RunDirError(f"{run.path}: --kind {k} needs a PVAE run (a shared content "
                                   f"latent + a style latent per modality); this run is a "
@@ -200,18 +234,27 @@ def generate(run: Run, data: ExperimentData, out: str | Path, kinds: Sequence[st
              cols: int = 10, rows: int = 5, seed: int = 0, split: str = "test", audio: bool = True,
              n_iter: int = 32) -> dict[str, Any]:
     """Build the grids and write every output into ``out``; returns (and writes) the manifest,
-    which records the ``weights_sha256`` of the run's model (outputs of other weights are stale)."""
+    which records the ``weights_sha256`` of the run's model (outputs of other weights are stale).
+    Sequence models (:func:`sequence_modality`) get the "swap" / "fix_f" / "fix_z" grids."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
-    grids = build_grids(run, data, kinds, cols, rows, seed, split)
-    offset = utterance_offset(run) if audio else None
-    entries = [write_grid_outputs(run, g, out, data, audio, n_iter, offset) for g in grids]
+    modality = sequence_modality(run.model)
+    extra: dict[str, Any] = {}
+    if modality is not None:
+        grids = build_sequence_grids(run, data, kinds, cols, rows, seed, split)
+        view = sequence_view(run, data, modality)
+        entries = [write_sequence_outputs(g, out, view, audio, n_iter) for g in grids]
+        extra = {"sequence_modality": modality, "view": view.kind, "frame_rate": view.fps}
+    else:
+        grids = build_grids(run, data, kinds, cols, rows, seed, split)
+        offset = utterance_offset(run) if audio else None
+        entries = [write_grid_outputs(run, g, out, data, audio, n_iter, offset) for g in grids]
     manifest = {"run": str(run.path), "weights_sha256": run.weights_sha256,
                 "model": run.display_name, "model_type": run.model.name,
                 "split": split, "seed": seed, "cols": cols, "rows": rows, "griffin_lim_iters": n_iter,
-                "normalize": run.config.data.normalize,
+                "normalize": run.config.data.normalize, **extra,
                 "seconds": round(time.perf_counter() - t0, 2), "grids": entries}
     atomic_write_json(out / "manifest.json", manifest)
     return manifest
@@ -220,6 +263,207 @@ def generate(run: Run, data: ExperimentData, out: str | Path, kinds: Sequence[st
 def generate_run(run_dir: str | Path, out: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
     """:func:`generate` for a run folder (output default RUN_DIR/generated)."""
     run = load_run(run_dir)
-    require_speech_and_images(run, "dispart generate")
-    data = load_experiment_data(run.config.data, progress=False, normalizer=run.normalizer)
+    if sequence_modality(run.model) is None:
+        require_speech_and_images(run, "dispart generate (or a sequence model such as DSAE)")
+    data = load_experiment_data(run.config.data, progress=False, normalizers=run.normalizers)
     return generate(run, data, Path(out) if out else Path(run_dir) / "generated", **kwargs)
+
+
+# --------------------------------------------------------------------------- sequence models
+
+
+def sequence_modality(model) -> str | None:
+    """The modality whose static style latent f and dynamic content latent z_1:T the model
+    declares (DSAE's one modality), or None (not a sequence model: PVAE, JMVAE, ...)."""
+    found = [m for m in model.modalities if static_dynamic(model, m) is not None]
+    return found[0] if len(found) == 1 else None
+
+
+@dataclass
+class SequenceView:
+    """How the sequences of one modality are shown and heard.
+
+    Attributes:
+        kind: "frames" (video), "logmel" (the "audio" log-Mel of the speech loaders), "spectrum"
+            (the "speech" log-magnitude segments of ``speech_segments``) or "features" (anything
+            else: a heat map of the features, nothing to hear).
+        fps: frames per second (the modality's frame rate; 10 when it records none).
+        display: (T, D) model features -> (T, D) values shown (log power / log magnitude).
+        waves: displayed arrays, Griffin-Lim iterations -> waveforms; None: not audio.
+        sample_rate: Hz of ``waves``.
+    """
+
+    kind: str
+    fps: float
+    display: Callable[[np.ndarray], np.ndarray]
+    waves: Callable[[list[np.ndarray], int], list[np.ndarray]] | None = None
+    sample_rate: int = 0
+
+
+def sequence_view(run: Run, data: ExperimentData, modality: str) -> SequenceView:
+    """The :class:`SequenceView` of ``modality``: inverse normalisation with the statistics the
+    data was normalised with (the run's own when it stores them; refitting on the same training
+    split gives the same), plus the training mean frame with ``data.normalize=utterance``."""
+    spec = data.spec(modality)
+    fps = float(spec.frame_rate or 10.0)
+    if spec.kind == "frames":
+        return SequenceView("frames", fps, lambda x: x)
+    norm = data.normalizers.get(modality)
+    if norm is None and modality == "audio":
+        norm = run.normalizer
+    centred = run.config.data.normalize == "utterance"
+    if modality == "audio" and norm is not None and tuple(spec.shape) == (run.fbank.n_mels,):
+        offset = utterance_offset(run)
+        fb = run.fbank
+        return SequenceView("logmel", fps, lambda x: features_to_logmel(x, norm, offset),
+                            lambda xs, n_iter: logmels_to_waveforms(xs, fb, n_iter), fb.sample_rate)
+    scfg = spectrum_config(run.config.data)
+    if (modality == SEGMENTS_MODALITY and norm is not None and tuple(spec.shape) == (scfg.n_bins,)
+            and "speech_segments" in loader_names(run.config.data)):
+        off = getattr(norm, "utterance_offset", None) if centred else None
+        return SequenceView("spectrum", fps, lambda x: features_to_logmel(x, norm, off),
+                            lambda xs, n_iter: spectra_to_waveforms(xs, scfg, n_iter), scfg.sample_rate)
+    if norm is not None:
+        return SequenceView("features", fps, lambda x: features_to_logmel(x, norm, None))
+    return SequenceView("features", fps, lambda x: np.asarray(x, np.float32))
+
+
+class _SequenceSources:
+    """The examples of one sequence modality and split: f sources cycle through the groups of
+    the static factor (speakers, Sprites characters), z_1:T sources through the classes."""
+
+    def __init__(self, data: ExperimentData, modality: str, split: str) -> None:
+        s = data.split(modality, split)
+        self.modality, self.split, self.set = modality, split, s
+        groups = s.speakers or s.meta.get("character")
+        self.groups = [str(g) for g in groups] if groups else None
+        self.labels = [str(x) for x in s.labels]
+
+    def ids(self, idx: Sequence[int]) -> list[str]:
+        return [f"{self.modality}:{self.split}[{i}]" for i in idx]
+
+    def items(self, idx: Sequence[int]) -> list[np.ndarray]:
+        return [np.asarray(self.set.examples[i], np.float32) for i in idx]
+
+    def static(self, run: Run, latent: str, n: int, seed: int):
+        idx = pick_styles(n, len(self.labels), self.groups, seed=seed)
+        tags = [self.groups[i] if self.groups else self.labels[i] for i in idx]
+        return infer_sequence_latents(run.model, self.modality, self.items(idx), latent, self.ids(idx), tags)
+
+    def dynamic(self, run: Run, latent: str, n: int, seed: int):
+        idx = pick_by_label(self.labels, n, seed=seed)
+        tags = [self.labels[i] for i in idx]
+        return infer_sequence_latents(run.model, self.modality, self.items(idx), latent, self.ids(idx), tags)
+
+
+def _median_length(data: ExperimentData, modality: str, limit: int = 500) -> int:
+    s = data.split(modality, "train")
+    return int(np.median([int(np.shape(s.examples[i])[0]) for i in range(min(limit, len(s.examples)))]))
+
+
+def build_sequence_grids(run: Run, data: ExperimentData, kinds: Sequence[str] = KINDS, cols: int = 10,
+                         rows: int = 5, seed: int = 0, split: str = "test") -> list[SequenceGrid]:
+    """The "swap", "fix_f" and "fix_z" grids of a sequence model (rows = f, columns = z_1:T; see
+    :mod:`dispart.generation.grids`); prior draws of z_1:T last the training split's median
+    length. Naming a PVAE/JMVAE kind explicitly is a RunDirError; the default runs all three."""
+    if cols < 1 or rows < 1:
+        raise ConfigError(f"--cols and --rows must be >= 1, got {cols} and {rows}")
+    model = run.model
+    modality = sequence_modality(model)
+    if modality is None:
+        raise RunDirError(f"{run.path}: a {model.name} model has no static style latent and dynamic "
+                          f"content latent of one modality (a DSAE run); use the grid kinds {GRID_KINDS}")
+    wrong = [k for k in kinds if k in GRID_KINDS] if tuple(kinds) != KINDS else []
+    if wrong:
+        raise RunDirError(f"{run.path}: --kind {wrong[0]} is a PVAE/JMVAE grid; a {model.name} model "
+                          f"(static f + dynamic z_1:T over {modality!r}) has the kinds {SEQUENCE_KINDS}")
+    f_name, z_name = static_dynamic(model, modality)  # type: ignore[misc]
+    src = _SequenceSources(data, modality, split)
+    want = [k for k in SEQUENCE_KINDS if k in kinds]
+    f_src = src.static(run, f_name, rows, seed + 1) if {"swap", "fix_f"} & set(want) else None
+    z_src = src.dynamic(run, z_name, cols, seed) if {"swap", "fix_z"} & set(want) else None
+    grids: list[SequenceGrid] = []
+    for k in want:
+        if k == "swap":
+            r, c = f_src, z_src
+        elif k == "fix_f":
+            r, c = f_src, prior_sequence_latents(model, z_name, cols, _median_length(data, modality),
+                                                 seed + 20)
+        else:
+            r, c = prior_sequence_latents(model, f_name, rows, 1, seed + 10), z_src
+        grids.append(decode_sequence_grid(model, modality, r, c, f"{k}_{modality}", k))  # type: ignore[arg-type]
+        if k == "swap":
+            grids[-1].checks = swap_reidentification(model, grids[-1])
+    return grids
+
+
+def _spectrogram_tile(logspec: np.ndarray, lo: float, hi: float, scale: int = 3) -> np.ndarray:
+    """(T, D) log power -> (D, T * scale, 3) uint8 magma image, low bands at the bottom."""
+    import matplotlib
+
+    x = np.clip((np.asarray(logspec, np.float32).T[::-1] - lo) / max(hi - lo, 1e-6), 0, 1)
+    rgb = matplotlib.colormaps["magma"](np.repeat(x, scale, axis=1))[:, :, :3]
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def write_sequence_outputs(grid: SequenceGrid, out: Path, view: SequenceView, audio: bool = True,
+                           n_iter: int = 32, gif_scale: int = 2) -> dict[str, Any]:
+    """Write one sequence grid: PNG + JSON record, then per cell and per real source a GIF and a
+    frame strip (video) or a wav and a spectrogram (speech, ``audio``). Returns the manifest
+    entry (paths relative to ``out``); source axes are "style" (rows, f) and "semantic"
+    (columns, z_1:T), as in the PVAE grids."""
+    name = grid.name
+    entry: dict[str, Any] = {
+        "name": name, "kind": grid.kind, "json": f"grids/{name}.json", "shape": list(grid.shape),
+        "out_modality": grid.modality, "rows_latent": grid.rows.latent, "cols_latent": grid.cols.latent,
+        "checks": grid.checks, "audio": [], "sources_audio": [], "animations": [], "sources_animations": []}
+    sources = [("style", grid.rows), ("semantic", grid.cols)]
+    if view.kind == "frames":
+        tile = frame_strip
+        folder = out / "frames" / name
+
+        def animate(x: np.ndarray, stem: str) -> dict[str, Any]:
+            gif = write_gif(folder / f"{stem}.gif", x, view.fps, gif_scale)
+            strip = write_png(folder / f"{stem}.png", frame_strip(x))
+            return {"gif": str(gif.relative_to(out)), "strip": str(strip.relative_to(out)),
+                    "frames": int(x.shape[0])}
+
+        for r, line in enumerate(grid.cells):
+            for c, x in enumerate(line):
+                entry["animations"].append({"row": r, "col": c, **animate(x, f"r{r}_c{c}"),
+                                            "sources": grid.record[r][c]})
+        for axis, s in sources:
+            for k, x in enumerate(s.inputs or []):
+                entry["sources_animations"].append({"axis": axis, "index": k, "source": s.sources[k],
+                                                    "tag": s.tags[k], **animate(x, f"src_{axis}_{k}")})
+    else:
+        shown = {(r, c): view.display(x) for r, line in enumerate(grid.cells) for c, x in enumerate(line)}
+        src_shown = {(axis, k): view.display(x) for axis, s in sources for k, x in enumerate(s.inputs or [])}
+        allv = np.concatenate([x.reshape(-1) for x in [*shown.values(), *src_shown.values()]])
+        lo, hi = float(np.percentile(allv, 2)), float(np.percentile(allv, 99.5))
+
+        def tile(x: np.ndarray) -> np.ndarray:
+            return _spectrogram_tile(view.display(x), lo, hi)
+
+        if audio and view.waves is not None:
+            folder = out / "audio" / name
+            keys = list(shown) + list(src_shown)
+            waves = view.waves([shown[k] for k in shown] + [src_shown[k] for k in src_shown], n_iter)
+            for key, wave in zip(keys, waves, strict=True):
+                arr = shown.get(key) if key in shown else src_shown[key]
+                stem = f"r{key[0]}_c{key[1]}" if key in shown else f"src_{key[0]}_{key[1]}"
+                wav = write_wav(folder / f"{stem}.wav", wave, view.sample_rate)
+                spec = write_png(folder / f"{stem}.png", _spectrogram_tile(arr, lo, hi, scale=2))
+                item = {"wav": str(wav.relative_to(out)), "spectrogram": str(spec.relative_to(out))}
+                if key in shown:
+                    r, c = key
+                    entry["audio"].append({"row": r, "col": c, **item, "sources": grid.record[r][c]})
+                else:
+                    axis, k = key
+                    s = grid.rows if axis == "style" else grid.cols
+                    entry["sources_audio"].append({"axis": axis, "index": k, "source": s.sources[k],
+                                                   "tag": s.tags[k], **item})
+    png = render_sequence_grid_png(grid, out / "grids" / f"{name}.png", tile)
+    entry["png"] = str(png.relative_to(out))
+    atomic_write_json(out / "grids" / f"{name}.json", grid.to_json())
+    return entry

@@ -195,7 +195,7 @@ def quality_run(run_dir: str | Path, max_items: int = 2000, seed: int = 0, out: 
     ``RUN_DIR/quality.json`` (or ``out``) atomically. Returns the payload."""
     run = load_run(run_dir)
     if data is None:
-        data = load_experiment_data(run.config.data, progress=False, normalizer=run.normalizer)
+        data = load_experiment_data(run.config.data, progress=False, normalizers=run.normalizers)
     classifiers = run_classifiers(run, data, seed=seed)
     result = quality_from_data(run, data, classifiers, max_items=max_items, seed=seed)
     result["provenance"] = run.info.get("provenance", {})

@@ -6,8 +6,10 @@ folder, which reuses a fresh one and makes (and keeps) one that is missing, corr
 then renders them:
 
 - ``evaluation.json`` (Table 1, inertia curves): :func:`dispart.evaluation.reuse.ensure_evaluation`;
-- ``generated/`` (grids, wavs): :func:`dispart.generation.outputs.generate`;
-- ``quality.json`` (coherence, content preservation): :func:`dispart.generation.quality.ensure_quality`;
+- ``generated/`` (grids, wavs; for sequence models such as DSAE the swap / fixed-f / fixed-z
+  grids, GIFs, frame strips, wavs): :func:`dispart.generation.outputs.generate`;
+- ``quality.json`` (coherence, content preservation; speech + image models only):
+  :func:`dispart.generation.quality.ensure_quality`;
 - ``embedding.json`` (t-SNE of test latents): :func:`dispart.evaluation.embedding.ensure_embedding`;
 - ``report_assets/`` (the inertia and t-SNE figures drawn from those, stamped in assets.json).
 
@@ -23,7 +25,8 @@ The run folder is not trusted:
   which escapes whatever is not :class:`Safe` (HTML this module wrote itself);
 - a file named by ``generated/manifest.json`` (and every plot) is embedded only if it resolves
   inside the run folder, is a regular file and has the expected suffix (.png / .wav); otherwise
-  the report is refused with a :class:`~dispart.errors.RunDirError` naming the field and path.
+  the report is refused with a :class:`~dispart.errors.RunDirError` naming the field and path
+  (.png / .gif / .wav as the field says).
 
 The page carries a tiny script that, once loaded, checks that every ``<img>`` decoded and every
 ``<audio>`` loaded its metadata, and writes the verdict into ``body[data-render-check]`` (used
@@ -49,13 +52,15 @@ from dispart.evaluation.plots import plot_inertia
 from dispart.evaluation.reuse import ensure_evaluation, reuse_output, warn
 from dispart.evaluation.table import LEGACY_ROLES, LEGACY_SYMBOLS, PurityRow, row_role, rows_to_markdown
 from dispart.files import atomic_write, atomic_write_json, file_sha256, read_json
+from dispart.generation import SEQUENCE_KINDS
+from dispart.generation.outputs import sequence_modality
 from dispart.generation.quality import ensure_quality
 from dispart.runs import Run, load_run, require_speech_and_images
 
 __all__ = ["build_report", "data_uri", "markdown_table_to_html", "RENDER_CHECK_SCRIPT", "Safe", "esc",
            "h", "embeddable", "render_page"]
 
-MIME = {".png": "image/png", ".wav": "audio/wav", ".json": "application/json"}
+MIME = {".png": "image/png", ".gif": "image/gif", ".wav": "audio/wav", ".json": "application/json"}
 
 RENDER_CHECK_SCRIPT = """
 <script>
@@ -103,6 +108,7 @@ figure { margin: .8em 0; } figcaption { font-size: .9em; color: #555; }
 .scroll { overflow-x: auto; } .clips td, .clips th { vertical-align: top; font-size: .8em; }
 .clips audio { width: 105px; height: 30px; }
 .clips img { display: block; height: 60px; max-width: 105px; }
+.anim td, .anim th { vertical-align: top; font-size: .8em; } .anim img { image-rendering: pixelated; }
 pre { background: #f7f7f7; padding: .7em; overflow-x: auto; font-size: .85em; }
 .small { font-size: .85em; color: #666; }
 """
@@ -119,6 +125,12 @@ GRID_CAPTIONS = {  # {content}: the symbol of the model's content latent (z^s fo
                       "column).",
     "fig2": "JMVAE-kl (paper Fig. 2): z inferred from one modality by its unimodal encoder, "
             "decoded into speech and image.",
+    "swap": "Swapping (DSAE section 2): each cell decodes {style} inferred from the sequence on the "
+            "left with {content} inferred from the sequence on top (for speech: voice conversion).",
+    "fix_f": "Fixed {style} (inferred from the sequence on the left) with {content} drawn from the "
+             "learned prior p(z_t | z_<t) (one draw per column, shared by the rows).",
+    "fix_z": "Fixed {content} (inferred from the sequence on top) with {style} drawn from the prior "
+             "N(0, I) (one draw per row).",
 }
 
 
@@ -235,8 +247,8 @@ class _Files:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def img(self, base: Path, rel: object, alt: object, field: str) -> Safe:
-        uri = data_uri(embeddable(self.root, base, rel, ".png", field))
+    def img(self, base: Path, rel: object, alt: object, field: str, suffix: str = ".png") -> Safe:
+        uri = data_uri(embeddable(self.root, base, rel, suffix, field))
         return h('<img src="{}" alt="{}">', uri, alt)
 
     def audio(self, base: Path, rel: object, field: str) -> Safe:
@@ -255,6 +267,12 @@ def _manifest_files(manifest: dict[str, Any]) -> Iterator[tuple[str, object, str
                 yield f"{field}.audio[{k}].spectrogram", a["spectrogram"], ".png"
         for k, s in enumerate(g.get("sources_audio", [])):
             yield f"{field}.sources_audio[{k}].wav", s.get("wav"), ".wav"
+            if "spectrogram" in s:
+                yield f"{field}.sources_audio[{k}].spectrogram", s["spectrogram"], ".png"
+        for key in ("animations", "sources_animations"):
+            for k, a in enumerate(g.get(key, [])):
+                yield f"{field}.{key}[{k}].gif", a.get("gif"), ".gif"
+                yield f"{field}.{key}[{k}].strip", a.get("strip"), ".png"
 
 
 def _check_manifest_files(run_dir: Path, manifest: dict[str, Any]) -> None:
@@ -290,7 +308,8 @@ def _check_manifest(m: dict[str, Any]) -> None:
     _require(isinstance(grids, list) and all(isinstance(g, dict) for g in grids),
              "grids is not a list of objects")
     for g in grids:
-        for key, ids in (("audio", ("row", "col")), ("sources_audio", ("axis", "index"))):
+        for key, ids in (("audio", ("row", "col")), ("sources_audio", ("axis", "index")),
+                         ("animations", ("row", "col")), ("sources_animations", ("axis", "index"))):
             items = g.get(key, [])
             _require(isinstance(items, list) and all(isinstance(a, dict) for a in items),
                      f"{key} of grid {g.get('name')!r} is not a list of objects")
@@ -310,7 +329,8 @@ def _ensure(run_dir: Path, run: Run, data: ExperimentData, rows: int, seed: int,
                                                     _check_manifest)
     if manifest is None:
         manifest = generate(run, data, run_dir / "generated", rows=rows, seed=seed)
-    quality = ensure_quality(run, data, seed=seed, max_items=quality_items, regenerate=regenerate)
+    quality = {} if sequence_modality(run.model) is not None else ensure_quality(
+        run, data, seed=seed, max_items=quality_items, regenerate=regenerate)  # digits judged
     return evaluation, manifest, quality, new_evaluation
 
 
@@ -395,6 +415,11 @@ def _content_symbol(latents: dict[str, Any]) -> str:
     return next((v.symbol for v in latents.values() if v.role == "content"), "z")
 
 
+def _style_symbol(latents: dict[str, Any]) -> str:
+    """The symbol of the model's (first) style latent, for captions ("f" for DSAE)."""
+    return next((v.symbol for v in latents.values() if v.role == "style"), "style")
+
+
 def _summary_html(run: Run, evaluation: dict[str, Any], quality: dict[str, Any]) -> Safe:
     items: list[Safe] = []
     latents, content = run.model.latents, _content_symbol(run.model.latents)
@@ -472,27 +497,83 @@ def _clips_html(entry: dict[str, Any], gen: Path, max_rows: int, files: _Files,
              '<tbody>{}</tbody></table></div>', head, body)
 
 
-def _caption(name: str, content: str) -> str:
-    for key in ("prior_style", "prior_semantic", "style", "cross", "fig2"):
+def _caption(name: str, content: str, style: str = "style") -> str:
+    for key in ("prior_style", "prior_semantic", "style", "cross", "fig2", "swap", "fix_f", "fix_z"):
         if name.startswith(key):
-            return GRID_CAPTIONS[key].format(content=content)
+            return GRID_CAPTIONS[key].format(content=content, style=style)
     return ""
 
 
+def _animations_html(entry: dict[str, Any], gen: Path, files: _Files, field: str, content: str,
+                     style: str) -> Safe:
+    """Table of animated GIFs (sequence grids): header = sources of ``content`` (z_1:T), left =
+    sources of ``style`` (f), body = generated sequences; every GIF above its frame strip."""
+    cells = {(a.get("row"), a.get("col")): (k, a) for k, a in enumerate(entry.get("animations", []))}
+    if not cells:
+        return Safe("")
+    rows = sorted({r for r, _ in cells}, key=_order)
+    cols = sorted({c for _, c in cells}, key=_order)
+    src = {(s.get("axis"), s.get("index")): (k, s)
+           for k, s in enumerate(entry.get("sources_animations", []))}
+
+    def show(a: dict[str, Any], f: str, alt: object) -> Safe:
+        return cat([files.img(gen, a.get("gif"), alt, f"{f}.gif", ".gif"), Safe("<br>"),
+                    files.img(gen, a.get("strip"), h("{} (frames)", alt), f"{f}.strip")])
+
+    def source(axis: str, label: object, symbol: str) -> Safe:
+        k, s = src.get((axis, label), (None, None))
+        if s is None:
+            return h("{} drawn from the prior", symbol)
+        return h("{} from {}<br>{}", symbol, s.get("tag"),
+                 show(s, f"{field}.sources_animations[{k}]", s.get("source")))
+
+    def cell(r: object, c: object) -> Safe:
+        k, a = cells.get((r, c), (None, None))
+        return Safe("") if a is None else show(a, f"{field}.animations[{k}]", h("r{} c{}", r, c))
+
+    head = cat([Safe("<th></th>"), *(h("<th>{}</th>", source("semantic", c, content)) for c in cols)])
+    body = cat(h("<tr><th>{}</th>{}</tr>", source("style", r, style),
+                 cat(h("<td>{}</td>", cell(r, c)) for c in cols)) for r in rows)
+    return h('<div class="scroll"><table class="anim"><thead><tr>{}</tr></thead>'
+             '<tbody>{}</tbody></table></div>', head, body)
+
+
 def _grids_html(manifest: dict[str, Any], gen: Path, files: _Files, audio_rows: int,
-                content: str) -> Safe:
+                content: str, style: str = "style") -> Safe:
     parts: list[Safe] = []
     for i, g in enumerate(manifest.get("grids", [])):
         field = f"{MANIFEST}: grids[{i}]"
         name = g.get("name")
+        sequence = g.get("kind") in SEQUENCE_KINDS
         parts.append(h("<h3>{}</h3><figure>{}<figcaption>{}</figcaption></figure>", name,
                        files.img(gen, g.get("png"), name, f"{field}.png"),
-                       _caption(str(name), content)))
+                       _caption(str(name), content, style)))
+        if sequence:
+            checks = _d(g.get("checks"))
+            if "f_row_nearest" in checks:
+                parts.append(h("<p>Swapped sequences encoded again: their {} is nearest (cosine) to "
+                               "the {} of their own row in <b>{}</b> of {} cells (chance {}).</p>",
+                               style, style, _pct(checks.get("f_row_nearest")), checks.get("n"),
+                               _pct(checks.get("chance"))))
+            parts.append(_animations_html(g, gen, files, field, content, style))
+            audio_rows = max(audio_rows, len(g.get("audio", [])))  # every row: the conversions
         clips = _clips_html(g, gen, audio_rows, files, field, content)
         if clips:
             parts.append(h("<p class='small'>Listen (first {} row(s) of the grid):</p>{}",
                            audio_rows, clips))
     return cat(parts)
+
+
+def _shown_as(manifest: dict[str, Any]) -> str:
+    """How the generated sequences are shown (from the manifest's ``view``)."""
+    if manifest.get("view") == "frames":
+        return (f"Videos are shown as animated GIFs ({manifest.get('frame_rate')} frames/s; the bar "
+                f"under each frame marks the time step) above their frame strips.")
+    what = {"spectrum": "log-magnitude spectrograms (time across, frequency up)",
+            "features": "feature heat maps (time across)"}.get(
+        str(manifest.get("view")), "log-Mel spectrograms (time across, Mel band up)")
+    return (f"Speech is shown as {what} and made audible with Griffin-Lim "
+            f"({manifest.get('griffin_lim_iters')} iterations).")
 
 
 def render_page(run: Run, evaluation: dict[str, Any], manifest: dict[str, Any],
@@ -522,11 +603,9 @@ def render_page(run: Run, evaluation: dict[str, Any], manifest: dict[str, Any],
              "inferred by each unimodal encoder on the test split; paper columns: Hsu &amp; Glass "
              "(2018).</p>"),
         h("<h2>Plots</h2><div class='plots'>{}</div><h2>Generation</h2>", figures),
-        h("<p class='small'>Sources from the {} split, seed {}. Speech is shown as log-Mel "
-          "spectrograms (time across, Mel band up) and made audible with Griffin-Lim ({} "
-          "iterations).</p>", manifest.get("split"), manifest.get("seed"),
-          manifest.get("griffin_lim_iters")),
-        _grids_html(manifest, gen, files, audio_rows, content),
+        h("<p class='small'>Sources from the {} split, seed {}. {}</p>", manifest.get("split"),
+          manifest.get("seed"), _shown_as(manifest)),
+        _grids_html(manifest, gen, files, audio_rows, content, _style_symbol(run.model.latents)),
         h("<h2>Configuration</h2><pre>{}</pre>",
           yaml.safe_dump(run.config.to_dict(), sort_keys=False)),
         h("<h2>Provenance</h2><pre>{}</pre>", json.dumps(facts, indent=1)),
@@ -547,11 +626,12 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, seed: int =
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir)
-    require_speech_and_images(run, "dispart report")
+    if sequence_modality(run.model) is None:  # sequence models (DSAE): no digit quality to judge
+        require_speech_and_images(run, "dispart report (or a sequence model such as DSAE)")
     for name in ("generated", "report_assets"):
         _require_inside(run_dir, name)
     if data is None:
-        data = load_experiment_data(run.config.data, progress=False, normalizer=run.normalizer)
+        data = load_experiment_data(run.config.data, progress=False, normalizers=run.normalizers)
     evaluation, manifest, quality, new_evaluation = _ensure(run_dir, run, data, rows, seed,
                                                             regenerate, quality_items)
     _check_manifest_files(run_dir, manifest)

@@ -178,7 +178,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
                "history": monitor.history if monitor else []}
     if trainer.is_global_zero:
         save_run(out, cfg, lit.model.cpu(), data.normalizers.get("audio"), data.fbank,
-                 data_summary(cfg, data))
+                 data_summary(cfg, data), normalizers=data.normalizers)
         atomic_write_json(out / "train_summary.json", summary)
     return summary
 

@@ -1,0 +1,88 @@
+"""DSAE's three evaluations in one file: ``benchmarks/results/dsae.json``.
+
+Each evaluation is measured by its own script, which writes its own JSON with its commands:
+
+    python benchmarks/dsae_sprites.py ...   -> benchmarks/results/dsae_sprites.json (paper Table 1)
+    python benchmarks/dsae_speech.py ...    -> benchmarks/results/dsae_speech.json  (paper Table 2)
+    python benchmarks/dsae_ball.py ...      -> benchmarks/results/dsae_ball.json    (paper Figure 8)
+
+This script copies the headline numbers of those files (it measures nothing itself and refuses a
+missing part) into the keys the DSAE issue names, keeps every measuring command, and says whether
+the issue's targets are met:
+
+    python benchmarks/dsae.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from dispart.files import atomic_write_json, read_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PARTS = ("dsae_sprites.json", "dsae_speech.json", "dsae_ball.json")
+
+
+def sprites_block(s: dict[str, Any]) -> dict[str, Any]:
+    fix_f = s["attribute_disagreement_fix_f"]
+    return {
+        "attribute_disagreement_fix_f": fix_f,
+        "action_disagreement_fix_z": s["action_disagreement_fix_z"],
+        "attribute_kl_fix_f": s.get("attribute_kl_fix_f"),
+        "attribute_kl_random": s.get("attribute_kl_random"),
+        "judge_accuracy": s.get("judge_accuracy"),
+        "q": s.get("q"), "train_minutes": s.get("train_minutes"), "training": s.get("training"),
+        "model": s.get("model"), "units": "fractions (0.05 = 5%); KL in nats",
+        "target_met": all(v <= 0.05 for v in fix_f.values()),
+    }
+
+
+def speech_block(s: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for r in s["runs"]:
+        ratio = r["eer_z"] / r["eer_f"] if r["eer_f"] > 0 else float("inf")
+        out.append({"dataset": s["dataset"], "q": r["q"], "eer_f": r["eer_f"], "eer_z": r["eer_z"],
+                    "tag": r.get("tag"), "epochs": r.get("epochs"), "train_minutes": r.get("train_minutes"),
+                    "units": "fractions (0.05 = 5%)",
+                    "target_met": r["eer_f"] <= 0.05 and ratio >= 3.0})
+    return out
+
+
+def ball_block(b: dict[str, Any]) -> dict[str, Any]:
+    ball = b["ball"]
+    return {"metric": ball["metric"], "missing": ball["missing"], "curves": ball["curves"],
+            "dsae_rollout": ball.get("dsae_rollout"), "training": ball.get("training")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default=str(RESULTS))
+    args = ap.parse_args()
+    root = Path(args.results)
+    missing = [p for p in PARTS if not (root / p).is_file()]
+    if missing:
+        sys.exit(f"benchmarks/dsae.py: run the measuring scripts first; missing {missing} in {root}")
+    sprites, speech, ball = (read_json(root / p) for p in PARTS)
+    result = {
+        "sprites": sprites_block(sprites),
+        "speech": speech_block(speech),
+        "speech_baseline_eer_mean_log_spectrum": speech.get("baseline_eer_mean_log_spectrum"),
+        "ball": ball_block(ball),
+        "commands": [*sprites.get("commands", [sprites.get("command")]), *speech["commands"],
+                     *ball["commands"], "python benchmarks/dsae.py"],
+        "sources": list(PARTS),
+    }
+    result["commands"] = [c for c in result["commands"] if c]
+    atomic_write_json(root / "dsae.json", result)
+    print(f"sprites: fix-f disagreement {sprites['attribute_disagreement_fix_f']}, "
+          f"fix-z action {sprites['action_disagreement_fix_z']:.3f}")
+    for r in result["speech"]:
+        print(f"speech ({r['q']}): EER f {r['eer_f']:.3f}, z {r['eer_z']:.3f}, target met {r['target_met']}")
+    print(f"wrote {root / 'dsae.json'}")
+
+
+if __name__ == "__main__":
+    main()
