@@ -298,6 +298,8 @@ RULES: dict[str, Rule] = {
     "model.q": one_of("factorised", "full"),
     "model.frame_encoder": one_of("auto", "mlp", "conv"),
     "model.frame_decoder": one_of("auto", "mlp", "lstm", "conv"),
+    "model.beta_f": NONNEG,
+    "model.beta_z": NONNEG,
     "train.epochs": COUNT,
     "train.max_steps": Rule(lambda v: v == -1 or v >= 1, "-1 (no limit) or an integer >= 1"),
     "train.checkpoint_every_steps": NONNEG,

@@ -152,6 +152,22 @@ def test_loss_equals_an_elbo_rolled_by_hand(q, batch):
         assert abs((rec_other - kl_f - kl_z).mean() - elbo.mean()) > 1e-3
 
 
+def test_kl_weights_scale_each_kl_and_leave_the_logged_elbo_alone(batch):
+    """beta_f, beta_z: loss = -mean(rec - beta_f KL_f - beta_z KL_z), from the same draws as the ELBO."""
+    model = tiny("factorised", beta_f=3.0, beta_z=0.5).train()
+    torch.manual_seed(5)
+    out = model.loss(batch)
+    rec, kl_f, kl_z = (float(out.terms[k].detach()) for k in ("rec_audio", "kl_f", "kl_z"))
+    np.testing.assert_allclose(float(out.loss.detach()), rec + 3.0 * kl_f + 0.5 * kl_z, rtol=1e-5)
+    np.testing.assert_allclose(float(out.terms["elbo"].detach()), -rec - kl_f - kl_z, rtol=1e-5)
+    unweighted = tiny("factorised").train()
+    torch.manual_seed(5)
+    assert float(unweighted.loss(batch).loss) == pytest.approx(-float(out.terms["elbo"]), rel=1e-6)
+    assert model.config.beta_f == 3.0 and model.hparams()["beta_z"] == 0.5
+    with pytest.raises(ValueError, match="beta_z must be a number >= 0"):
+        tiny(beta_z=-1.0)
+
+
 # --------------------------------------------------------------------------- q's dependencies
 
 

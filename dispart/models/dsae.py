@@ -75,6 +75,8 @@ class DSAEConfig:
         frame_encoder: "auto" | "mlp" (spectral frames) | "conv" (image frames).
         frame_decoder: "auto" | "mlp" | "lstm" (spectral frames) | "conv" (image frames).
         conv_width: channels of the convolution stacks of image frames.
+        beta_f, beta_z: weights of KL(q(f) || p(f)) and of the dynamic KL in the training loss
+            (1, 1: the paper's ELBO; the logged "elbo" term is always the unweighted ELBO).
     """
 
     f_dim: int = 16
@@ -85,6 +87,8 @@ class DSAEConfig:
     frame_encoder: str = "auto"
     frame_decoder: str = "auto"
     conv_width: int = 64
+    beta_f: float = 1.0
+    beta_z: float = 1.0
 
 
 def conv_layers(image_shape: Sequence[int]) -> int:
@@ -163,7 +167,8 @@ class DSAE(MultimodalModel):
 
     def __init__(self, modalities: Sequence[ModalitySpec], f_dim: int = 16, z_dim: int = 16,
                  hidden: int = 256, prior_hidden: int = 256, q: str = "factorised",
-                 frame_encoder: str = "auto", frame_decoder: str = "auto", conv_width: int = 64) -> None:
+                 frame_encoder: str = "auto", frame_decoder: str = "auto", conv_width: int = 64,
+                 beta_f: float = 1.0, beta_z: float = 1.0) -> None:
         super().__init__(modalities)
         kinds = [s.kind for s in modalities]
         if len(modalities) != 1 or kinds[0] not in ("sequence", "frames"):
@@ -175,6 +180,9 @@ class DSAE(MultimodalModel):
                          ("prior_hidden", prior_hidden), ("conv_width", conv_width)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"dsae: {field} must be an integer >= 1, got {v!r}")
+        for field, b in (("beta_f", beta_f), ("beta_z", beta_z)):
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not b >= 0:
+                raise ValueError(f"dsae: {field} must be a number >= 0, got {b!r}")
         spec = modalities[0]
         enc = _choice(frame_encoder, ENCODERS[spec.kind], "frame_encoder", spec.kind)
         dec = _choice(frame_decoder, DECODERS[spec.kind], "frame_decoder", spec.kind)
@@ -186,6 +194,7 @@ class DSAE(MultimodalModel):
         self.f_dim, self.z_dim, self.hidden, self.prior_hidden = f_dim, z_dim, hidden, prior_hidden
         self.q, self.frame_encoder, self.frame_decoder, self.conv_width = (
             q, frame_encoder, frame_decoder, conv_width)
+        self.beta_f, self.beta_z = float(beta_f), float(beta_z)
         self.latents = declare(
             Latent(STATIC, f_dim, (spec.name,), role="style", dynamic=False, symbol="f"),
             Latent(DYNAMIC, z_dim, (spec.name,), role="content", dynamic=True, symbol="z_t"),
@@ -255,7 +264,10 @@ class DSAE(MultimodalModel):
         q, samples = self.infer(batch, draw_f=True)
         m = self.modality
         out = self.elbo({m: batch[m]}, q, (m,), samples=samples)
-        return LossOutput(-out.value.mean(), {
+        objective = out.value  # the ELBO; with KL weights: rec - beta_f KL_f - beta_z KL_z
+        if (self.beta_f, self.beta_z) != (1.0, 1.0):
+            objective = out.rec[m] - self.beta_f * out.kl[STATIC] - self.beta_z * out.kl[DYNAMIC]
+        return LossOutput(-objective.mean(), {
             f"rec_{m}": -out.rec[m].mean(), "kl_f": out.kl[STATIC].mean(),
             "kl_z": out.kl[DYNAMIC].mean(), "elbo": out.value.mean()})
 
