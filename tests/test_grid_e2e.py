@@ -5,12 +5,12 @@ fields, which need no GRID data."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from grid_helpers import grid_subset
 
 from dispart.batches.pipeline import load_experiment_data
 from dispart.cli import main
@@ -22,23 +22,9 @@ from dispart.runs import load_run
 from dispart.training.run import model_hparams
 
 ROOT = Path(__file__).parents[1]
-GRID = ROOT.parent / "shared" / "data" / "grid_s1"
 N_CLIPS = 25  # every 5th is test: 20 training and 5 test clips
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def _grid_subset(folder: Path, n: int = N_CLIPS) -> Path:
-    if not (GRID / "video").is_dir():
-        pytest.skip(f"GRID sample not present at {GRID} (../shared/data/grid_s1 of the workplace)")
-    pytest.importorskip("av", reason="decoding GRID clips needs PyAV (pip install 'dispart[video]')")
-    root = folder / "grid_s1"
-    (root / "video").mkdir(parents=True)
-    (root / "align").mkdir()
-    for p in sorted((GRID / "video").glob("*.mpg"))[:n]:
-        (root / "video" / p.name).symlink_to(p)
-        shutil.copy(GRID / "align" / (p.stem + ".align"), root / "align")
-    return root
 
 
 def _digit_words(root: Path) -> dict[str, str]:
@@ -58,7 +44,7 @@ def test_grid_config_is_valid_and_names_the_loader():
 
 @pytest.mark.slow
 def test_pvae_trains_and_evaluates_on_grid_audio_and_video(tmp_path: Path):
-    root = _grid_subset(tmp_path)
+    root = grid_subset(tmp_path, N_CLIPS)
     run = tmp_path / "run"
     overrides = [f"data.audio={root}", "model.hidden=16", "model.semantic_dim=4", "model.style_dim=4",
                  "train.epochs=1", "train.batch_size=8", "train.progress_bar=false",

@@ -3,7 +3,6 @@ pairing modes, and the GRID audio-visual loader (on ../shared/data when present)
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from grid_helpers import grid_subset
 
 from dispart.batches.batch import Sequences
 from dispart.batches.loaders import LOADERS, Corpus, get_loader, grid_fbank, register_loader
@@ -24,8 +24,6 @@ from dispart.data.grid import _downsample, read_align, sentence
 from dispart.errors import ConfigError, DataError
 from dispart.features.normalize import FeatureNormalizer
 from dispart.training.datamodule import PairedDataModule
-
-GRID = Path(__file__).resolve().parents[2] / "shared" / "data" / "grid_s1"
 
 # --------------------------------------------------------------------------- ModalitySpec "frames"
 
@@ -266,21 +264,8 @@ def test_read_align_and_downsample(tmp_path: Path) -> None:
     assert small[0, 0, 0] == np.mean([0, 1, 6, 7]) and small[1, 1, 2] == np.mean([40, 41, 46, 47])
 
 
-def _grid_sample(tmp_path: Path, n: int = 6) -> Path:
-    if not GRID.is_dir():
-        pytest.skip(f"GRID sample not present at {GRID} (../shared/data/grid_s1 of the workplace)")
-    pytest.importorskip("av", reason="decoding GRID clips needs PyAV (pip install av)")
-    root = tmp_path / "grid_s1"
-    (root / "video").mkdir(parents=True)
-    (root / "align").mkdir()
-    for p in sorted((GRID / "video").glob("*.mpg"))[:n]:
-        (root / "video" / p.name).symlink_to(p)
-        shutil.copy(GRID / "align" / (p.stem + ".align"), root / "align")
-    return root
-
-
 def test_grid_clips_give_aligned_audio_and_video(tmp_path: Path) -> None:
-    root = _grid_sample(tmp_path)  # skips without the GRID sample or PyAV
+    root = grid_subset(tmp_path, 6)  # skips without the GRID sample or PyAV
     import av
     cfg = replace(DataConfig(), audio=str(root))
     data = load_experiment_data(cfg, progress=False, loaders=["grid"])
@@ -313,7 +298,7 @@ def test_grid_clips_give_aligned_audio_and_video(tmp_path: Path) -> None:
 def test_grid_loader_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.audio: the grid loader needs the GRID folder"):
         get_loader("grid")(DataConfig(), False)
-    root = _grid_sample(tmp_path, 2)
+    root = grid_subset(tmp_path, 2)
     with pytest.raises(ConfigError, match="data.split='speaker:s1'"):
         get_loader("grid")(replace(DataConfig(), audio=str(root), split="speaker:s1"), False)
     (root / "align" / sorted((root / "align").iterdir())[0].name).unlink()
