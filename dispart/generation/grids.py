@@ -181,6 +181,21 @@ def _as_batch(modality: str, items: Sequence[np.ndarray]) -> dict[str, Any]:
     return {modality: x.unsqueeze(1) if x.dim() == 3 else x}
 
 
+def _posterior_mean(model: MultimodalModel, modality: str, batch, latent: str) -> torch.Tensor:
+    """Posterior mean of ``latent`` inferred from ``batch`` in eval mode (the training mode
+    restored); RunDirError when ``modality`` does not inform ``latent``."""
+    was_training = model.training
+    model.eval()
+    try:
+        post = model.encode(batch)
+    finally:
+        model.train(was_training)
+    if latent not in post:
+        raise RunDirError(f"{model.name}: latent {latent!r} cannot be inferred from {modality} "
+                          f"(available: {sorted(post)})")
+    return post[latent].mean
+
+
 @torch.no_grad()
 def infer_latents(
     model: MultimodalModel, modality: str, items: Sequence[np.ndarray], latent: str,
@@ -195,16 +210,8 @@ def infer_latents(
     """
     if not items:
         raise ValueError("infer_latents needs at least one item")
-    was_training = model.training
-    model.eval()
-    try:
-        post = model.encode(_as_batch(modality, items))
-    finally:
-        model.train(was_training)
-    if latent not in post:
-        raise RunDirError(f"{model.name}: latent {latent!r} cannot be inferred from {modality} "
-                          f"(available: {sorted(post)})")
-    z = post[latent].mean.cpu().numpy().astype(np.float32)
+    z = _posterior_mean(model, modality, _as_batch(modality, items), latent).cpu().numpy()
+    z = z.astype(np.float32)
     return LatentSet(latent, z, list(ids) if ids else [f"{modality}[{i}]" for i in range(len(items))],
                      modality, [np.asarray(x) for x in items], list(tags) if tags else [""] * len(items))
 
@@ -527,17 +534,8 @@ def infer_sequence_latents(
     training mode restored."""
     if not items:
         raise ValueError("infer_sequence_latents needs at least one sequence")
-    was_training = model.training
-    model.eval()
-    try:
-        post = model.encode(_sequence_batch(modality, items))
-    finally:
-        model.train(was_training)
-    if latent not in post:
-        raise RunDirError(f"{model.name}: latent {latent!r} cannot be inferred from {modality} "
-                          f"(available: {sorted(post)})")
+    z = _posterior_mean(model, modality, _sequence_batch(modality, items), latent)
     lengths = [int(x.shape[0]) for x in items]
-    z = post[latent].mean
     if model.latents[latent].dynamic:
         z = z * (torch.arange(z.shape[1])[None, :] < torch.as_tensor(lengths)[:, None])[..., None]
     return SequenceLatents(latent, z.cpu().numpy().astype(np.float32), lengths, list(ids), list(tags),
