@@ -20,10 +20,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dispart.files import atomic_write_json, read_json
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from dispart.files import atomic_write_json, read_json  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
 PARTS = ("dsae_sprites.json", "dsae_speech.json", "dsae_ball.json")
+REFERENCE = "speaker_reference.json"  # optional: python benchmarks/speaker_reference.py [--with-val]
 
 
 def sprites_block(s: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +55,19 @@ def speech_block(s: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def reference_block(root: Path) -> dict[str, Any] | None:
+    """EERs of supervised speaker embeddings on the same trials (benchmarks/speaker_reference.py),
+    or None when that script has not been run."""
+    path = root / REFERENCE
+    if not path.is_file():
+        return None
+    ref = read_json(path)
+    return {"about": ref.get("about"),
+            **{k: {"eer_mean": v["eer_mean"], "eer_min": v["eer_min"], "eer_max": v["eer_max"],
+                   "n_train_speakers": v["n_train_speakers"], "command": v["command"]}
+               for k, v in ref.items() if isinstance(v, dict) and "eer_mean" in v}}
+
+
 def ball_block(b: dict[str, Any]) -> dict[str, Any]:
     ball = b["ball"]
     return {"metric": ball["metric"], "missing": ball["missing"], "curves": ball["curves"],
@@ -70,11 +87,16 @@ def main() -> None:
         "sprites": sprites_block(sprites),
         "speech": speech_block(speech),
         "speech_baseline_eer_mean_log_spectrum": speech.get("baseline_eer_mean_log_spectrum"),
+        "speech_supervised_reference": reference_block(root),
         "ball": ball_block(ball),
         "commands": [*sprites.get("commands", [sprites.get("command")]), *speech["commands"],
                      *ball["commands"], "python benchmarks/dsae.py"],
         "sources": list(PARTS),
     }
+    if result["speech_supervised_reference"]:
+        result["commands"] += [v["command"] for v in result["speech_supervised_reference"].values()
+                               if isinstance(v, dict)]
+        result["sources"].append(REFERENCE)
     result["commands"] = [c for c in result["commands"] if c]
     atomic_write_json(root / "dsae.json", result)
     print(f"sprites: fix-f disagreement {sprites['attribute_disagreement_fix_f']}, "

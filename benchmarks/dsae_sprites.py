@@ -23,6 +23,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,6 +55,20 @@ PAPER = {  # Li & Mandt 2018, Table 1 (factorised q): disagreement, KL-recon, KL
 def _max_time(minutes: float) -> str:
     s = int(round(minutes * 60))
     return f"{s // 86400:02d}:{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def earlier_runs(path: Path, new: dict[str, Any]) -> list[dict[str, Any]]:
+    """The headline numbers of the runs already in ``path`` (other weights than ``new``'s), kept
+    beside the new result so that a better run does not erase what was tried before."""
+    if not path.is_file():
+        return []
+    old = read_json(path)
+    keep = ("attribute_disagreement_fix_f", "action_disagreement_fix_z", "attribute_kl_fix_f", "q",
+            "train_minutes", "training", "model", "weights_sha256", "commands")
+    runs = [r for r in old.get("other_runs", []) if r.get("weights_sha256") != new["weights_sha256"]]
+    if old.get("weights_sha256") != new["weights_sha256"] and "attribute_disagreement_fix_f" in old:
+        runs.append({k: old.get(k) for k in keep})
+    return runs
 
 
 def main() -> int:
@@ -121,6 +136,8 @@ def main() -> int:
     print(f"Table 1 ({scores['n']} test videos, {eval_seconds:.0f} s): {scores}", flush=True)
 
     summary_file = run_dir / "train_summary.json"
+    # --run: the command that trained the run folder (its provenance), so the result says how it was made
+    trained_by = (read_json(run_dir / "run.json").get("provenance", {}).get("command") if args.run else None)
     result = {
         "attribute_disagreement_fix_f": scores["attribute_disagreement_fix_f"],
         "attribute_kl_fix_f": scores["attribute_kl_fix_f"],
@@ -147,11 +164,13 @@ def main() -> int:
         "protocol": "fix f: f = mean of q(f|x) of each test video, z_1:T ~ LSTM prior; fix z: z_1:T = mean "
                     "of q(z|x), f ~ N(0, I); one draw per test video; disagreement = argmax of the judge "
                     "on the generated video != argmax on the source; KL = mean KL[p_gen || p_source] (nats)",
-        "commands": ["OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/dsae_sprites.py "
+        "commands": [*([trained_by] if trained_by else []),
+                     "OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/dsae_sprites.py "
                      + shlex.join(sys.argv[1:])],
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "processor": platform.processor() or platform.machine(), "threads": args.threads},
     }
+    result["other_runs"] = earlier_runs(Path(args.out), result)
     atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0

@@ -2,12 +2,21 @@
 
     python benchmarks/throughput.py [--data-dir ../shared/data] [--steps 20] [--batch-size 256]
                                     [--models pvae,dsae] [--dsae-steps 10] [--sprites-batch 8]
+                                    [--decoder hoisted|fused|both] [--profile]
 
 PVAE: measures (1) the fp32 matmul peak (square matmuls of a few sizes, best GFLOP/s), (2)
 training steps of PVAE with the paper's networks (loss + backward + Adam) on length-bucketed real
 batches, (3) the model's FLOPs per step: torch's FlopCounterMode for everything it counts plus an
-exact count of the LSTM matmuls, which FlopCounterMode does not see. Falls back to the embedded
-sample when the data is absent.
+exact count of the LSTM matmuls of the fused oneDNN kernels, which FlopCounterMode does not see.
+Falls back to the embedded sample when the data is absent.
+
+The speech decoder's LSTM (``SequenceDecoder``) runs in training either as the library does
+(``--decoder hoisted``: its constant input projected once per sequence, the recurrence a loop of
+addmm's, counted by FlopCounterMode) or as the fused kernel on the input repeated at every step
+(``--decoder fused``, the implementation before issue 13). ``--decoder both`` alternates the two
+step by step on the same batches and model (the same load for both, under a busy machine) and
+records each one's throughput and the median of the paired step-time ratios; its top-level keys
+are the hoisted decoder's. ``--profile`` adds torch.profiler's top operators of two training steps.
 
 DSAE (``"dsae"`` in the JSON): training steps (forward + backward timed apart from the Adam
 update) of the models of configs/dsae_speech.yaml (200-bin log spectrum, T = 20, batch 256) and
@@ -36,13 +45,17 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dispart.batches.batch import Sequences
-from dispart.batches.modality import DIGIT_IMAGE, SPEECH, ModalitySpec
-from dispart.batches.paired import LengthBucketSampler, PairedDigits, collate_paired
-from dispart.batches.pipeline import load_experiment_data
-from dispart.config import DataConfig, load_config, model_params
-from dispart.files import atomic_write_json
-from dispart.models import DSAE, PVAE, build_model
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dispart.batches.batch import Sequences  # noqa: E402
+from dispart.batches.modality import DIGIT_IMAGE, SPEECH, ModalitySpec  # noqa: E402
+from dispart.batches.paired import LengthBucketSampler, PairedDigits, collate_paired  # noqa: E402
+from dispart.batches.pipeline import load_experiment_data  # noqa: E402
+from dispart.config import DataConfig, load_config, model_params  # noqa: E402
+from dispart.files import atomic_write_json  # noqa: E402
+from dispart.models import DSAE, PVAE, build_model  # noqa: E402
+from dispart.nn.decoders import SequenceDecoder  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "throughput.json"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -88,7 +101,8 @@ def lstm_flops(lstm: torch.nn.LSTM, steps: int, input_grad: bool) -> int:
 
 
 def step_flops(model: PVAE, batch: dict) -> int:
-    """FLOPs of one training step (forward + backward)."""
+    """FLOPs of one training step (forward + backward): FlopCounterMode, plus the fused LSTM
+    kernels it does not see (a hoisted decoder's matmuls are ordinary ops it counts)."""
     with FlopCounterMode(display=False) as counter:
         model.loss(batch).loss.backward()
     model.zero_grad()
@@ -96,8 +110,34 @@ def step_flops(model: PVAE, batch: dict) -> int:
     n = counter.get_total_flops()
     n += lstm_flops(model.joint.pre["audio"].lstm, frames, input_grad=False)
     n += lstm_flops(model.unimodal["audio"].pre.lstm, frames, input_grad=False)
-    n += lstm_flops(model.decoders["audio"].lstm, frames, input_grad=True)
+    decoder = model.decoders["audio"]
+    if not decoder.hoist:
+        n += lstm_flops(decoder.lstm, frames, input_grad=True)
     return n
+
+
+def set_decoder(model: PVAE, variant: str) -> None:
+    """Train the speech decoder's LSTM "hoisted" (the library's default) or "fused"."""
+    for m in model.modules():
+        if isinstance(m, SequenceDecoder):
+            m.hoist = variant == "hoisted"
+
+
+def profile_steps(model: PVAE, opt: torch.optim.Optimizer, batch: dict, top: int = 12) -> dict:
+    """torch.profiler's top operators (self CPU time) over two training steps on ``batch``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(2):
+            opt.zero_grad()
+            model.loss(batch).loss.backward()
+            opt.step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return {"frames_per_sequence": int(batch["audio"].data.shape[1]), "steps": 2,
+            "total_seconds": total / 1e6,
+            "top": [{"op": e.key, "calls": e.count, "self_seconds": round(e.self_cpu_time_total / 1e6, 4),
+                     "share": round(e.self_cpu_time_total / total, 4)} for e in events[:top]]}
 
 
 def dsae_step_flops(model: DSAE, batch: dict) -> int:
@@ -172,6 +212,9 @@ def main() -> None:
     ap.add_argument("--dsae-steps", type=int, default=10, help="timed steps per DSAE setting")
     ap.add_argument("--speech-batch", type=int, default=256, help="DSAE speech batch (the config's)")
     ap.add_argument("--sprites-batch", type=int, default=8, help="DSAE sprites batch (small)")
+    ap.add_argument("--decoder", default="hoisted", choices=["hoisted", "fused", "both"],
+                    help="PVAE speech decoder LSTM in training (both: alternate, paired ratios)")
+    ap.add_argument("--profile", action="store_true", help="PVAE: torch.profiler top operators")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
@@ -228,38 +271,61 @@ def pvae_throughput(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = PVAE([SPEECH, DIGIT_IMAGE])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.95, 0.999))
-    flops = {id(b): step_flops(model, b) for b in batches}
-    for b in batches[:2]:  # warm-up
-        opt.zero_grad()
-        model.loss(b).loss.backward()
-        opt.step()
-    samples, total_flops, valid, padded = 0, 0, 0, 0
-    t0 = time.perf_counter()
+    variants = ["hoisted", "fused"] if args.decoder == "both" else [args.decoder]
+    flops = {}
+    for v in variants:
+        set_decoder(model, v)
+        flops[v] = {id(b): step_flops(model, b) for b in batches}
+        for b in batches[:2]:  # warm-up
+            opt.zero_grad()
+            model.loss(b).loss.backward()
+            opt.step()
+    runs = {v: {"seconds": 0.0, "samples": 0, "flops": 0} for v in variants}
+    step_seconds: dict[str, list[float]] = {v: [] for v in variants}
+    valid, padded = 0, 0
     for s in range(args.steps):
         b = batches[s % len(batches)]
-        opt.zero_grad()
-        model.loss(b).loss.backward()
-        opt.step()
-        samples += b["image"].shape[0]
-        total_flops += flops[id(b)]
+        for v in variants:
+            set_decoder(model, v)
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            model.loss(b).loss.backward()
+            opt.step()
+            dt = time.perf_counter() - t0
+            step_seconds[v].append(dt)
+            runs[v]["seconds"] += dt
+            runs[v]["samples"] += b["image"].shape[0]
+            runs[v]["flops"] += flops[v][id(b)]
         valid += int(b["audio"].lengths.sum())
         padded += int(b["audio"].data.shape[0] * b["audio"].data.shape[1])
-    seconds = time.perf_counter() - t0
     peaks = matmul_peak()
     peak = max(peaks.values())
-    achieved = total_flops / seconds / 1e9
+    per_variant = {}
+    for v, r in runs.items():
+        achieved = r["flops"] / r["seconds"] / 1e9
+        per_variant[v] = {"samples_per_second": r["samples"] / r["seconds"],
+                          "seconds_per_epoch": len(ds) / (r["samples"] / r["seconds"]),
+                          "gflop_per_sample": r["flops"] / r["samples"] / 1e9,
+                          "achieved_gflops": achieved, "share_of_peak": achieved / peak}
     result = {
-        "data": source, "batch_size": args.batch_size, "steps": args.steps,
-        "samples_per_second": samples / seconds,
-        "seconds_per_epoch": len(ds) / (samples / seconds),
-        "gflop_per_sample": total_flops / samples / 1e9,
-        "achieved_gflops": achieved, "matmul_peak_gflops": peak,
+        "data": source, "batch_size": args.batch_size, "steps": args.steps, "decoder": variants[0],
+        **per_variant[variants[0]],
+        "matmul_peak_gflops": peak,
         "matmul_torch_mm_gflops": peaks["torch_mm"], "matmul_onednn_gflops": peaks["onednn"],
-        "share_of_peak": achieved / peak,
         "padding_overhead": padded / valid - 1,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
     }
+    if len(variants) > 1:
+        ratios = sorted(a / b for a, b in zip(step_seconds["hoisted"], step_seconds["fused"], strict=True))
+        result["decoder_comparison"] = {
+            **per_variant, "order": "alternating step by step: hoisted, fused, hoisted, ...",
+            "step_time_ratio_hoisted_over_fused": {"median": ratios[len(ratios) // 2],
+                                                   "min": ratios[0], "max": ratios[-1]}}
+    if args.profile:
+        set_decoder(model, variants[0])
+        mid = sorted(batches, key=lambda b: b["audio"].data.shape[1])[len(batches) // 2]
+        result["profile"] = profile_steps(model, opt, mid)
     return result
 
 

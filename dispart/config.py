@@ -300,6 +300,22 @@ RULES: dict[str, Rule] = {
     "model.frame_decoder": one_of("auto", "mlp", "lstm", "conv"),
     "model.beta_f": NONNEG,
     "model.beta_z": NONNEG,
+    # vq_vae (frame-wise VQ-VAE), and the same fields with the prefix vq_ in mdvae (its stage 1)
+    **{f"model.{prefix}{key}": rule for prefix in ("", "vq_") for key, rule in (
+        ("code_dim", COUNT), ("codebook_size", COUNT), ("hidden", COUNT), ("conv_width", COUNT),
+        ("downsample", NONNEG), ("frame_codes", COUNT), ("beta", NONNEG),
+        ("decay", between(0, 1, high_open=True)), ("restart", NONNEG),
+        ("ema", Rule(lambda v: True, "true (EMA codebook updates) or false (codebook loss)")))},
+    # mdvae
+    "model.w_dim": COUNT,
+    "model.zav_dim": COUNT,
+    "model.za_dim": COUNT,
+    "model.zv_dim": COUNT,
+    "model.decoder": one_of("mlp", "lstm"),
+    "model.beta_w": NONNEG,
+    "model.stage1_epochs": Rule(lambda v: v >= 0, ">= 0 (0: train.epochs)", alone=False),
+    "model.stage1_dir": Rule(lambda v: True, "a folder holding finished stage1_<modality> runs, or '' "
+                                             "(train them in the run folder)"),
     "train.epochs": COUNT,
     "train.max_steps": Rule(lambda v: v == -1 or v >= 1, "-1 (no limit) or an integer >= 1"),
     "train.checkpoint_every_steps": NONNEG,

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import make_blobs
 from threadpoolctl import threadpool_limits
 
+from dispart.batches.modality import ModalitySpec
+from dispart.batches.sets import ModalitySet
+from dispart.config import EvalConfig
 from dispart.errors import DataError
 from dispart.evaluation.clustering import (
     cluster_purity,
@@ -18,14 +22,19 @@ from dispart.evaluation.clustering import (
     kmeans_purity,
     linear_probe_accuracy,
 )
+from dispart.evaluation.evaluate import evaluate_model
 from dispart.evaluation.plots import plot_inertia, plot_tsne
 from dispart.evaluation.table import (
     PAPER_TABLE1,
     PurityRow,
+    probes_to_markdown,
     read_evaluation_json,
     rows_to_markdown,
     write_evaluation_json,
 )
+from dispart.models.base import LossOutput, MultimodalModel
+from dispart.models.latents import Latent, declare
+from dispart.nn.encoders import diag_gaussian
 
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"
 
@@ -157,6 +166,119 @@ def test_linear_probe_separable_vs_random() -> None:
         linear_probe_accuracy(x[:400], y[:400], x[400:, :3], y[400:])
 
 
+# --------------------------------------------------------------------------- probes in evaluate_model
+
+
+class _ProbeModel(MultimodalModel):
+    """A 2x2 "image" modality and a "audio" sequence modality of 2-dim frames. For each, the content
+    latent's posterior mean is the first two inputs (pixels / the mean frame), the style latent's
+    the last two: the tests put the class (or the speaker) into some of them and noise elsewhere."""
+
+    name = "probe"
+
+    def __init__(self) -> None:
+        super().__init__([ModalitySpec("image", "image", (1, 2, 2)), ModalitySpec("audio", "sequence", (4,))])
+        self.unused = torch.nn.Parameter(torch.zeros(()))  # latent inference reads the device from it
+        self.latents = declare(
+            Latent("c", 2, ("image", "audio"), "content", symbol="c"),
+            Latent("s_image", 2, ("image",), "style", symbol="s^i"),
+            Latent("s_audio", 2, ("audio",), "style", symbol="s^a"))
+
+    def encode(self, batch):
+        def g(m):
+            return diag_gaussian(m, torch.zeros_like(m))
+        if "image" in batch:
+            x = batch["image"].flatten(1)
+            return {"c": g(x[:, :2]), "s_image": g(x[:, 2:])}
+        x = batch["audio"].data.mean(dim=1)
+        return {"c": g(x[:, :2]), "s_audio": g(x[:, 2:])}
+
+    def loss(self, batch) -> LossOutput:
+        raise NotImplementedError
+
+
+def _class_means(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n points of k well separated 2-d classes (labels, points) and nothing else."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, size=n)
+    angles = 2 * np.pi * y / k
+    return y, np.stack([np.cos(angles), np.sin(angles)], axis=1) * 5 + rng.normal(0, 0.3, (n, 2))
+
+
+def _probe_sets(seed: int, n: int, digit_in_style: bool):
+    """image and audio sets: the digit (5 classes) in the content latent (and, if asked, in the
+    speech style latent too), the speaker (4) in the speech style latent, noise elsewhere."""
+    rng = np.random.default_rng(seed + 100)
+    y, c = _class_means(n, 5, seed)
+    images = np.concatenate([c, rng.normal(0, 1, (n, 2))], axis=1).reshape(n, 1, 2, 2).astype(np.float32)
+    spk, sp = _class_means(n, 4, seed + 1)
+    style = c if digit_in_style else sp
+    frames = [np.tile(np.concatenate([c[i], style[i]]), (3, 1)).astype(np.float32) for i in range(n)]
+    labels = [str(v) for v in y]
+    speakers = [f"spk{v}" for v in spk]
+    return {"image": ModalitySet(images, labels), "audio": ModalitySet(frames, labels, speakers=speakers)}
+
+
+@pytest.mark.parametrize("digit_in_style", [False, True])
+def test_label_and_speaker_probes_bite(digit_in_style: bool) -> None:
+    """The class probe is near 1 for a latent that carries the class and near chance for noise; the
+    speaker probe near 1 for the latent with the speaker; chance levels are the test's majority share."""
+    train, test = _probe_sets(0, 400, digit_in_style), _probe_sets(1, 300, digit_in_style)
+    res = evaluate_model(_ProbeModel(), "Probe", test, EvalConfig(n_clusters=5, k_max=6), train_sets=train)
+    acc, chance = res["label_probe_accuracy"], res["label_probe_chance"]
+    assert set(acc) == {"c", "s^a", "image/c", "image/s^i"} == set(chance)
+    want_chance = max(test["audio"].labels.count(str(k)) for k in range(5)) / 300
+    assert chance["c"] == pytest.approx(want_chance) and chance["image/c"] == pytest.approx(want_chance)
+    assert acc["c"] > 0.95 and acc["image/c"] > 0.95
+    assert acc["image/s^i"] < 2 * chance["image/s^i"]  # noise: about chance
+    if digit_in_style:
+        assert acc["s^a"] > 0.95  # the style latent carries the digit: the probe says so
+    else:
+        assert acc["s^a"] < 2 * chance["s^a"]  # the speaker only: the digit is not in it
+    spk, spk_chance = res["speaker_probe_accuracy"], res["speaker_probe_chance"]
+    assert set(spk) == {"c", "s^a"}  # speech latents only; images have no speakers
+    speakers = test["audio"].speakers
+    assert spk_chance["c"] == pytest.approx(max(speakers.count(f"spk{k}") for k in range(4)) / 300)
+    if digit_in_style:
+        assert spk["s^a"] < 2 * spk_chance["s^a"]
+    else:
+        assert spk["s^a"] > 0.95 and spk["c"] < 2 * spk_chance["c"]
+    md = probes_to_markdown(res)
+    lines = md.splitlines()
+    assert lines[0].startswith("| Latent | Label probe (%) | Label chance (%) | Label / chance | Speaker")
+    row = next(line for line in lines if line.startswith("| image/s^i |"))
+    assert row.endswith("| - | - | - |")  # no speaker probe for images
+    assert f"{100 * acc['c']:.2f}" in next(line for line in lines if line.startswith("| c |"))
+
+
+def test_probes_are_skipped_without_training_classes_and_capped(monkeypatch) -> None:
+    """No probe when the test has classes (or speakers) the training split lacks; the probes fit on
+    at most PROBE_MAX_TRAIN training examples; an old result without probes renders no table."""
+    import dispart.evaluation.evaluate as ev
+
+    train, test = _probe_sets(0, 200, False), _probe_sets(1, 100, False)
+    new_speakers = ModalitySet(test["audio"].examples, test["audio"].labels,
+                               speakers=["new"] * 100)
+    res = evaluate_model(_ProbeModel(), "Probe", {"audio": new_speakers}, EvalConfig(n_clusters=5, k_max=6),
+                         train_sets=train)
+    assert res["speaker_probe_accuracy"] == {} and set(res["label_probe_accuracy"]) == {"c", "s^a"}
+    other = ModalitySet(test["audio"].examples, ["x"] * 100, speakers=test["audio"].speakers)
+    res = evaluate_model(_ProbeModel(), "Probe", {"audio": other}, EvalConfig(n_clusters=1, k_max=3),
+                         train_sets=train)
+    assert res["label_probe_accuracy"] == {} and set(res["speaker_probe_accuracy"]) == {"c", "s^a"}
+    seen: list[int] = []
+    real = ev.linear_probe_accuracy
+
+    def counting(z_tr, y_tr, *rest, **kw):
+        seen.append(len(z_tr))
+        return real(z_tr, y_tr, *rest, **kw)
+
+    monkeypatch.setattr(ev, "linear_probe_accuracy", counting)
+    monkeypatch.setattr(ev, "PROBE_MAX_TRAIN", 50)
+    res = evaluate_model(_ProbeModel(), "Probe", test, EvalConfig(n_clusters=5, k_max=6), train_sets=train)
+    assert seen and set(seen) == {50}  # 200 training examples, 50 fit each probe
+    assert res["label_probe_accuracy"]["c"] > 0.9
+    assert probes_to_markdown({"rows": []}) == ""
 # --------------------------------------------------------------------------- table
 
 

@@ -77,9 +77,9 @@ def test_arabic_split_is_the_publishers_and_speaker_disjoint(arabic: Path) -> No
     assert is_speech_commands(arabic) and not is_speech_commands(SHARED / "fsdd")
 
 
-def test_loader_on_real_files(arabic: Path, tmp_path: Path) -> None:
-    """The loader on 60 real wavs (10 words x one speaker per split x 2 rounds) with the CSVs cut to them."""
-    root = tmp_path / "asc"
+def _real_subset(arabic: Path, root: Path) -> dict[str, str]:
+    """Copy 60 real wavs (10 words x the first speaker of each split x rounds 1-2) to ``root`` with the
+    publishers' CSVs cut to them; returns file (relative to the root) -> split."""
     keep: dict[str, str] = {}
     for split in ("train", "val", "test"):
         with (arabic / f"{split}.csv").open(newline="") as f:
@@ -97,6 +97,13 @@ def test_loader_on_real_files(arabic: Path, tmp_path: Path) -> None:
             w.writerow(["file", "class"])
             w.writerows([[r["file"], r["class"]] for r in chosen])
     assert len(keep) == 60
+    return keep
+
+
+def test_loader_on_real_files(arabic: Path, tmp_path: Path) -> None:
+    """The loader on 60 real wavs (10 words x one speaker per split x 2 rounds) with the CSVs cut to them."""
+    root = tmp_path / "asc"
+    keep = _real_subset(arabic, root)
     cfg = DataConfig(audio=str(root), sample_rate=16000, cache_dir=str(tmp_path / "cache"))
     corpus = get_loader("speech_segments")(cfg, False)
     sets, spec = corpus.sets["speech"], corpus.specs["speech"]
@@ -255,3 +262,105 @@ def test_spectrum_cache(tmp_path: Path) -> None:
     cache.write_bytes(b"garbage")  # a damaged cache is recomputed
     assert all(np.array_equal(a, b) for a, b in
                zip(feats, compute_spectra(utts, cfg, tmp_path / "cache")[1], strict=True))
+
+
+# --- the "speech" loader (PVAE's log-Mel utterances, paired with MNIST by digit) ---------------------
+
+
+def _tone_corpus(root: Path, speakers: dict[str, float], splits: dict[str, str] | None) -> Path:
+    """A speech-commands folder of the ten digit words, one tone per speaker (its frequency), two
+    rounds each; with ``splits`` (speaker -> train/val/test) the publishers' three CSVs."""
+    rows: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for w in DIGIT_WORDS:
+        (root / "dataset" / w).mkdir(parents=True)
+        for s, hz in speakers.items():
+            for n in (1, 2):
+                name = f"{s}_NO_{n:02d}.wav"
+                sf.write(root / "dataset" / w / name, _tone(0.4, hz=hz), 16000, subtype="PCM_16")
+                if splits:
+                    rows[splits[s]].append(f"dataset/{w}/{name},{w}\n")
+    if splits:
+        for k, r in rows.items():
+            (root / f"{k}.csv").write_text("file,class\n" + "".join(r))
+    return root
+
+
+def test_speech_loader_reads_the_speech_commands_layout_with_digit_labels(tmp_path: Path) -> None:
+    speakers = {"aaaa0001": 300.0, "aaaa0002": 500.0, "bbbb0003": 700.0, "cccc0004": 900.0}
+    splits = {"aaaa0001": "train", "aaaa0002": "train", "bbbb0003": "val", "cccc0004": "test"}
+    root = _tone_corpus(tmp_path / "asc", speakers, splits)
+    cfg = DataConfig(audio=str(root), images="sample", sample_rate=16000, cache_dir=str(tmp_path / "cache"))
+    corpus = get_loader("speech")(cfg, False)
+    sets = corpus.sets["audio"]
+    assert list(sets) == ["train", "val", "test"]
+    assert corpus.specs["audio"].shape == (80,) and corpus.pairing == "label"
+    for split, s in sets.items():
+        assert sorted(set(s.speakers)) == sorted(k for k, v in splits.items() if v == split)
+        assert sorted(set(s.labels)) == [str(d) for d in range(10)]  # MNIST's labels
+        for label, path in zip(s.labels, s.paths, strict=True):
+            assert DIGIT_WORDS[int(label)] == Path(path).parent.name  # "three" -> "3"
+    assert len(sets["train"]) == 40 and len(sets["val"]) == len(sets["test"]) == 20
+
+    # merged with MNIST: every audio split normalised with the training speakers' statistics only
+    from dispart.batches.pipeline import load_experiment_data
+
+    data = load_experiment_data(cfg, progress=False)
+    assert list(data.sets["audio"]) == ["train", "val", "test"]
+    assert list(data.sets["image"]) == ["train", "test"]
+    raw = np.concatenate(list(sets["train"].examples))
+    np.testing.assert_allclose(data.normalizers["audio"].mean, raw.mean(axis=0), rtol=1e-4, atol=1e-4)
+    norm = data.normalizers["audio"]
+    np.testing.assert_allclose(data.split("audio", "val").examples[0],
+                               norm.transform(sets["val"].examples[0]), rtol=1e-5, atol=1e-5)
+
+    # speakers:A,B holds those out instead (no val); without the CSVs, official is an error
+    held = get_loader("speech")(replace(cfg, split="speakers:aaaa0001,cccc0004"), False).sets["audio"]
+    assert list(held) == ["train", "test"]
+    assert set(held["test"].speakers) == {"aaaa0001", "cccc0004"}
+    bare = _tone_corpus(tmp_path / "bare", {"aaaa0001": 300.0, "bbbb0002": 600.0}, None)
+    with pytest.raises(DataError, match="no publishers' split"):
+        get_loader("speech")(replace(cfg, audio=str(bare)), False)
+    assert len(get_loader("speech")(replace(cfg, audio=str(bare), split="speaker:bbbb0002"),
+                                    False).sets["audio"]["test"]) == 20
+
+
+def test_speech_loader_on_real_arabic_files(arabic: Path, tmp_path: Path) -> None:
+    root = tmp_path / "asc"
+    keep = _real_subset(arabic, root)
+    cfg = DataConfig(audio=str(root), sample_rate=16000, cache_dir=str(tmp_path / "cache"))
+    corpus = get_loader("speech")(cfg, False)
+    sets = corpus.sets["audio"]
+    assert list(sets) == ["train", "val", "test"] and corpus.skipped == []
+    for split, s in sets.items():
+        assert {p.split("asc/")[1] for p in s.paths} == {f for f, k in keep.items() if k == split}
+        assert len(set(s.speakers)) == 1 and sorted(set(s.labels)) == [str(d) for d in range(10)]
+        assert all(DIGIT_WORDS[int(y)] == Path(p).parent.name for y, p in zip(s.labels, s.paths, strict=True))
+        assert all(x.ndim == 2 and x.shape[1] == 80 and 10 <= len(x) <= 101 for x in s.examples)
+    assert len({s.speakers[0] for s in sets.values()}) == 3
+
+
+def test_digit_labels_and_split_files_as_manifests(tmp_path: Path) -> None:
+    from dispart.data.corpus import Utterance, scan_corpus
+    from dispart.data.speech_commands import digit_labels
+
+    u = Utterance(Path("x/seven/a_NO_01.wav"), "seven", "a", "01")
+    assert digit_labels([u]) == [Utterance(u.path, "7", "a", "01")]
+    with pytest.raises(DataError, match=r"a_NO_01.wav: word 'yes' is not a digit word"):
+        digit_labels([Utterance(u.path, "yes", "a", "01")])
+    # a publishers' split file (file,class) reads as a manifest: the speaker from the file name
+    root = _tone_corpus(tmp_path / "asc", {"aaaa0001": 300.0, "cccc0004": 900.0},
+                       {"aaaa0001": "train", "cccc0004": "test"})
+    utts = scan_corpus(root / "test.csv")
+    assert len(utts) == 20 and {u.speaker for u in utts} == {"cccc0004"}
+    assert {u.label for u in utts} == set(DIGIT_WORDS) and {u.take for u in utts} == {"01", "02"}
+    (tmp_path / "bad.csv").write_text("file,class\nasc/dataset/one/aaaa0001_NO_01.wav,one\n"
+                                      "asc/dataset/one/nospeaker.wav,one\n")
+    (tmp_path / "asc" / "dataset" / "one" / "nospeaker.wav").write_bytes(b"")
+    with pytest.raises(DataError, match=r"bad.csv, line 3: field 'file': nospeaker.wav does not match"):
+        scan_corpus(tmp_path / "bad.csv")
+    (tmp_path / "gone.csv").write_text("file,class\nasc/dataset/one/zzzz_NO_01.wav,one\n")
+    with pytest.raises(DataError, match=r"gone.csv, line 2: field 'file': file .*zzzz_NO_01.wav does not"):
+        scan_corpus(tmp_path / "gone.csv")
+    (tmp_path / "neither.csv").write_text("file,word\nasc/dataset/one/aaaa0001_NO_01.wav,one\n")
+    with pytest.raises(DataError, match=r"neither.csv, line 1: header lacks column 'label'.*'file,class'"):
+        scan_corpus(tmp_path / "neither.csv")

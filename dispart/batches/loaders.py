@@ -7,11 +7,11 @@ A loader takes the DataConfig and returns a :class:`Corpus`: per modality and sp
 :func:`dispart.batches.pipeline.load_experiment_data` merges the corpora of one experiment and
 standardises the modalities a corpus lists in ``normalize`` with statistics of its train split.
 
-Built in: ``speech`` (FSDD / AudioMNIST / CSV manifest of spoken digits -> "audio" log-Mel
-frames), ``mnist`` ("image" and "label"), ``grid`` (GRID audio-visual clips -> "audio" log-Mel
-frames and "video" grey frames at the video's frame rate, paired by example); in modules of their
-own: ``sprites`` (batches/sprites.py), ``speech_segments`` (batches/segments.py), ``ball``
-(batches/ball.py). Add one in a new module and import it at the end of this file::
+Built in: ``speech`` (FSDD / AudioMNIST / CSV manifest / speech-commands folder of spoken digits
+-> "audio" log-Mel frames), ``mnist`` ("image" and "label"), ``grid`` (GRID audio-visual clips ->
+"audio" log-Mel frames and "video" grey frames at the video's frame rate, paired by example); in
+modules of their own: ``sprites`` (batches/sprites.py), ``speech_segments`` (batches/segments.py),
+``ball`` (batches/ball.py). Add one in a new module and import it at the end of this file::
 
     from dispart.batches.corpus import Corpus, register_loader
 
@@ -44,6 +44,12 @@ from dispart.data.config import DataConfig
 from dispart.data.corpus import Utterance, scan_corpus
 from dispart.data.grid import read_align, read_clip, scan_grid, sentence
 from dispart.data.mnist import N_CLASSES, load_mnist
+from dispart.data.speech_commands import (
+    digit_labels,
+    is_speech_commands,
+    scan_speech_commands,
+    split_speech_commands,
+)
 from dispart.data.splits import parse_split, split_utterances
 from dispart.errors import ConfigError, DataError
 from dispart.features.cache import compute_features
@@ -52,7 +58,7 @@ from dispart.features.fbank import FbankConfig, log_mel
 __all__ = [
     "BINARIZE", "LOADERS", "Corpus", "Loader", "audio_source", "binarize_images", "fbank_config",
     "get_loader", "grid_fbank", "image_source", "load_grid", "load_images", "register_loader",
-    "speech_features",
+    "speech_features", "speech_splits",
 ]
 
 
@@ -76,18 +82,41 @@ def audio_spec(fbank: FbankConfig, name: str = "audio") -> ModalitySpec:
     return ModalitySpec(name, "sequence", (fbank.n_mels,), frame_rate=1000.0 / fbank.hop_ms)
 
 
+def speech_splits(cfg: DataConfig) -> dict[str, list[Utterance]]:
+    """The spoken digits of ``data.audio`` by split: {"train", "test"} and, for a speech-commands
+    folder whose publishers' split has one, "val".
+
+    * A folder in the speech-commands layout (``{word}/{speaker}_{tag}_{n}.wav``: Arabic or Google
+      Speech Commands; found with ``data.layout=auto``): the ten digit words, labelled "0" ... "9"
+      like MNIST. ``data.split=official`` is the publishers' speaker-disjoint split
+      (:func:`~dispart.data.speech_commands.split_speech_commands`; Arabic: train/val/test CSVs).
+      Its validation speakers stay a split of their own, "val": the pipeline never trains on it,
+      so choices (epochs, features) can be made on speakers that are neither trained on nor the
+      test speakers. ``speakers:A,B`` holds those speakers out as test (no "val").
+    * FSDD / AudioMNIST / CSV manifest (``data.layout``): ``official`` (FSDD takes 0-4 test) or
+      ``speakers:A,B`` (:func:`~dispart.data.splits.split_utterances`).
+    """
+    source = audio_source(cfg)
+    if cfg.layout == "auto" and is_speech_commands(source):
+        words = split_speech_commands(source, scan_speech_commands(source), parse_split(cfg.split))
+        return {k: digit_labels(us) for k, us in words.items() if k != "val" or us}
+    train, test = split_utterances(scan_corpus(source, layout=cfg.layout), cfg.split)
+    return {"train": train, "test": test}
+
+
 @register_loader("speech")
 def load_speech(cfg: DataConfig, progress: bool = True) -> Corpus:
-    """Spoken digits (``data.audio``, ``data.layout``) split by ``data.split`` -> "audio"."""
-    utts = scan_corpus(audio_source(cfg), layout=cfg.layout)
-    kept, feats, skipped = speech_features(utts, cfg, progress)
+    """Spoken digits (``data.audio``, ``data.layout``) split by ``data.split`` -> "audio"
+    (:func:`speech_splits`: "train", "test", and "val" for a speech-commands folder)."""
+    by_split = speech_splits(cfg)
+    kept, feats, skipped = speech_features([u for us in by_split.values() for u in us], cfg, progress)
     by_path = {str(u.path): f for u, f in zip(kept, feats, strict=True)}
-    train_u, test_u = split_utterances(kept, cfg.split)
-    if not train_u or not test_u:
-        raise ConfigError(f"data.split={cfg.split!r} leaves {len(train_u)} training and "
-                          f"{len(test_u)} test utterances in {audio_source(cfg)}; both must be > 0")
-    sets = {split: _raw_speech_set(us, [by_path[str(u.path)] for u in us])
-            for split, us in (("train", train_u), ("test", test_u))}
+    by_split = {k: [u for u in us if str(u.path) in by_path] for k, us in by_split.items()}
+    if not by_split["train"] or not by_split["test"]:
+        raise ConfigError(f"data.split={cfg.split!r} leaves {len(by_split['train'])} training and "
+                          f"{len(by_split['test'])} test utterances in {audio_source(cfg)}; both must be > 0")
+    sets = {split: _raw_speech_set(us, [by_path[str(u.path)] for u in us]) for split, us in by_split.items()
+            if us or split != "val"}
     fb = fbank_config(cfg)
     return Corpus({"audio": sets}, {"audio": audio_spec(fb)}, pairing="label", normalize=("audio",),
                   fbank=fb, skipped=skipped)
@@ -235,3 +264,4 @@ def load_grid_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
 
 # Loaders of their own modules, registered on import (they import dispart.batches.corpus, not this).
 from dispart.batches import ball, segments, sprites  # noqa: E402,F401,I001
+from dispart.batches import grid_clips  # noqa: E402,F401,I001

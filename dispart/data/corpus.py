@@ -6,7 +6,11 @@ Supported layouts (see :func:`scan_corpus`):
   (the folder itself or its ``recordings/`` sub-folder).
 * ``audiomnist``: AudioMNIST, ``data/{speaker_id}/{digit}_{speaker_id}_{index}.wav``.
 * ``csv``: a manifest with columns ``label,speaker,path`` (optional ``take``), the way to use
-  any other corpus, e.g. TIDIGITS isolated digits (see :func:`read_manifest`).
+  any other corpus, e.g. TIDIGITS isolated digits (see :func:`read_manifest`); a speech-commands
+  split file with columns ``file,class`` (Arabic Speech Commands' ``test.csv``) is read too.
+
+Folders in the speech-commands layout (``{word}/{speaker}_{tag}_{n}.wav``) are scanned by
+:mod:`dispart.data.speech_commands`, which uses :data:`SPEECH_COMMANDS_NAME` from here.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dispart.errors import DataError
 
 __all__ = [
     "LAYOUTS",
+    "SPEECH_COMMANDS_NAME",
     "Utterance",
     "load_waveform",
     "read_manifest",
@@ -36,6 +41,9 @@ LAYOUTS = ("auto", "fsdd", "audiomnist", "csv")
 
 # {digit}_{speaker}_{take}.wav ; the speaker name may not contain "_".
 _NAME_RE = re.compile(r"^(?P<label>\d+)_(?P<speaker>[^_]+)_(?P<take>\d+)\.wav$", re.IGNORECASE)
+SPEECH_COMMANDS_NAME = re.compile(r"^(?P<speaker>[^_]+)_(?P<tag>.+)_(?P<take>\d+)\.wav$", re.IGNORECASE)
+"""A speech-commands file name ``{speaker}_{tag}_{n}.wav`` (Google: ``{hash}_nohash_{n}``, Arabic:
+``{id}_NO_{round}``): the speaker may not contain "_", the tag may."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,10 @@ def read_manifest(csv_path: str | Path) -> list[Utterance]:
         label,speaker,path
         3,ae,tidigits/train/man/ae/3a.wav
 
+    A header with ``file,class`` and no ``path`` is a speech-commands split file (Arabic Speech
+    Commands' ``train.csv`` / ``val.csv`` / ``test.csv``): the label is ``class`` (the word, e.g.
+    ``eight``), the speaker and take come from the file name ``{speaker}_{tag}_{n}.wav``.
+
     Every problem is one DataError naming the CSV, the line and the field.
     """
     csv_path = Path(csv_path)
@@ -137,9 +149,11 @@ def read_manifest(csv_path: str | Path) -> list[Utterance]:
     try:
         header = [h.strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header
-        _check_header(csv_path, header)
+        row_of = _split_file_row if _is_split_file(header) else _manifest_row
+        if row_of is _manifest_row:
+            _check_header(csv_path, header)
         for row in reader:
-            utts.append(_manifest_row(csv_path, reader.line_num, row))
+            utts.append(row_of(csv_path, reader.line_num, row))
     except csv.Error as e:  # the record being parsed starts on the next line
         raise DataError(f"{csv_path}, line {reader.line_num + 1}: malformed CSV ({e})") from e
     if not utts:
@@ -165,29 +179,58 @@ def _check_header(csv_path: Path, header: list[str]) -> None:
         if col not in header:
             raise DataError(
                 f"{csv_path}, line 1: header lacks column '{col}' (has {header}); "
-                "expected 'label,speaker,path'"
+                "expected 'label,speaker,path' (or a speech-commands split file 'file,class')"
             )
 
 
-def _manifest_row(csv_path: Path, line: int, row: dict[str | None, Any]) -> Utterance:
-    """One manifest row as an Utterance; the path must name an existing file."""
+def _is_split_file(header: list[str]) -> bool:
+    """A speech-commands split file (``file,class``), not a ``label,speaker,path`` manifest."""
+    return "file" in header and "class" in header and "path" not in header
+
+
+def _fields(csv_path: Path, line: int, row: dict[str | None, Any], cols: tuple[str, ...]) -> dict[str, str]:
+    """The stripped values of ``cols`` in one CSV row; a missing or empty one, or cells beyond the
+    header, is a DataError naming the CSV and line."""
     extra = [c for c in row.get(None) or [] if c.strip()]  # DictReader: cells beyond the header
     if extra:
         raise DataError(f"{csv_path}, line {line}: {len(extra)} more non-empty cell(s) than the "
                         f"header has columns (an unquoted comma?)")
     values = {}
-    for col in ("label", "speaker", "path"):
+    for col in cols:
         v = row.get(col)
         if v is None or not v.strip():
             raise DataError(f"{csv_path}, line {line}: field '{col}' is empty or missing")
         values[col] = v.strip()
-    p = Path(values["path"])
+    return values
+
+
+def _existing_file(csv_path: Path, line: int, col: str, value: str) -> Path:
+    p = Path(value)
     if not p.is_absolute():
         p = csv_path.parent / p
     if _stat_kind(p) != "file":
-        raise DataError(f"{csv_path}, line {line}: field 'path': file {p} does not exist")
+        raise DataError(f"{csv_path}, line {line}: field '{col}': file {p} does not exist")
+    return p
+
+
+def _manifest_row(csv_path: Path, line: int, row: dict[str | None, Any]) -> Utterance:
+    """One manifest row as an Utterance; the path must name an existing file."""
+    values = _fields(csv_path, line, row, ("label", "speaker", "path"))
+    p = _existing_file(csv_path, line, "path", values["path"])
     take = (row.get("take") or "").strip()
     return Utterance(p, values["label"], values["speaker"], take)
+
+
+def _split_file_row(csv_path: Path, line: int, row: dict[str | None, Any]) -> Utterance:
+    """One ``file,class`` row of a speech-commands split file as an Utterance (speaker and take
+    from the file name); the file must exist."""
+    values = _fields(csv_path, line, row, ("file", "class"))
+    p = _existing_file(csv_path, line, "file", values["file"])
+    m = SPEECH_COMMANDS_NAME.match(p.name)
+    if m is None:
+        raise DataError(f"{csv_path}, line {line}: field 'file': {p.name} does not match "
+                        f"'{{speaker}}_{{tag}}_{{n}}.wav' (the speaker comes from the file name)")
+    return Utterance(p, values["class"], m["speaker"], m["take"])
 
 
 def _detect_layout(folder: Path) -> str:

@@ -11,24 +11,26 @@ Two corpora use it:
   ``file,class`` (``file`` relative to the root, e.g. ``dataset/eight/00000014_NO_01.wav``).
 
 Every utterance becomes a :class:`~dispart.data.corpus.Utterance` whose label is the word (the
-folder name), speaker the part of the file name before the first ``_`` and take the trailing number.
+folder name), speaker the part of the file name before the first ``_`` and take the trailing number;
+:func:`digit_labels` relabels the digit words "0" ... "9" (MNIST's labels), as the ``speech`` loader
+does to pair them with images.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from dispart.data.corpus import Utterance
+from dispart.data.corpus import SPEECH_COMMANDS_NAME, Utterance
 from dispart.data.splits import leave_speakers_out
 from dispart.errors import DataError
 
 __all__ = [
-    "DIGIT_WORDS", "SPLIT_CSVS", "SPLIT_LISTS", "dataset_dir", "is_speech_commands", "official_split",
-    "read_split_csv", "read_split_list", "scan_speech_commands", "split_speech_commands",
+    "DIGIT_WORDS", "SPLIT_CSVS", "SPLIT_LISTS", "dataset_dir", "digit_labels", "is_speech_commands",
+    "official_split", "read_split_csv", "read_split_list", "scan_speech_commands", "split_speech_commands",
 ]
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -36,7 +38,7 @@ SPLIT_CSVS = {"train": "train.csv", "val": "val.csv", "test": "test.csv"}  # Ara
 SPLIT_LISTS = {"val": "validation_list.txt", "test": "testing_list.txt"}  # Google Speech Commands
 
 # {speaker}_{tag}_{n}.wav: the speaker may not contain "_", the tag ("nohash", "NO") may.
-_NAME_RE = re.compile(r"^(?P<speaker>[^_]+)_(?P<tag>.+)_(?P<take>\d+)\.wav$", re.IGNORECASE)
+_NAME_RE = SPEECH_COMMANDS_NAME
 
 
 def _is_wav(p: Path) -> bool:
@@ -217,3 +219,14 @@ def split_speech_commands(root: str | Path, utts: Sequence[Utterance],
         return split
     train, test = leave_speakers_out(utts, test_speakers)
     return {"train": train, "val": [], "test": test}
+
+
+def digit_labels(utts: Sequence[Utterance]) -> list[Utterance]:
+    """``utts`` labelled by digit ("0" ... "9", MNIST's labels) instead of digit word ("zero" ...
+    "nine"), order kept; a label that is not a digit word is a DataError naming the file."""
+    out = []
+    for u in utts:
+        if u.label not in DIGIT_WORDS:
+            raise DataError(f"{u.path}: word {u.label!r} is not a digit word {list(DIGIT_WORDS)}")
+        out.append(replace(u, label=str(DIGIT_WORDS.index(u.label))))
+    return out

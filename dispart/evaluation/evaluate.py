@@ -3,7 +3,11 @@
 Latents are inferred by the *unimodal* encoders on the test split; every latent of every
 modality is clustered with k-means (k = n_clusters) and scored by cluster-size-weighted purity
 against the digit label; k-means inertia for k = 1..k_max gives Figure 3 and an estimate of the
-number of classes. Speaker identity is probed with a linear classifier per speech latent.
+number of classes. Linear probes (logistic regression fitted on the training split's latents,
+scored on the test split's): of the class (the digit) for every latent, and of speaker identity
+for every speech latent; next to each, its chance level (the test share of the most frequent
+class or speaker: what a constant guess scores). Purity alone can hide a latent that carries the
+class (clustered by speaker, the digit still linearly decodable), which the probe shows.
 
 What a latent is comes from the model's declarations (``model.latents``): a row's symbol is the
 declaration's ``symbol``, its ``role`` ("content"/"style") orders Table 1 and tells the CLI and
@@ -13,7 +17,9 @@ the purity monitor which latents carry the class. Dynamic latents are pooled ove
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +45,7 @@ from dispart.evaluation.subsets import (
     test_classes,
     test_examples,
 )
-from dispart.evaluation.table import PurityRow, rows_to_markdown, write_run_output
+from dispart.evaluation.table import PurityRow, probes_to_markdown, rows_to_markdown, write_run_output
 from dispart.files import atomic_write
 from dispart.models.base import MultimodalModel
 from dispart.runs import Run, load_run
@@ -48,14 +54,47 @@ from dispart.runs import Run, load_run
 COLUMN = {"audio": "speech", "image": "image"}
 
 
+PROBE_MAX_TRAIN = 10_000
+"""At most this many training examples (a seeded random subset) fit a probe: MNIST's 60,000 would
+cost minutes of encoding and fitting for no change in the measure."""
+PROBE_KEYS = ("speaker_probe_accuracy", "speaker_probe_chance", "label_probe_accuracy",
+              "label_probe_chance")
+"""The probe entries of evaluation.json, each {latent key: fraction in [0, 1]}."""
+
+
 def _codes(labels: list[str]) -> np.ndarray:
     return np.unique(np.asarray(labels), return_inverse=True)[1]
 
 
+def _probed(train: list[str] | None, test: list[str] | None) -> bool:
+    """Whether a probe of these training/test targets can be scored: several training classes,
+    none new in test (speaker identity: the test speakers were heard in training)."""
+    return (train is not None and test is not None and len(set(train)) > 1
+            and set(test) <= set(train))
+
+
 def _speakers_probed(train: ModalitySet | None, test: ModalitySet) -> bool:
     """Whether speaker identity can be probed: several training speakers, none new in test."""
-    return (train is not None and train.speakers is not None and test.speakers is not None
-            and len(set(train.speakers)) > 1 and set(test.speakers) <= set(train.speakers))
+    return train is not None and _probed(train.speakers, test.speakers)
+
+
+def chance_accuracy(labels: list[str]) -> float:
+    """Accuracy of always guessing the most frequent value of ``labels`` (a probe's chance level)."""
+    return max(Counter(labels).values()) / len(labels)
+
+
+def _probe_subset(n: int, seed: int) -> np.ndarray:
+    """Indices of the training examples that fit the probes: all, or PROBE_MAX_TRAIN drawn with ``seed``."""
+    limit = PROBE_MAX_TRAIN
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def _take(values, idx: np.ndarray):
+    if isinstance(values, np.ndarray):
+        return values[idx]
+    return [values[int(i)] for i in idx]
 
 
 def evaluate_model(
@@ -72,19 +111,22 @@ def evaluate_model(
         test_sets: modality -> its test examples (:class:`ModalitySet`, e.g.
             ``data.sets[m]["test"]``); latents of every modality of the model found here are
             inferred from that modality alone (see :func:`clustered_modalities`) and clustered.
-        train_sets: modality -> training examples; with speakers (several, none new in test)
-            a linear probe of speaker identity is trained per latent of that modality.
+        train_sets: modality -> training examples (at most :data:`PROBE_MAX_TRAIN` of them, a
+            seeded subset, are used): a linear probe of the class is trained per latent of that
+            modality (when the test classes are all training classes), and with speakers
+            (several, none new in test) one of speaker identity.
 
     Rows name each latent by its declared symbol and carry its declared ``role``; ``latents``
     holds the model's declarations (name -> :meth:`Latent.to_dict`), so readers of the JSON need
     no model to know what a symbol is. Rows and ``n_test`` are keyed by Table 1 column name
-    ("speech" for "audio") and modality name; ``speaker_probe_accuracy`` by symbol for
-    "audio" and by "<column>/<symbol>" for other modalities.
+    ("speech" for "audio") and modality name; ``speaker_probe_accuracy``,
+    ``label_probe_accuracy`` and their chance levels ``speaker_probe_chance`` /
+    ``label_probe_chance`` by symbol for "audio" and by "<column>/<symbol>" for other modalities.
     """
     rows: list[PurityRow] = []
     inertia: dict[str, dict[int, float]] = {}
     estimates: dict[str, int] = {}
-    speaker_probe: dict[str, float] = {}
+    probes: dict[str, dict[str, float]] = {k: {} for k in PROBE_KEYS}
     sets: list[tuple[str, dict[str, np.ndarray], list[str]]] = []
     for modality in clustered_modalities(model, test_sets):
         test = test_sets[modality]
@@ -108,25 +150,53 @@ def evaluate_model(
                 estimates[key] = int(estimate_num_classes(curve))
     for modality, z_test, _ in sets:
         train = (train_sets or {}).get(modality)
-        test = test_sets[modality]
-        if train is None or not _speakers_probed(train, test):
-            continue
-        z_tr = modality_latents(model, modality, train.examples)
-        for name in z_tr:
-            symbol = model.latents[name].symbol
-            key = symbol if modality == "audio" else f"{COLUMN.get(modality, modality)}/{symbol}"
-            speaker_probe[key] = float(linear_probe_accuracy(
-                z_tr[name], np.asarray(train.speakers), z_test[name], np.asarray(test.speakers),
-                seed=cfg.seed))
+        if train is not None:
+            _probe(model, modality, train, test_sets[modality], z_test, cfg.seed, probes)
     return {
         "model": display_name,
         "rows": [r.to_dict() for r in rows],
         "latents": {name: latent.to_dict() for name, latent in model.latents.items()},
         "inertia": inertia,
         "estimated_num_classes": estimates,
-        "speaker_probe_accuracy": speaker_probe,
+        **probes,
         "n_test": {m: len(lab) for m, _, lab in sets},
     }
+
+
+def _probe(model: MultimodalModel, modality: str, train: ModalitySet, test: ModalitySet,
+           z_test: Mapping[str, np.ndarray], seed: int, out: dict[str, dict[str, float]]) -> None:
+    """Linear probes of the class and (when probed) the speaker from every latent of ``modality``:
+    fitted on (a subset of) ``train``'s latents, scored on ``z_test``; filed into ``out``."""
+    targets = {}
+    if _probed(train.labels, test.labels):
+        targets["label"] = (train.labels, test.labels)
+    if _speakers_probed(train, test):
+        targets["speaker"] = (train.speakers, test.speakers)
+    if not targets:
+        return
+    idx = _probe_subset(len(train), seed)
+    z_tr = modality_latents(model, modality, _take(train.examples, idx))
+    for name in z_tr:
+        symbol = model.latents[name].symbol
+        key = symbol if modality == "audio" else f"{COLUMN.get(modality, modality)}/{symbol}"
+        for what, (y_tr, y_te) in targets.items():
+            out[f"{what}_probe_accuracy"][key] = float(linear_probe_accuracy(
+                z_tr[name], np.asarray(_take(y_tr, idx)), z_test[name], np.asarray(y_te), seed=seed))
+            out[f"{what}_probe_chance"][key] = chance_accuracy(list(y_te))
+
+
+MIN_CURVE = 3  # the class-count estimate needs an inertia curve of k = 1..3 at least
+
+
+def fitted_eval_config(cfg: EvalConfig, test: ModalitySet) -> EvalConfig:
+    """``cfg`` for a set of any size (``dispart evaluate --audio``: recordings of new speakers,
+    perhaps a handful): k-means with at most as many clusters as the set has classes (the paper's
+    protocol clusters with k = the number of classes; more clusters than classes would inflate
+    purity) and examples, inertia curves up to k = N at most. ConfigError for an empty set."""
+    n = len(test)
+    if n == 0:
+        raise ConfigError("--audio: no utterance to evaluate")
+    return replace(cfg, n_clusters=min(cfg.n_clusters, len(set(test.labels)), n), k_max=min(cfg.k_max, n))
 
 
 def split_sets(data: ExperimentData, split: str) -> dict[str, ModalitySet]:
@@ -160,8 +230,14 @@ def evaluate_run(
         speech_test, skipped = load_speech_set(audio, cfg.data, run.normalizer, layout, progress)
         test_sets, train_sets = {"audio": speech_test}, None
         source = {"audio": str(audio), "split": "all utterances"}
-    result = evaluate_model(run.model, run.display_name, test_sets, cfg.eval,
+    eval_cfg = cfg.eval
+    if audio is not None:  # recordings of any size: the protocol scaled down to what they allow
+        eval_cfg = fitted_eval_config(cfg.eval, test_sets["audio"])
+        curves = curves and eval_cfg.k_max >= MIN_CURVE
+    result = evaluate_model(run.model, run.display_name, test_sets, eval_cfg,
                             train_sets=train_sets, curves=curves)
+    result["eval"] = {"n_clusters": eval_cfg.n_clusters, "k_max": eval_cfg.k_max if curves else None,
+                      "seed": eval_cfg.seed}
     if audio is None and (not speech or "label" in run.model.modalities):
         result["subsets"] = subset_evaluation(run, data, cfg.eval)
     result["source"] = source
@@ -171,6 +247,9 @@ def evaluate_run(
     base = Path(out) if out else Path(run_dir) / "evaluation"
     write_run_output(base.with_suffix(".json"), result, run)
     text = rows_to_markdown([PurityRow(**r) for r in result["rows"]]) + "\n"
+    probes = probes_to_markdown(result)
+    if probes:
+        text += f"\nLinear probes (fitted on the training split, scored on the test split):\n\n{probes}\n"
     if "subsets" in result:
         text += "\n" + subsets_markdown(result["subsets"], run.display_name) + "\n"
     atomic_write(base.with_suffix(".md"), text)

@@ -8,6 +8,7 @@
   computed from a run (evaluation.json, quality.json, likelihood.json), stamped with the
   ``weights_sha256`` of the model they came from, so a stale one is recognised.
 - :func:`row_role` / :func:`content_row_keys` -- the role ("content" / "style") of purity rows.
+- :func:`probes_to_markdown` -- the linear probes of evaluation.json (class, speaker) with chance.
 
 Roles come from the model's latent declarations (:mod:`dispart.models.latents`): rows written
 by ``dispart evaluate`` carry a ``"role"`` field. Rows of evaluation.json files written before
@@ -53,6 +54,7 @@ __all__ = [
     "LEGACY_SYMBOLS",
     "row_role",
     "content_row_keys",
+    "probes_to_markdown",
 ]
 
 MODALITIES: tuple[str, str] = ("speech", "image")
@@ -245,6 +247,38 @@ def rows_to_markdown(rows: list[PurityRow], paper: str | None = "TIDIGIT-MNIST")
                 r = cell.get(modality)
                 value = reference.get((model, modality, r.latent)) if r else None
                 fields.append(f"{value:.2f}" if value is not None else "-")
+        out.append("| " + " | ".join(fields) + " |")
+    return "\n".join(out) + "\n"
+
+
+PROBES: tuple[tuple[str, str], ...] = (("label", "Label"), ("speaker", "Speaker"))
+"""(key prefix in evaluation.json, column title) of the linear probes, in column order."""
+
+
+def probes_to_markdown(result: Mapping[str, Any]) -> str:
+    """The linear probes of an evaluation result as a Markdown table, "" when it has none.
+
+    One line per latent key (``z^a``, ``image/z^i``, ...) found in any ``<what>_probe_accuracy``
+    of ``result``; per probe (the class, the speaker) its test accuracy, its chance level (a
+    constant guess of the most frequent test value) and their ratio, in percent; ``-`` where that
+    probe was not run (e.g. no speaker probe for images, no chance level in old files).
+    """
+    accs = {what: dict(result.get(f"{what}_probe_accuracy") or {}) for what, _ in PROBES}
+    keys = list(dict.fromkeys(k for a in accs.values() for k in a))
+    if not keys:
+        return ""
+    header = ["Latent"]
+    for _, title in PROBES:
+        header += [f"{title} probe (%)", f"{title} chance (%)", f"{title} / chance"]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for key in keys:
+        fields = [key]
+        for what, _ in PROBES:
+            acc = accs[what].get(key)
+            chance = (result.get(f"{what}_probe_chance") or {}).get(key)
+            fields += [f"{100.0 * acc:.2f}" if acc is not None else "-",
+                       f"{100.0 * chance:.2f}" if chance is not None else "-",
+                       f"{acc / chance:.2f}" if acc is not None and chance else "-"]
         out.append("| " + " | ".join(fields) + " |")
     return "\n".join(out) + "\n"
 

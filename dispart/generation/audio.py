@@ -19,6 +19,12 @@ The models work on *normalised* log-Mel frames (T, n_mels). To listen to them:
 Log-magnitude spectra (:mod:`dispart.features.spectrum`, DSAE's 200 bins) need no Mel inversion:
 :func:`spectra_to_waveforms` exponentiates them (``spectrum_to_magnitude``) and runs the same
 Griffin-Lim with ``n_fft = win_length`` and the spectrum's hop (:func:`spectrum_stft`).
+
+Log *power* spectrograms aligned with video frames (the "audio" of ``data.loader=grid_clips``,
+:mod:`dispart.batches.grid_clips`: 513 bins at 16 kHz, hop = one video frame) are not log-Mel
+either: :func:`log_powers_to_waveforms` runs that loader's own inverse,
+:func:`dispart.batches.grid_clips.log_power_to_waveform` (its STFT settings, Griffin-Lim with
+momentum), on the normaliser's inverse, and limits the peak like every other wav.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dispart.batches.grid_clips import ClipAudioConfig, log_power_to_waveform
 from dispart.features.fbank import FbankConfig, fbank_to_waveform, log_mel, mel_basis
 from dispart.features.normalize import FeatureNormalizer
 from dispart.features.spectrum import SpectrumConfig, spectrum_to_magnitude
@@ -51,6 +58,7 @@ __all__ = [
     "StftSettings",
     "spectrum_stft",
     "spectra_to_waveforms",
+    "log_powers_to_waveforms",
 ]
 
 PEAK = 0.95  # waveforms louder than this are scaled down to it before writing
@@ -216,6 +224,14 @@ def spectra_to_waveforms(logspecs: list[np.ndarray], cfg: SpectrumConfig, n_iter
         mags[i, :, : x.shape[0]] = spectrum_to_magnitude(x)
     waves = griffin_lim(mags, stft, n_iter)
     return [_limit(waves[i, : stft.hop_length * (x.shape[0] - 1)]) for i, x in enumerate(logspecs)]
+
+
+def log_powers_to_waveforms(log_powers: list[np.ndarray], acfg: ClipAudioConfig, n_iter: int = 32
+                            ) -> list[np.ndarray]:
+    """Log power spectrograms (T_i, n_bins) (natural log of |STFT|^2, after the normaliser's
+    inverse) -> waveforms ((T_i - 1) * hop,) float32 at ``acfg.sample_rate``, peak at most
+    :data:`PEAK`: :func:`dispart.batches.grid_clips.log_power_to_waveform` (seed 0) each."""
+    return [_limit(log_power_to_waveform(x, acfg, n_iter=n_iter)) for x in log_powers]
 
 
 def features_to_waveform(

@@ -25,8 +25,11 @@ kinds (default: every kind the run's model supports):
           (voice conversion for speech, a character doing another's motion for video)
   fix_f   f inferred (rows), z_1:T drawn from the learned prior p(z_t | z_<t) (columns)
   fix_z   f drawn from the prior N(0, I) (rows), z_1:T inferred (columns)
+  transfer  audio-visual models (MDVAE): --rows pairs of test sequences, the target decoded with
+          z_av, with z_v and with both taken from the source (w stays the target's)
 grids: top row = sources of z^s (one digit per column), left column = sources of the style;
-DSAE: top row = sources of z_1:T, left column = sources of f. Video cells are written as
+DSAE: top row = sources of z_1:T, left column = sources of f; MDVAE: one picture per pair, rows
+source, target, reconstruction and the transfers, columns the frames. Video cells are written as
 animated GIFs and frame strips, speech cells as Griffin-Lim wavs and spectrograms.
 """
 
@@ -59,7 +62,8 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     g.add_argument("--kind", action="append", choices=KINDS,
                    help="grid kind; repeat for several (default: all the model supports)")
     g.add_argument("--cols", type=int, default=10, help="semantic sources (columns), default 10")
-    g.add_argument("--rows", type=int, default=5, help="style sources (rows), default 5")
+    g.add_argument("--rows", type=int, default=5,
+                   help="style sources (rows), default 5; MDVAE: transfer pairs")
     g.add_argument("--seed", type=int, default=0, help="seed of source picks and prior draws")
     g.add_argument("--split", choices=["test", "train"], default="test",
                    help="split the sources come from (default test)")

@@ -26,10 +26,26 @@ f, columns = sources of z_1:T::
     audio/NAME/r{R}_c{C}.png      of data.loader=speech_segments): Griffin-Lim wavs and
                                   spectrograms of every cell; src_*.wav/.png the sources
                                   resynthesised the same way (they are segments, not whole files)
+
+Audio-visual models with shared dynamics (MDVAE: static w, dynamic z_av shared by audio and video,
+private dynamic z_a / z_v; read from the declarations,
+:func:`~dispart.generation.transfer.shared_dynamics`) get the kind "transfer": ``--rows`` pairs of
+test sequences, each target decoded with z_av, with z_v and with both taken from its source
+(w stays the target's; :mod:`dispart.generation.transfer`), one manifest grid per pair::
+
+    grids/transfer_{I}.png        frame strips of the video (rows: source, target, reconstruction,
+                                  transfer z_av, z_v, both; columns: the frames), each row next to
+                                  its audio spectrogram
+    grids/transfer_{I}.json       the two sequences and, per row, which sequence fed which latent
+    frames/transfer_{I}/{ROW}.gif every row as an animated GIF (and .png frame strip)
+    audio/transfer_{I}/{ROW}.wav  every row heard: "audio" of data.loader=grid_clips (log power
+    audio/transfer_{I}/{ROW}.png  spectrogram) through the normaliser's inverse and the loader's
+                                  Griffin-Lim; its spectrogram
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -39,14 +55,16 @@ from typing import Any
 
 import numpy as np
 
+from dispart.batches.grid_clips import clip_audio_config
 from dispart.batches.pipeline import ExperimentData, load_experiment_data, loader_names
 from dispart.batches.segments import MODALITY as SEGMENTS_MODALITY
 from dispart.batches.segments import spectrum_config
 from dispart.errors import ConfigError, RunDirError
 from dispart.files import atomic_write_json, atomic_write_with
-from dispart.generation import GRID_KINDS, KINDS, SEQUENCE_KINDS
+from dispart.generation import GRID_KINDS, KINDS, SEQUENCE_KINDS, TRANSFER_KINDS
 from dispart.generation.audio import (
     features_to_logmel,
+    log_powers_to_waveforms,
     logmels_to_waveforms,
     spectra_to_waveforms,
     spectrogram_thumbnail,
@@ -77,10 +95,17 @@ from dispart.generation.grids import (
     write_gif,
     write_png,
 )
+from dispart.generation.transfer import (
+    TransferPair,
+    build_transfers,
+    render_rows_png,
+    shared_dynamics,
+)
 from dispart.runs import Run, load_run, require_speech_and_images
 
 __all__ = ["KINDS", "build_grids", "write_grid_outputs", "generate", "generate_run", "SequenceView",
-           "sequence_modality", "sequence_view", "build_sequence_grids", "write_sequence_outputs"]
+           "sequence_modality", "sequence_view", "build_sequence_grids", "write_sequence_outputs",
+           "build_transfer_pairs", "write_transfer_outputs"]
 
 class _Sources:
     """Test (or train) split items of both modalities with ids, tags and file paths."""
@@ -134,6 +159,9 @@ def build_grids(run: Run, data: ExperimentData, kinds: Sequence[str] = KINDS, co
                 raise RunDirError(f"{run.path}: --kind {k} needs a model with a static style latent "
                                   f"and a dynamic content latent (DSAE); this run is a {model.name} "
                                   f"model")
+            if k in TRANSFER_KINDS:
+                raise RunDirError(f"{run.path}: --kind {k} needs an audio-visual model with shared "
+                                  f"dynamics (MDVAE); this run is a {model.name} model")
             if k in ("style", "cross", "prior") and not partitioned:
                 raise RunDirError(f"{run.path}: --kind {k} needs a PVAE run (a shared content "
                                   f"latent + a style latent per modality); this run is a "
@@ -235,14 +263,23 @@ def generate(run: Run, data: ExperimentData, out: str | Path, kinds: Sequence[st
              n_iter: int = 32) -> dict[str, Any]:
     """Build the grids and write every output into ``out``; returns (and writes) the manifest,
     which records the ``weights_sha256`` of the run's model (outputs of other weights are stale).
-    Sequence models (:func:`sequence_modality`) get the "swap" / "fix_f" / "fix_z" grids."""
+    Sequence models (:func:`sequence_modality`) get the "swap" / "fix_f" / "fix_z" grids,
+    audio-visual models with shared dynamics (MDVAE) ``rows`` "transfer" pairs
+    (:func:`build_transfer_pairs`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
     modality = sequence_modality(run.model)
+    shared = shared_dynamics(run.model)
     extra: dict[str, Any] = {}
-    if modality is not None:
+    if shared is not None:
+        pairs = build_transfer_pairs(run, data, kinds, rows, seed, split)
+        views = {m: sequence_view(run, data, m) for m in run.model.modalities}
+        entries = [write_transfer_outputs(p, out, views, shared.shown, audio, n_iter) for p in pairs]
+        extra = {"view": "transfer", "views": {m: v.kind for m, v in views.items()},
+                 "frame_rate": views[shared.shown].fps, "latents": shared.to_json()}
+    elif modality is not None:
         grids = build_sequence_grids(run, data, kinds, cols, rows, seed, split)
         view = sequence_view(run, data, modality)
         entries = [write_sequence_outputs(g, out, view, audio, n_iter) for g in grids]
@@ -263,8 +300,8 @@ def generate(run: Run, data: ExperimentData, out: str | Path, kinds: Sequence[st
 def generate_run(run_dir: str | Path, out: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
     """:func:`generate` for a run folder (output default RUN_DIR/generated)."""
     run = load_run(run_dir)
-    if sequence_modality(run.model) is None:
-        require_speech_and_images(run, "dispart generate (or a sequence model such as DSAE)")
+    if sequence_modality(run.model) is None and shared_dynamics(run.model) is None:
+        require_speech_and_images(run, "dispart generate (or a sequence model such as DSAE or MDVAE)")
     data = load_experiment_data(run.config.data, progress=False, normalizers=run.normalizers)
     return generate(run, data, Path(out) if out else Path(run_dir) / "generated", **kwargs)
 
@@ -285,8 +322,9 @@ class SequenceView:
 
     Attributes:
         kind: "frames" (video), "logmel" (the "audio" log-Mel of the speech loaders), "spectrum"
-            (the "speech" log-magnitude segments of ``speech_segments``) or "features" (anything
-            else: a heat map of the features, nothing to hear).
+            (the "speech" log-magnitude segments of ``speech_segments``), "power" (the "audio"
+            log power spectrogram of ``grid_clips``) or "features" (anything else: a heat map
+            of the features, nothing to hear).
         fps: frames per second (the modality's frame rate; 10 when it records none).
         display: (T, D) model features -> (T, D) values shown (log power / log magnitude).
         waves: displayed arrays, Griffin-Lim iterations -> waveforms; None: not audio.
@@ -312,6 +350,15 @@ def sequence_view(run: Run, data: ExperimentData, modality: str) -> SequenceView
     if norm is None and modality == "audio":
         norm = run.normalizer
     centred = run.config.data.normalize == "utterance"
+    loaders = loader_names(run.config.data)
+    if modality == "audio" and norm is not None and "grid_clips" in loaders and spec.frame_rate:
+        # log power aligned with video frames (not log-Mel, whatever its size)
+        acfg = clip_audio_config(run.config.data, fps)
+        if tuple(spec.shape) == (acfg.n_bins,):
+            off = getattr(norm, "utterance_offset", None) if centred else None
+            return SequenceView("power", fps, lambda x: features_to_logmel(x, norm, off),
+                                lambda xs, n_iter: log_powers_to_waveforms(xs, acfg, n_iter),
+                                acfg.sample_rate)
     if modality == "audio" and norm is not None and tuple(spec.shape) == (run.fbank.n_mels,):
         offset = utterance_offset(run)
         fb = run.fbank
@@ -319,7 +366,7 @@ def sequence_view(run: Run, data: ExperimentData, modality: str) -> SequenceView
                             lambda xs, n_iter: logmels_to_waveforms(xs, fb, n_iter), fb.sample_rate)
     scfg = spectrum_config(run.config.data)
     if (modality == SEGMENTS_MODALITY and norm is not None and tuple(spec.shape) == (scfg.n_bins,)
-            and "speech_segments" in loader_names(run.config.data)):
+            and "speech_segments" in loaders):
         off = getattr(norm, "utterance_offset", None) if centred else None
         return SequenceView("spectrum", fps, lambda x: features_to_logmel(x, norm, off),
                             lambda xs, n_iter: spectra_to_waveforms(xs, scfg, n_iter), scfg.sample_rate)
@@ -373,9 +420,10 @@ def build_sequence_grids(run: Run, data: ExperimentData, kinds: Sequence[str] = 
     if modality is None:
         raise RunDirError(f"{run.path}: a {model.name} model has no static style latent and dynamic "
                           f"content latent of one modality (a DSAE run); use the grid kinds {GRID_KINDS}")
-    wrong = [k for k in kinds if k in GRID_KINDS] if tuple(kinds) != KINDS else []
+    wrong = [k for k in kinds if k not in SEQUENCE_KINDS] if tuple(kinds) != KINDS else []
     if wrong:
-        raise RunDirError(f"{run.path}: --kind {wrong[0]} is a PVAE/JMVAE grid; a {model.name} model "
+        what = "a PVAE/JMVAE grid" if wrong[0] in GRID_KINDS else "for audio-visual models (MDVAE)"
+        raise RunDirError(f"{run.path}: --kind {wrong[0]} is {what}; a {model.name} model "
                           f"(static f + dynamic z_1:T over {modality!r}) has the kinds {SEQUENCE_KINDS}")
     f_name, z_name = static_dynamic(model, modality)  # type: ignore[misc]
     src = _SequenceSources(data, modality, split)
@@ -466,4 +514,110 @@ def write_sequence_outputs(grid: SequenceGrid, out: Path, view: SequenceView, au
     png = render_sequence_grid_png(grid, out / "grids" / f"{name}.png", tile)
     entry["png"] = str(png.relative_to(out))
     atomic_write_json(out / "grids" / f"{name}.json", grid.to_json())
+    return entry
+
+
+# --------------------------------------------------------------------------- audio-visual transfer
+
+
+def build_transfer_pairs(run: Run, data: ExperimentData, kinds: Sequence[str] = KINDS, n: int = 5,
+                         seed: int = 0, split: str = "test") -> list[TransferPair]:
+    """The "transfer" pairs of an audio-visual model with shared dynamics (MDVAE; see
+    :mod:`dispart.generation.transfer`): ``n`` (target, source) pairs of ``split``. Naming any
+    other kind explicitly is a RunDirError; the default runs "transfer"."""
+    if n < 1:
+        raise ConfigError(f"--rows (transfer pairs) must be >= 1, got {n}")
+    model = run.model
+    wrong = [k for k in kinds if k not in TRANSFER_KINDS] if tuple(kinds) != KINDS else []
+    if wrong:
+        raise RunDirError(f"{run.path}: --kind {wrong[0]} is not for a {model.name} model over "
+                          f"{list(model.modalities)} (shared dynamics: static w, dynamic z_av, a private "
+                          f"dynamic latent per modality); it has the kinds {TRANSFER_KINDS}")
+    if not set(TRANSFER_KINDS) & set(kinds):
+        return []
+    return build_transfers(model, data, n, seed, split)
+
+
+def _animation(x: np.ndarray, folder: Path, stem: str, out: Path, fps: float, scale: int) -> dict[str, Any]:
+    """A GIF and a frame strip of the video ``x`` (T, C, H, W); their paths relative to ``out``."""
+    gif = write_gif(folder / f"{stem}.gif", x, fps, scale)
+    strip = write_png(folder / f"{stem}.png", frame_strip(x))
+    return {"gif": str(gif.relative_to(out)), "strip": str(strip.relative_to(out)), "frames": int(x.shape[0])}
+
+
+def _fit(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour resize of an (H, W, 3) image to (h, w, 3)."""
+    ri = np.minimum((np.arange(h) * rgb.shape[0] / h).astype(int), rgb.shape[0] - 1)
+    ci = np.minimum((np.arange(w) * rgb.shape[1] / w).astype(int), rgb.shape[1] - 1)
+    return rgb[ri][:, ci]
+
+
+def write_transfer_outputs(pair: TransferPair, out: Path, views: dict[str, SequenceView], shown: str,
+                           audio: bool = True, n_iter: int = 32, gif_scale: int = 2) -> dict[str, Any]:
+    """Write one transfer pair: the PNG of its rows (``shown`` as frame strips or spectrograms,
+    every other modality's spectrogram beside it, resized to the same height and time axis), the
+    JSON record, a GIF and frame strip per row of every video modality, a wav and spectrogram per
+    row of every audio modality (``audio``). Returns the manifest entry (paths relative to
+    ``out``); every file entry carries "row" (and "col" 0), the row's "name" and "label", its
+    "modality", "sources" (latent -> sequence id, or "data" -> id for real data) and
+    "same_as_reconstruction" (the row transfers only latents this modality's decoder ignores)."""
+    name = f"transfer_{pair.index}"
+    rows = range(len(pair.rows))
+    entry: dict[str, Any] = {
+        "name": name, "kind": "transfer", "json": f"grids/{name}.json",
+        "shape": [len(pair.rows), pair.frames], "out_modality": shown,
+        "target": {"source": pair.target, "tag": pair.target_tag},
+        "source": {"source": pair.source, "tag": pair.source_tag},
+        "rows": pair.to_json()["rows"], "checks": {}, "audio": [], "sources_audio": [], "animations": [],
+        "sources_animations": []}
+
+    def stem(m: str, r: int) -> str:  # e.g. video_r5_z_av-z_v
+        return re.sub(r"[^A-Za-z0-9_.-]", "-", f"{m}_r{r}_{pair.rows[r]}")
+
+    def item(m: str, r: int) -> dict[str, Any]:
+        return {"row": r, "col": 0, "name": pair.rows[r], "label": pair.labels[r], "modality": m,
+                "sources": pair.record[r],
+                "same_as_reconstruction": pair.same_as_reconstruction(m, r)}
+
+    tiles: dict[str, list[np.ndarray]] = {}
+    for m, view in views.items():
+        cells = pair.cells[m]
+        if view.kind == "frames":
+            tiles[m] = [frame_strip(x) for x in cells]
+            folder = out / "frames" / name
+            for r in rows:
+                entry["animations"].append({**item(m, r), **_animation(
+                    cells[r], folder, stem(m, r), out, view.fps, gif_scale)})
+            continue
+        shown_x = [view.display(x) for x in cells]
+        allv = np.concatenate([x.reshape(-1) for x in shown_x])
+        lo, hi = float(np.percentile(allv, 2)), float(np.percentile(allv, 99.5))
+        scale = max(2, int(round(60 / max(1, pair.frames))))
+        specs = [_spectrogram_tile(x, lo, hi, scale=scale) for x in shown_x]
+        tiles[m] = specs
+        if not (audio and view.waves is not None):
+            continue
+        folder = out / "audio" / name
+        waves = view.waves(shown_x, n_iter)
+        for r in rows:
+            wav = write_wav(folder / f"{stem(m, r)}.wav", waves[r], view.sample_rate)
+            spec = write_png(folder / f"{stem(m, r)}.png", specs[r])
+            entry["audio"].append({**item(m, r), "wav": str(wav.relative_to(out)),
+                                   "spectrogram": str(spec.relative_to(out))})
+    main = tiles[shown]
+    combined = []
+    for r in rows:
+        h, w = main[r].shape[:2]
+        parts = [main[r]]
+        for m, t in tiles.items():
+            if m != shown:
+                parts += [np.full((h, 6, 3), 255, np.uint8), _fit(t[r], h, w)]
+        combined.append(np.concatenate(parts, axis=1))
+    others = [f"{m} {'features' if views[m].kind == 'features' else 'spectrogram'}"
+              for m in tiles if m != shown]
+    title = (f"{name}: target {pair.target} ({pair.target_tag}), source {pair.source} ({pair.source_tag})"
+             + (f"; right: {', '.join(others)}" if others else ""))
+    png = render_rows_png(combined, pair.labels, out / "grids" / f"{name}.png", title)
+    entry["png"] = str(png.relative_to(out))
+    atomic_write_json(out / "grids" / f"{name}.json", pair.to_json())
     return entry

@@ -13,9 +13,11 @@ from typing import Any
 from dispart.models.base import rename_legacy_keys
 from dispart.models.dsae import DSAE, DSAEConfig
 from dispart.models.jmvae import JMVAE, JMVAEConfig, PlainJMVAE, PlainJMVAEConfig
+from dispart.models.mdvae import MDVAE, MDVAEConfig
 from dispart.models.mvae import MVAE, MVAEConfig
 from dispart.models.pvae import PVAE, PVAEConfig
 from dispart.models.vae import VAE, VAEConfig
+from dispart.models.vqvae import VQVAE, VQVAEConfig
 
 
 @dataclass(frozen=True)
@@ -28,12 +30,17 @@ class ModelEntry:
         config: its config dataclass (hyper-parameters only, no modalities).
         fixed: constructor arguments set by the entry itself, not by the config
             (e.g. ``quotient=True`` for "mvae_q").
+        stage1: the registered model trained first, one run per modality, whose weights the
+            model loads frozen (MDVAE: "vq_vae"); None for one-stage models. The model's config
+            gives that model's config (``stage1_config()``) and the model loads a trained one
+            (``load_stage1(modality, model)``); ``dispart.training.stages`` runs both stages.
     """
 
     name: str
     model: type
     config: type
     fixed: dict[str, Any] = field(default_factory=dict)
+    stage1: str | None = None
 
 
 REGISTRY: dict[str, ModelEntry] = {
@@ -46,6 +53,8 @@ REGISTRY: dict[str, ModelEntry] = {
         ModelEntry("mvae_q", MVAE, MVAEConfig, {"quotient": True}),
         ModelEntry("vae", VAE, VAEConfig),
         ModelEntry("dsae", DSAE, DSAEConfig),
+        ModelEntry("vq_vae", VQVAE, VQVAEConfig),
+        ModelEntry("mdvae", MDVAE, MDVAEConfig, stage1="vq_vae"),
     )
 }
 

@@ -8,6 +8,7 @@ step, followed by a linear layer shared across steps; the image decoder is FC 51
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -16,20 +17,55 @@ class SequenceDecoder(nn.Module):
 
     Frames past a sequence's length are computed (see SequenceEncoder for why) but zeroed, so
     they carry no value or gradient into any loss.
+
+    The LSTM's input is the same z at every step, so its input projection W_ih z + b_ih + b_hh
+    is the same at every step too. When gradients are recorded on the CPU (training) and
+    ``hoist`` is True, it is computed once per sequence and the recurrence runs as a loop of
+    ``addmm``s on it (:meth:`hoisted_states`): the backward pass then needs no per-step input
+    gradient or weight gradient of W_ih, which made a training step a few percent faster than
+    the fused oneDNN LSTM kernel on the expanded input (docs/results.md, Throughput). Without
+    gradients (evaluation, generation) or on a GPU the fused kernel is faster and is used. Both
+    paths use the same ``nn.LSTM`` parameters (the state-dict keys are unchanged) and give the
+    same states to float tolerance.
     """
 
-    def __init__(self, latent_dim: int, output_dim: int, hidden: int = 512) -> None:
+    def __init__(self, latent_dim: int, output_dim: int, hidden: int = 512, hoist: bool = True) -> None:
         super().__init__()
         self.lstm = nn.LSTM(latent_dim, hidden, batch_first=True)
         self.out = nn.Linear(hidden, output_dim)
         self.output_dim = output_dim
+        self.hoist = hoist
 
     def forward(self, z: Tensor, lengths: Tensor) -> Tensor:
         t_max = int(lengths.max())
-        h, _ = self.lstm(z.unsqueeze(1).expand(-1, t_max, -1).contiguous())
+        if self._hoisted(z):
+            h = self.hoisted_states(z, t_max)
+        else:
+            h, _ = self.lstm(z.unsqueeze(1).expand(-1, t_max, -1).contiguous())
         mean = self.out(h)
         valid = torch.arange(t_max, device=z.device)[None, :] < lengths.to(z.device)[:, None]
         return mean * valid.unsqueeze(-1)
+
+    def _hoisted(self, z: Tensor) -> bool:
+        """Whether :meth:`forward` runs :meth:`hoisted_states`: ``hoist``, on the CPU, recording gradients."""
+        return (self.hoist and z.device.type == "cpu" and torch.is_grad_enabled()
+                and (z.requires_grad or self.lstm.weight_hh_l0.requires_grad))
+
+    def hoisted_states(self, z: Tensor, steps: int) -> Tensor:
+        """(B, steps, hidden) LSTM states for the input z at every step, with the input projection
+        computed once: gates_t = (W_ih z + b_ih + b_hh) + W_hh h_{t-1} (PyTorch's gate order i, f, g, o)."""
+        lstm = self.lstm
+        x_gates = F.linear(z, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)
+        w_hh = lstm.weight_hh_l0.t()
+        h = z.new_zeros(z.shape[0], lstm.hidden_size)
+        c = torch.zeros_like(h)
+        states = []
+        for _ in range(steps):
+            i, f, g, o = torch.addmm(x_gates, h, w_hh).chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            states.append(h)
+        return torch.stack(states, dim=1)
 
 
 class ImageDecoder(nn.Module):

@@ -7,7 +7,9 @@ then renders them:
 
 - ``evaluation.json`` (Table 1, inertia curves): :func:`dispart.evaluation.reuse.ensure_evaluation`;
 - ``generated/`` (grids, wavs; for sequence models such as DSAE the swap / fixed-f / fixed-z
-  grids, GIFs, frame strips, wavs): :func:`dispart.generation.outputs.generate`;
+  grids, GIFs, frame strips, wavs; for audio-visual models with shared dynamics (MDVAE) the
+  z_av / z_v transfers between test sequences, GIFs, frame strips, Griffin-Lim wavs):
+  :func:`dispart.generation.outputs.generate`;
 - ``quality.json`` (coherence, content preservation; speech + image models only):
   :func:`dispart.generation.quality.ensure_quality`;
 - ``embedding.json`` (t-SNE of test latents): :func:`dispart.evaluation.embedding.ensure_embedding`;
@@ -15,6 +17,12 @@ then renders them:
 
 Which latents are content (shared) or style comes from the roles recorded in the outputs and
 the model's latent declarations (:mod:`dispart.models.latents`), not from latent names.
+
+A model whose encoder infers from all its modalities together (MDVAE: shared dynamics,
+:func:`dispart.generation.transfer.shared_dynamics`) may be refused by the evaluation and the
+t-SNE, which infer latents from one modality at a time: the model's ValueError is then shown in
+place of Table 1 / the t-SNE plot (and named in one warning line); any other model's error
+stops the report as before.
 
 The run folder is not trusted:
 
@@ -55,6 +63,7 @@ from dispart.files import atomic_write, atomic_write_json, file_sha256, read_jso
 from dispart.generation import SEQUENCE_KINDS
 from dispart.generation.outputs import sequence_modality
 from dispart.generation.quality import ensure_quality
+from dispart.generation.transfer import shared_dynamics
 from dispart.runs import Run, load_run, require_speech_and_images
 
 __all__ = ["build_report", "data_uri", "markdown_table_to_html", "RENDER_CHECK_SCRIPT", "Safe", "esc",
@@ -109,6 +118,9 @@ figure { margin: .8em 0; } figcaption { font-size: .9em; color: #555; }
 .clips audio { width: 105px; height: 30px; }
 .clips img { display: block; height: 60px; max-width: 105px; }
 .anim td, .anim th { vertical-align: top; font-size: .8em; } .anim img { image-rendering: pixelated; }
+.transfer td, .transfer th { vertical-align: middle; font-size: .8em; text-align: left; }
+.transfer img { image-rendering: pixelated; display: block; }
+.transfer img.spec { height: 90px; } .transfer audio { width: 150px; height: 30px; }
 pre { background: #f7f7f7; padding: .7em; overflow-x: auto; font-size: .85em; }
 .small { font-size: .85em; color: #666; }
 """
@@ -131,6 +143,12 @@ GRID_CAPTIONS = {  # {content}: the symbol of the model's content latent (z^s fo
              "learned prior p(z_t | z_<t) (one draw per column, shared by the rows).",
     "fix_z": "Fixed {content} (inferred from the sequence on top) with {style} drawn from the prior "
              "N(0, I) (one draw per row).",
+    "transfer": "Swapping (MDVAE): the target sequence decoded with some of its dynamic latents taken "
+                "from the source sequence ({content}: lip movements and phonetic content, shared by "
+                "audio and video; the video's private latent: head and eye movements), its static "
+                "{style} (identity) kept. Rows: the source, the target, the target reconstructed, "
+                "then each transfer; the picture shows the video frames (columns: time steps) and, on "
+                "the right, the audio spectrogram on the same time axis.",
 }
 
 
@@ -247,8 +265,11 @@ class _Files:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def img(self, base: Path, rel: object, alt: object, field: str, suffix: str = ".png") -> Safe:
+    def img(self, base: Path, rel: object, alt: object, field: str, suffix: str = ".png",
+            css: str = "") -> Safe:
         uri = data_uri(embeddable(self.root, base, rel, suffix, field))
+        if css:
+            return h('<img class="{}" src="{}" alt="{}">', css, uri, alt)
         return h('<img src="{}" alt="{}">', uri, alt)
 
     def audio(self, base: Path, rel: object, field: str) -> Safe:
@@ -301,6 +322,11 @@ def _scalar(v: object) -> bool:
     return v is None or isinstance(v, (str, int, float))
 
 
+def _plain(v: object) -> object:
+    """``v`` if it is a JSON scalar (usable as a key), else its text (a malformed field)."""
+    return v if _scalar(v) else json.dumps(v, default=str)
+
+
 def _check_manifest(m: dict[str, Any]) -> None:
     """Raise unless generated/manifest.json has the structure the page walks through (paths
     are checked where they are embedded)."""
@@ -317,19 +343,42 @@ def _check_manifest(m: dict[str, Any]) -> None:
                      f"{'/'.join(ids)} of grid {g.get('name')!r} are not plain values")
 
 
+def _digit_model(run: Run) -> bool:
+    """Whether the run's model is a speech + image model (not a sequence model such as DSAE or
+    an audio-visual one such as MDVAE): only those have digits to judge."""
+    return sequence_modality(run.model) is None and shared_dynamics(run.model) is None
+
+
+def _refused(run: Run, what: str, make, notes: dict[str, str]) -> Any:
+    """``make()``, or None when a model with shared dynamics (joint inference only) refuses it
+    with a ValueError: the reason goes into ``notes[what]`` and one warning line. Any other
+    error, or any error of another model, propagates."""
+    try:
+        return make()
+    except ValueError as e:
+        if shared_dynamics(run.model) is None:
+            raise
+        notes[what] = " ".join(str(e).split())
+        warn(f"{what} not computed for this {run.model.name} model: {notes[what]}")
+        return None
+
+
 def _ensure(run_dir: Path, run: Run, data: ExperimentData, rows: int, seed: int, regenerate: bool,
-            quality_items: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], bool]:
+            quality_items: int, notes: dict[str, str]
+            ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], bool]:
     """evaluation.json, generated/manifest.json and quality.json, each reused when fresh and
     made by the library when missing, corrupt or stale (:mod:`dispart.evaluation.reuse`); the
-    flag says evaluation.json was new."""
+    flag says evaluation.json was new. An evaluation the model refuses (:func:`_refused`) is {}
+    with its reason in ``notes["evaluation"]``."""
     from dispart.generation.outputs import generate
 
-    evaluation, new_evaluation = ensure_evaluation(run, data, regenerate)
+    evaluation, new_evaluation = _refused(run, "evaluation", lambda: ensure_evaluation(
+        run, data, regenerate), notes) or ({}, False)
     manifest = None if regenerate else reuse_output(run_dir / MANIFEST, run, read_json,
                                                     _check_manifest)
     if manifest is None:
         manifest = generate(run, data, run_dir / "generated", rows=rows, seed=seed)
-    quality = {} if sequence_modality(run.model) is not None else ensure_quality(
+    quality = {} if not _digit_model(run) else ensure_quality(
         run, data, seed=seed, max_items=quality_items, regenerate=regenerate)  # digits judged
     return evaluation, manifest, quality, new_evaluation
 
@@ -498,7 +547,8 @@ def _clips_html(entry: dict[str, Any], gen: Path, max_rows: int, files: _Files,
 
 
 def _caption(name: str, content: str, style: str = "style") -> str:
-    for key in ("prior_style", "prior_semantic", "style", "cross", "fig2", "swap", "fix_f", "fix_z"):
+    for key in ("prior_style", "prior_semantic", "style", "cross", "fig2", "swap", "fix_f", "fix_z",
+                "transfer"):
         if name.startswith(key):
             return GRID_CAPTIONS[key].format(content=content, style=style)
     return ""
@@ -538,8 +588,64 @@ def _animations_html(entry: dict[str, Any], gen: Path, files: _Files, field: str
              '<tbody>{}</tbody></table></div>', head, body)
 
 
+def _transfer_html(entry: dict[str, Any], gen: Path, files: _Files, field: str,
+                   latents: dict[str, Any]) -> Safe:
+    """Table of one transfer pair (MDVAE): a line per row (source, target, reconstruction, each
+    transfer) with which sequence fed each latent, every video as a GIF above its frame strip and
+    every audio as a spectrogram above its player."""
+    target, source = _d(entry.get("target")), _d(entry.get("source"))
+    who = {_plain(target.get("source")): "target", _plain(source.get("source")): "source"}
+    rows = [r for r in entry.get("rows", []) if isinstance(r, dict)] if isinstance(
+        entry.get("rows"), list) else []
+    anims = {(_plain(a.get("row")), _plain(a.get("modality"))): (k, a)
+             for k, a in enumerate(entry.get("animations", []))}
+    clips = {(_plain(a.get("row")), _plain(a.get("modality"))): (k, a)
+             for k, a in enumerate(entry.get("audio", []))}
+    video = list(dict.fromkeys(m for _, m in anims))
+    sound = list(dict.fromkeys(m for _, m in clips))
+
+    def fed(r: dict[str, Any]) -> Safe:
+        sources = _d(r.get("sources"))
+        if "data" in sources:
+            return h("real data ({})", who.get(_plain(sources["data"]), sources["data"]))
+        return cat((h("{} from the {}", _symbol(str(k), latents), who.get(_plain(v), v))
+                    for k, v in sources.items()), Safe("<br>"))
+
+    def gif(r: object, m: object) -> Safe:
+        k, a = anims.get((r, m), (None, None))
+        if a is None:
+            return Safe("")
+        f = f"{field}.animations[{k}]"
+        return cat([files.img(gen, a.get("gif"), h("{} row {}", m, r), f"{f}.gif", ".gif"),
+                    files.img(gen, a.get("strip"), h("{} row {} (frames)", m, r), f"{f}.strip")])
+
+    def clip(r: object, m: object) -> Safe:
+        k, a = clips.get((r, m), (None, None))
+        if a is None:
+            return Safe("")
+        f = f"{field}.audio[{k}]"
+        spec = a.get("spectrogram")
+        img = (files.img(gen, spec, h("{} spectrogram row {}", m, r), f"{f}.spectrogram", css="spec")
+               if spec else Safe(""))
+        same = Safe("")
+        if a.get("same_as_reconstruction") is True:
+            same = h("<br><span class='small'>the same as the reconstruction: the {} decoder does not "
+                     "read the transferred latents</span>", m)
+        return cat([img, files.audio(gen, a.get("wav"), f"{f}.wav"), same])
+
+    head = cat([Safe("<th>row</th><th>latents</th>"), *(h("<th>{}</th>", m) for m in video),
+                *(h("<th>{} (Griffin-Lim)</th>", m) for m in sound)])
+    body = cat(h("<tr><th>{}</th><td>{}</td>{}{}</tr>", r.get("label"), fed(r),
+                 cat(h("<td>{}</td>", gif(_plain(r.get("row")), m)) for m in video),
+                 cat(h("<td>{}</td>", clip(_plain(r.get("row")), m)) for m in sound)) for r in rows)
+    return h('<p>Target {} ({}), source {} ({}).</p><div class="scroll"><table class="transfer">'
+             '<thead><tr>{}</tr></thead><tbody>{}</tbody></table></div>', target.get("source"),
+             target.get("tag"), source.get("source"), source.get("tag"), head, body)
+
+
 def _grids_html(manifest: dict[str, Any], gen: Path, files: _Files, audio_rows: int,
-                content: str, style: str = "style") -> Safe:
+                content: str, style: str = "style", latents: dict[str, Any] | None = None) -> Safe:
+    latents = latents or {}
     parts: list[Safe] = []
     for i, g in enumerate(manifest.get("grids", [])):
         field = f"{MANIFEST}: grids[{i}]"
@@ -548,6 +654,9 @@ def _grids_html(manifest: dict[str, Any], gen: Path, files: _Files, audio_rows: 
         parts.append(h("<h3>{}</h3><figure>{}<figcaption>{}</figcaption></figure>", name,
                        files.img(gen, g.get("png"), name, f"{field}.png"),
                        _caption(str(name), content, style)))
+        if g.get("kind") == "transfer":
+            parts.append(_transfer_html(g, gen, files, field, latents))
+            continue
         if sequence:
             checks = _d(g.get("checks"))
             if "f_row_nearest" in checks:
@@ -566,6 +675,13 @@ def _grids_html(manifest: dict[str, Any], gen: Path, files: _Files, audio_rows: 
 
 def _shown_as(manifest: dict[str, Any]) -> str:
     """How the generated sequences are shown (from the manifest's ``view``)."""
+    if manifest.get("view") == "transfer":
+        heard = [str(m) for m, v in _d(manifest.get("views")).items() if v in ("power", "logmel", "spectrum")]
+        return (f"Videos are shown as animated GIFs ({manifest.get('frame_rate')} frames/s; the bar "
+                f"under each frame marks the time step) and frame strips"
+                + (f"; {', '.join(heard)} as spectrograms (time across, frequency up) made audible with "
+                   f"Griffin-Lim ({manifest.get('griffin_lim_iters')} iterations)" if heard else "")
+                + ".")
     if manifest.get("view") == "frames":
         return (f"Videos are shown as animated GIFs ({manifest.get('frame_rate')} frames/s; the bar "
                 f"under each frame marks the time step) above their frame strips.")
@@ -578,13 +694,19 @@ def _shown_as(manifest: dict[str, Any]) -> str:
 
 def render_page(run: Run, evaluation: dict[str, Any], manifest: dict[str, Any],
                 quality: dict[str, Any], plots: list[tuple[Path, str]], gen: Path,
-                audio_rows: int = 1) -> str:
+                audio_rows: int = 1, notes: dict[str, str] | None = None) -> str:
     """The HTML text of the report. Every value is escaped (:func:`h`); every embedded file must
-    lie inside the run folder (:func:`embeddable`, RunDirError otherwise)."""
+    lie inside the run folder (:func:`embeddable`, RunDirError otherwise). ``notes``: output ->
+    why the model refused it ("evaluation", "t-SNE"), shown in its place."""
+    notes = notes or {}
     files = _Files(run.path)
     rows = [PurityRow(**r) for r in evaluation.get("rows", [])]
     content = _content_symbol(run.model.latents)
     table = markdown_table_to_html(rows_to_markdown(rows)) if rows else "<p>no rows</p>"
+    if "evaluation" in notes:
+        table = h("<p>Not computed: {}</p>", notes["evaluation"])
+    refused = cat(h("<p class='small'>{} not computed: {}</p>", k, v) for k, v in notes.items()
+                  if k != "evaluation")
     prov = _d(run.info.get("provenance"))
     title = f"dispart report: {run.display_name} ({run.model.name}) - {run.path.name}"
     facts = {"provenance": prov, "data": run.info.get("data", {}), "model": run.info.get("model", {})}
@@ -602,10 +724,11 @@ def render_page(run: Run, evaluation: dict[str, Any], manifest: dict[str, Any],
         Safe("<p class='small'>Weighted average purity of k-means (k = 10) clusters of latents "
              "inferred by each unimodal encoder on the test split; paper columns: Hsu &amp; Glass "
              "(2018).</p>"),
-        h("<h2>Plots</h2><div class='plots'>{}</div><h2>Generation</h2>", figures),
+        h("<h2>Plots</h2>{}<div class='plots'>{}</div><h2>Generation</h2>", refused, figures),
         h("<p class='small'>Sources from the {} split, seed {}. {}</p>", manifest.get("split"),
           manifest.get("seed"), _shown_as(manifest)),
-        _grids_html(manifest, gen, files, audio_rows, content, _style_symbol(run.model.latents)),
+        _grids_html(manifest, gen, files, audio_rows, content, _style_symbol(run.model.latents),
+                    run.model.latents),
         h("<h2>Configuration</h2><pre>{}</pre>",
           yaml.safe_dump(run.config.to_dict(), sort_keys=False)),
         h("<h2>Provenance</h2><pre>{}</pre>", json.dumps(facts, indent=1)),
@@ -626,24 +749,28 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, seed: int =
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir)
-    if sequence_modality(run.model) is None:  # sequence models (DSAE): no digit quality to judge
-        require_speech_and_images(run, "dispart report (or a sequence model such as DSAE)")
+    if _digit_model(run):  # sequence models (DSAE, MDVAE): no digit quality to judge
+        require_speech_and_images(run, "dispart report (or a sequence model such as DSAE or MDVAE)")
     for name in ("generated", "report_assets"):
         _require_inside(run_dir, name)
     if data is None:
         data = load_experiment_data(run.config.data, progress=False, normalizers=run.normalizers)
+    notes: dict[str, str] = {}  # what the model refused to be evaluated with -> why
     evaluation, manifest, quality, new_evaluation = _ensure(run_dir, run, data, rows, seed,
-                                                            regenerate, quality_items)
+                                                            regenerate, quality_items, notes)
     _check_manifest_files(run_dir, manifest)
-    embedding = ensure_embedding(run, data, points=tsne_points, seed=seed, regenerate=regenerate)
+    embedding = _refused(run, "t-SNE", lambda: ensure_embedding(
+        run, data, points=tsne_points, seed=seed, regenerate=regenerate), notes)
     assets, key = run_dir / "report_assets", _assets_key(run, seed, tsne_points)
     fresh = _assets_fresh(assets, key)  # first: a corrupt stamp is named even when redrawing
     if regenerate or new_evaluation or not fresh:
         _clear_pngs(assets)
     assets.mkdir(parents=True, exist_ok=True)
-    plots = _inertia_plot(run, evaluation, assets) + draw_embeddings(embedding, assets)
+    plots = _inertia_plot(run, evaluation, assets)
+    if embedding is not None:
+        plots += draw_embeddings(embedding, assets)
     atomic_write_json(assets / ASSETS_STAMP, key)
-    page = render_page(run, evaluation, manifest, quality, plots, run_dir / "generated")
+    page = render_page(run, evaluation, manifest, quality, plots, run_dir / "generated", notes=notes)
     target = Path(out) if out else run_dir / "report.html"
     atomic_write(target, page)
     return target

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from dispart.errors import ConfigError, RunDirError
 from dispart.features.augment import RandomWarp
 from dispart.files import atomic_write_json
 from dispart.models import build_model
-from dispart.runs import save_run
+from dispart.runs import load_run, save_run
+from dispart.training import stages
 from dispart.training.datamodule import EpochPairing, ImageLabelDataModule, PairedDataModule
 from dispart.training.module import LitModel
 from dispart.training.monitor import PurityMonitor
@@ -40,7 +42,8 @@ def modality_specs(cfg: ExperimentConfig, data: ExperimentData | None = None) ->
     ``data.binarize``, ``model.image_net``: (1, 28, 28) images for the CNN, (784,) vectors for
     the MLP), so a model can be checked before any data is loaded. Every other modality of
     ``data`` (e.g. "video" of ``data.loader=grid``, whose frame shape only the data knows) comes
-    from the data: ``data.spec(m)``.
+    from the data: ``data.spec(m)``; so does an "audio" modality whose frames are not
+    ``data.n_mels`` log-Mel bands (``data.loader=grid_clips``: power spectrogram frames).
     """
     if cfg.model.image_net not in ("cnn", "mlp"):
         raise ConfigError(f"model.image_net must be 'cnn' or 'mlp', got {cfg.model.image_net!r}")
@@ -54,6 +57,10 @@ def modality_specs(cfg: ExperimentConfig, data: ExperimentData | None = None) ->
     }
     if data is not None:
         specs.update({m: data.spec(m) for m in data.modalities if m not in specs})
+        # "audio" that is not log-Mel frames of data.n_mels (the grid_clips loader's power
+        # spectrogram frames): the data's spec
+        if "audio" in data.modalities and data.spec("audio").shape != specs["audio"].shape:
+            specs["audio"] = data.spec("audio")
     return specs
 
 
@@ -134,12 +141,33 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     A non-empty ``out_dir`` is refused unless ``resume`` (continue from the newest usable
     checkpoint in ``out_dir/checkpoints``, exactly as if training had not stopped) or
     ``overwrite`` (remove its training outputs first).
+
+    A model trained in two stages (its registry entry names a ``stage1`` model: MDVAE) trains
+    the stage-1 runs ``out_dir/stage1_<modality>`` first, then itself in ``out_dir`` on their
+    frozen weights (:mod:`dispart.training.stages`); ``resume`` continues whichever stage was
+    interrupted and skips finished stage-1 runs.
     """
-    out = Path(out_dir)
     validate_config(cfg)  # a config built in Python gets the CLI's checks
+    if stages.stage1_model(cfg) is not None:
+        return _train_stages(cfg, Path(out_dir), resume, data, overwrite)
+    return _train(cfg, Path(out_dir), resume, data, overwrite)
+
+
+def _train(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData | None, overwrite: bool,
+           setup: Callable[[Any], None] | None = None, extra: dict[str, Any] | None = None,
+           prepared: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """One training run into ``out`` (see :func:`train`). ``setup(model)`` runs on the freshly
+    built model before a checkpoint is resumed and training starts (stage 2: load the frozen
+    stage-1 weights); ``extra`` is added to the summary (train_summary.json) and to run.json's
+    ``data`` block (stage 2: the stage-1 runs its observations come from); ``prepared``: the
+    caller has prepared ``out`` (stage 2: it holds the stage-1 runs); ``quiet``: the caller has
+    reported the skipped files already."""
+    validate_config(cfg)
     # validate the config before any heavy work (a modality only the data knows: once it is loaded)
-    hparams = None if needs_data(cfg) else model_hparams(cfg)
-    prepare_run_folder(out, resume, overwrite)
+    if not needs_data(cfg):
+        model_hparams(cfg)  # a combination the model refuses: a ConfigError before any heavy work
+    if not prepared:
+        prepare_run_folder(out, resume, overwrite)
     ckpt_dir = out / "checkpoints"
     if resume and not ckpt_dir.is_dir():
         raise RunDirError(f"--resume: no checkpoint folder {ckpt_dir}; train without --resume "
@@ -148,13 +176,14 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
 
     data = data or load_experiment_data(cfg.data, progress=cfg.train.progress_bar,
                                         speech=uses_speech(cfg))
-    if hparams is None:
-        hparams = model_hparams(cfg, data)
+    hparams = model_hparams(cfg, data)  # the data's specs (e.g. grid_clips "audio" frames)
     worker = is_launched_worker()
-    if data.skipped and not worker:
+    if data.skipped and not worker and not quiet:
         print(f"skipped {len(data.skipped)} bad audio files (data.on_error=skip); "
               f"first: {data.skipped[0][0]}: {data.skipped[0][1]}")
     lit = LitModel(hparams, lr=cfg.train.lr, betas=list(cfg.train.betas))
+    if setup is not None:
+        setup(lit.model)
     dm = _datamodule(cfg, data)
     ckpt = None
     if resume:
@@ -173,14 +202,66 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
         # The data modules resume mid-epoch themselves (their state_dict), not the DataLoader.
         warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+        # MDVAE's frozen stage-1 VQ-VAEs stay in eval mode on purpose
+        warnings.filterwarnings("ignore", r".*module\(s\) in eval mode at the start of training.*")
         trainer.fit(lit, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     summary = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
-               "history": monitor.history if monitor else []}
+               "history": monitor.history if monitor else [], **(extra or {})}
     if trainer.is_global_zero:
         save_run(out, cfg, lit.model.cpu(), data.normalizers.get("audio"), data.fbank,
-                 data_summary(cfg, data), normalizers=data.normalizers)
+                 {**data_summary(cfg, data), **(extra or {})}, normalizers=data.normalizers)
         atomic_write_json(out / "train_summary.json", summary)
     return summary
+
+
+def _train_stages(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData | None,
+                  overwrite: bool) -> dict[str, Any]:
+    """Stage 1 (one run per modality, ``out/stage1_<m>`` or ``model.stage1_dir``), then stage 2
+    in ``out`` on the frozen stage-1 weights; see :mod:`dispart.training.stages`."""
+    modalities = list(cfg.model.modalities)
+    configs = {m: stages.stage1_config(cfg, m) for m in modalities}
+    for c in configs.values():
+        validate_config(c, origin="stage-1 config")
+    if not needs_data(cfg):
+        model_hparams(cfg)  # a combination the model refuses: before any training
+    external = stages.external(cfg)
+    if resume and overwrite:
+        raise RunDirError("--resume continues a run and --overwrite starts it over: pass one")
+    if resume and not (out.is_dir() and any(out.iterdir())):
+        raise RunDirError(f"--resume: nothing to resume in {out}; train without --resume")
+    if not resume and not is_launched_worker():
+        if overwrite and not external:
+            stages.remove_stage1_outputs(out)
+        prepare_run_folder(out, resume=False, overwrite=overwrite)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    data = data or load_experiment_data(cfg.data, progress=cfg.train.progress_bar, speech=uses_speech(cfg))
+    if data.skipped and not is_launched_worker():
+        print(f"left out {len(data.skipped)} bad files or damaged parts of files; "
+              f"first: {data.skipped[0][0]}: {data.skipped[0][1]}")
+    runs = {}
+    for m in modalities:
+        folder = stages.stage1_folder(cfg, out, m)
+        state = stages.folder_state(folder)
+        if external and state != "finished":
+            raise RunDirError(f"model.stage1_dir: {folder} is not a finished stage-1 run ({state}); train "
+                              "it first (dispart train with the run's config, or without model.stage1_dir)")
+        if state == "finished":
+            if not is_launched_worker() and not external:
+                print(f"stage 1 ({m}): {folder} is a finished run; skipped")
+        else:
+            _train(configs[m], folder, resume=state == "checkpoints", data=data,
+                   overwrite=state == "fresh", quiet=True)
+        runs[m] = load_run(folder)
+    record = stages.stage1_record(cfg, out, runs)
+    resume2 = stages.has_checkpoints(out)
+    if resume2:
+        stages.check_stage1_unchanged(out, record)
+    elif not is_launched_worker():
+        prepare_run_folder(out, resume=False, overwrite=True)  # outputs of a stage 2 killed early
+    if not is_launched_worker():
+        stages.write_record(out, record)
+    return _train(cfg, out, resume=resume2, data=data, overwrite=False, prepared=True, quiet=True,
+                  setup=lambda model: stages.load_stage1(model, runs), extra={"stage1": record})
 
 
 def _datamodule(cfg: ExperimentConfig, data: ExperimentData) -> L.LightningDataModule:

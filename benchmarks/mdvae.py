@@ -1,0 +1,297 @@
+"""MDVAE on GRID (issue 11): denoising, probes and swaps vs the unimodal baselines.
+
+    OMP_NUM_THREADS=1 python benchmarks/mdvae.py [--grid ../shared/data/grid_s1]
+        [--runs-dir runs/mdvae_bench] [--n-test 0] [key=value ...]
+
+1. Trains (or reuses when finished; resumes when interrupted) with the library's ``train``:
+   ``RUNS/mdvae`` from configs/mdvae_grid.yaml (stage 1: a VQ-VAE per modality in
+   ``RUNS/mdvae/stage1_{audio,video}``; stage 2: MDVAE on their frozen encodings), then the
+   unimodal counterparts on the SAME VQ-VAEs (``model.stage1_dir=RUNS/mdvae``): V-DSAE
+   (``model.modalities=[video]``, q(w | x_v)) in ``RUNS/v_dsae`` and A-DSAE (``[audio]``) in
+   ``RUNS/a_dsae``. ``key=value`` overrides go to all three (e.g. ``train.epochs=30``).
+2. **Denoising** (the slides' experiment): Gaussian noise (sigma 0.2 of the [0, 1] range) on the
+   mouth or the eye region of the 6 central frames of every 10-frame test sequence, audio
+   untouched; encode-decode with posterior means; PSNR and SSIM (scikit-image) on the corrupted
+   region of the corrupted frames (``dispart.evaluation.denoising``), for MDVAE (noisy video +
+   clean audio), the stage-1 video VQ-VAE alone, V-DSAE, and the noisy input itself.
+3. **Probes** (``dispart.evaluation.probe_curve``): multinomial logistic regression vs the labelled
+   fraction of training sequences, on mu_w and on time-averaged mu_z_av (MDVAE), and on mu_w /
+   mean mu_z of A-DSAE and V-DSAE, for two labels: the sentence's colour word (static over a
+   sentence: w's job) and the word spoken at the window's centre frame (from the alignments;
+   "sil" in pauses: the dynamic content z_av should carry).
+4. **Swaps**: every test sequence decoded with z_av, z_v or both taken from another test sequence
+   (a fixed derangement); what moved is measured as the mean absolute change of the decoded video
+   against the target's own reconstruction in the mouth and in the eye region, relative to how
+   much the source's and target's reconstructions differ there (0: nothing moved, 1: as far as the
+   source), and, for the audio, the correlation of the decoded spectrogram with the source's and
+   with the target's reconstruction.
+
+Writes ``--out`` (benchmarks/results/mdvae.json) with the commands, the run folders' weight
+hashes and the wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dispart.batches.batch import Sequences  # noqa: E402
+from dispart.batches.pipeline import ExperimentData, load_experiment_data  # noqa: E402
+from dispart.config import load_config  # noqa: E402
+from dispart.data.grid import read_align  # noqa: E402
+from dispart.evaluation.denoising import REGIONS, denoising_table, region_box  # noqa: E402
+from dispart.evaluation.probe_curve import probe_curve, time_average  # noqa: E402
+from dispart.files import atomic_write_json, read_json  # noqa: E402
+from dispart.runs import load_run  # noqa: E402
+
+CONFIG = ROOT / "configs" / "mdvae_grid.yaml"
+OUT = ROOT / "benchmarks" / "results" / "mdvae.json"
+BATCH = 64
+
+
+def train_or_load(cfg_overrides: list[str], run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """Train ``run_dir`` unless it is a finished run folder; returns (model, info)."""
+    from dispart.training.run import train_to_end
+
+    t0 = time.perf_counter()
+    trained = False
+    if not (run_dir / "run.json").is_file():
+        train_to_end(load_config(CONFIG, cfg_overrides), run_dir)
+        trained = True
+    run = load_run(run_dir)
+    meta = read_json(run_dir / "run.json")
+    info = {"run": str(run_dir), "trained_now": trained, "minutes": round((time.perf_counter() - t0) / 60, 2),
+            "weights_sha256": meta.get("files", {}).get("model.safetensors"),
+            "trained_by": meta.get("provenance", {}).get("command"), "overrides": cfg_overrides}
+    return run.model, info
+
+
+def stacked(data: ExperimentData, modality: str, split: str) -> np.ndarray:
+    """(N, T, *frame) float32 array of one split's (fixed-length) sequences."""
+    return np.stack([np.asarray(e, dtype=np.float32) for e in data.split(modality, split).examples])
+
+
+def seqs(x: np.ndarray | torch.Tensor) -> Sequences:
+    t = torch.as_tensor(x, dtype=torch.float32)
+    return Sequences(t, torch.full((len(t),), t.shape[1], dtype=torch.long))
+
+
+def batched(fn: Any, *arrays: np.ndarray) -> np.ndarray:
+    """Apply ``fn`` to chunks of BATCH rows of ``arrays`` and concatenate its numpy outputs."""
+    outs = [fn(*(a[i:i + BATCH] for a in arrays)) for i in range(0, len(arrays[0]), BATCH)]
+    return np.concatenate([o.detach().cpu().numpy() if torch.is_tensor(o) else o for o in outs])
+
+
+def centre_words(data: ExperimentData, split: str, grid: Path) -> list[str]:
+    """The word spoken at the centre frame of each window (alignment of its clip; "sil" in pauses)."""
+    mset = data.split("video", split)
+    fps = data.spec("video").frame_rate or 25.0
+    words = []
+    cache: dict[str, list[Any]] = {}
+    for clip, start, x in zip(mset.meta["clip"], mset.meta["start"], mset.examples, strict=True):
+        if clip not in cache:
+            cache[clip] = read_align(grid / "align" / f"{clip}.align")
+        t = (int(start) + len(x) / 2) / fps
+        word = next((w.word for w in cache[clip] if w.start <= t < w.end), "sil")
+        words.append("sil" if word == "sp" else word)
+    return words
+
+
+def latents_of(model: Any, batch_fn: Any, n: int) -> dict[str, np.ndarray]:
+    """Posterior means of every latent over ``n`` rows, static (N, D) and time-averaged (N, D)."""
+    out: dict[str, list[np.ndarray]] = {}
+    for i in range(0, n, BATCH):
+        means = model.posterior_means(batch_fn(slice(i, min(i + BATCH, n))))
+        for k, v in means.items():
+            v = v.detach().cpu().numpy()
+            out.setdefault(k, []).append(time_average(v) if v.ndim == 3 else v)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def region_change(a: np.ndarray, b: np.ndarray, region: str) -> np.ndarray:
+    """Per-sequence mean |a - b| inside ``region`` over all frames: (N,)."""
+    left, top, right, bottom = region_box(region, a.shape[3], a.shape[4])
+    return np.abs(a[..., top:bottom, left:right] - b[..., top:bottom, left:right]).mean(axis=(1, 2, 3, 4))
+
+
+def corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over rows of the Pearson correlation of two (N, ...) arrays' rows."""
+    a = a.reshape(len(a), -1) - a.reshape(len(a), -1).mean(1, keepdims=True)
+    b = b.reshape(len(b), -1) - b.reshape(len(b), -1).mean(1, keepdims=True)
+    return float(np.mean((a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1) + 1e-12)))
+
+
+def swaps(model: Any, audio: np.ndarray, video: np.ndarray, seed: int) -> dict[str, Any]:
+    """Transfer z_av, z_v and both from a derangement of the test sequences (see module doc)."""
+    rng = np.random.default_rng(seed)
+    n = len(video)
+    perm = rng.permutation(n)
+    perm = np.where(perm == np.arange(n), (perm + 1) % n, perm)  # no sequence is its own source
+
+    def batch(rows: np.ndarray) -> dict[str, Sequences]:
+        return {"audio": seqs(audio[rows]), "video": seqs(video[rows])}
+
+    idx = np.arange(n)
+    rec = {m: batched(lambda r, m=m: model.transfer(batch(r), batch(r), ())[m], idx)
+           for m in ("audio", "video")}
+    out: dict[str, Any] = {"pairs": int(n), "seed": seed}
+    for name, moved in (("z_av", ("z_av",)), ("z_v", ("z_v",)), ("z_av+z_v", ("z_av", "z_v"))):
+        dec = {m: batched(lambda r, m=m, moved=moved: model.transfer(batch(r), batch(perm[r]), moved)[m], idx)
+               for m in ("audio", "video")}
+        row: dict[str, float] = {}
+        for region in REGIONS:
+            gap = region_change(rec["video"][perm], rec["video"], region)
+            moved_by = region_change(dec["video"], rec["video"], region)
+            row[f"{region}_moved"] = float(np.mean(moved_by) / max(float(np.mean(gap)), 1e-12))
+        row["audio_corr_source"] = corr(dec["audio"], rec["audio"][perm])
+        row["audio_corr_target"] = corr(dec["audio"], rec["audio"])
+        out[name] = row
+    return out
+
+
+def other_runs(path: Path, tag: str) -> list[dict[str, Any]]:
+    """Summaries (tag, denoising, swap, target, runs, commands) of the other settings in ``path``."""
+    if not path.is_file():
+        return []
+    old = read_json(path)
+    keep = ("tag", "denoising", "swap", "target", "runs", "commands")
+    runs = [r for r in old.get("other_runs", []) if r.get("tag") != tag]
+    if old.get("tag", "paper_objective") != tag and "denoising" in old:
+        runs.append({k: old.get(k, "paper_objective") if k == "tag" else old.get(k) for k in keep})
+    return runs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--grid", default=str(ROOT.parent / "shared" / "data" / "grid_s1"))
+    ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "mdvae_bench"))
+    ap.add_argument("--n-test", type=int, default=0, help="test sequences scored (0: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--tag", default="config",
+                    help="name of this setting; other settings' summaries in --out are kept under other_runs")
+    ap.add_argument("--stage1-dir", default=None, help="finished stage-1 runs (stage1_audio, stage1_video) "
+                    "for all three models (default: RUNS/mdvae, trained there by its first stage)")
+    ap.add_argument("overrides", nargs="*", help="config overrides a.b=value, for all three models")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    grid = Path(args.grid)
+    if not (grid / "video").is_dir():
+        raise SystemExit(f"mdvae benchmark: no GRID folder {grid} (--grid; it needs video/ and align/)")
+    runs = Path(args.runs_dir)
+    base = [f"data.audio={grid}", "train.progress_bar=false", *args.overrides]
+    t0 = time.perf_counter()
+    stage1 = Path(args.stage1_dir) if args.stage1_dir else runs / "mdvae"
+    external = [f"model.stage1_dir={stage1}"] if args.stage1_dir else []
+    mdvae, i_md = train_or_load([*base, *external], runs / "mdvae")
+    shared = [*base, f"model.stage1_dir={stage1}"]
+    vdsae, i_v = train_or_load([*shared, "model.modalities=[video]", "model.display_name=V-DSAE"],
+                               runs / "v_dsae")
+    adsae, i_a = train_or_load([*shared, "model.modalities=[audio]", "model.display_name=A-DSAE"],
+                               runs / "a_dsae")
+    vq_video = load_run(stage1 / "stage1_video").model
+    train_minutes = round((time.perf_counter() - t0) / 60, 2)
+
+    cfg = load_config(CONFIG, base)
+    data = load_experiment_data(cfg.data, progress=False, normalizers=load_run(runs / "mdvae").normalizers)
+    audio = {s: stacked(data, "audio", s) for s in ("train", "test")}
+    video = {s: stacked(data, "video", s) for s in ("train", "test")}
+    if args.n_test:
+        audio["test"], video["test"] = audio["test"][: args.n_test], video["test"][: args.n_test]
+    n_test = len(video["test"])
+    print(f"data: {len(video['train'])} train / {n_test} test sequences; training {train_minutes} min",
+          flush=True)
+
+    t1 = time.perf_counter()
+    a_test = audio["test"]
+
+    def with_audio(v: np.ndarray) -> np.ndarray:
+        return batched(lambda a, x: mdvae.reconstruct({"audio": seqs(a), "video": seqs(x)}), a_test, v)
+
+    restorers = {
+        "mdvae": with_audio,
+        "vqvae": lambda v: batched(lambda x: vq_video.reconstruct({"video": seqs(x)}), v),
+        "v_dsae": lambda v: batched(lambda x: vdsae.reconstruct({"video": seqs(x)}), v),
+    }
+    denoising = denoising_table(restorers, video["test"], seed=args.seed)
+    for region, row in denoising.items():
+        print(region, {k: (round(v["psnr"], 2), round(v["ssim"], 4)) for k, v in row.items()}, flush=True)
+    denoise_s = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    src = {"audio": audio, "video": video}
+    lat = {}
+    for name, model, mods in (("mdvae", mdvae, ("audio", "video")), ("a_dsae", adsae, ("audio",)),
+                              ("v_dsae", vdsae, ("video",))):
+        lat[name] = {s: latents_of(model, lambda sl, s=s, mods=mods: {m: seqs(src[m][s][sl]) for m in mods},
+                                   len(video[s]))
+                     for s in ("train", "test")}
+    labels = {"colour": {s: list(data.split("video", s).meta["colour"]) for s in ("train", "test")},
+              "centre_word": {s: centre_words(data, s, grid) for s in ("train", "test")}}
+    if args.n_test:
+        labels = {k: {**v, "test": v["test"][: args.n_test]} for k, v in labels.items()}
+    probes: dict[str, Any] = {}
+    for label, ys in labels.items():
+        for name, by_split in lat.items():
+            for latent in by_split["train"]:
+                curve = probe_curve(by_split["train"][latent], ys["train"], by_split["test"][latent],
+                                    ys["test"], too_few="one_per_class")
+                probes.setdefault(label, {})[f"{name}:{latent}"] = curve
+                print(f"probe {label} {name}:{latent}: " + ", ".join(
+                    f"{r['fraction']:.2f}->{r['mean']:.3f}" for r in curve["rows"]), flush=True)
+    probe_s = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    swap = swaps(mdvae, audio["test"], video["test"], args.seed)
+    print("swaps", swap, flush=True)
+    swap_s = time.perf_counter() - t3
+
+    mouth = denoising["mouth"]
+    gain = {r: {m: denoising[r]["mdvae"][m] - max(denoising[r]["vqvae"][m], denoising[r]["v_dsae"][m])
+                for m in ("psnr", "ssim")} for r in ("mouth", "eyes")}
+    result = {
+        "denoising": denoising,
+        "denoising_setup": {"sigma": 0.2, "frames": "central 6 of 10", "regions": {r: list(REGIONS[r])
+                            for r in ("mouth", "eyes")}, "test_sequences": n_test,
+                            "metric": "PSNR (dB) and SSIM (scikit-image, data_range 1) on the corrupted "
+                                      "region of the corrupted frames, mean over frames and sequences"},
+        "target": {
+            "mdvae_beats_both_on_mouth": all(mouth["mdvae"][m] > max(mouth["vqvae"][m], mouth["v_dsae"][m])
+                                             for m in ("psnr", "ssim")),
+            "mouth_gap_larger_than_eyes": all(gain["mouth"][m] > gain["eyes"][m] for m in ("psnr", "ssim")),
+            "mdvae_minus_best_baseline": gain,
+        },
+        "probe": probes,
+        "swap": swap,
+        "runs": {"mdvae": i_md, "v_dsae": i_v, "a_dsae": i_a},
+        "seconds": {"training_or_loading": round(train_minutes * 60, 1), "denoising": round(denoise_s, 1),
+                    "probes": round(probe_s, 1), "swaps": round(swap_s, 1)},
+        "data": {"grid": str(grid), "train_sequences": len(video["train"]), "test_sequences": n_test},
+        "commands": [*dict.fromkeys(i["trained_by"] for i in (i_md, i_v, i_a)
+                                    if i["trained_by"] and not i["trained_now"]),
+                     "OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/mdvae.py "
+                     + shlex.join(sys.argv[1:])],
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads},
+    }
+    result["target"]["met"] = (result["target"]["mdvae_beats_both_on_mouth"]
+                               and result["target"]["mouth_gap_larger_than_eyes"])
+    result = {"tag": args.tag, **result, "other_runs": other_runs(Path(args.out), args.tag)}
+    atomic_write_json(Path(args.out), result)
+    print(f"target met: {result['target']['met']}; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
