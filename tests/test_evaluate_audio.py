@@ -95,3 +95,18 @@ def test_real_arabic_test_speakers_through_the_cli(run_dir: Path, arabic: Path, 
     split_file.write_text("file,class\n" + "".join(f"{arabic / r['file']},{r['class']}\n" for r in chosen))
     res2 = evaluate_run(run_dir, audio=split_file, out=tmp_path / "s", progress=False)
     assert res2["rows"] == res["rows"]  # same files, same clusters: words or digits as labels alike
+
+
+def test_a_speech_commands_folder_of_new_speakers(run_dir: Path, tmp_path: Path) -> None:
+    """`--audio FOLDER` in the speech-commands layout ({word}/{speaker}_{tag}_{n}.wav): its digit words,
+    labelled "0"-"9" (the run's labels), other words left out."""
+    root = tmp_path / "commands"
+    for i, word in enumerate(["zero", "one", "zero", "one", "yes"]):
+        folder = root / word
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / f"spk{i % 2}_nohash_{i}.wav", _tone(300.0 + 150.0 * i), 16000)
+    res = evaluate_run(run_dir, audio=root, out=tmp_path / "ev", progress=False)
+    assert res["n_test"] == {"audio": 4}  # "yes" is not a digit word: listed, not silently dropped
+    assert res["eval"]["n_clusters"] == 2
+    assert res["skipped_files"] == [{"path": str(root / "yes" / "spk0_nohash_4.wav"),
+                                     "reason": "word 'yes' is not a digit word"}]

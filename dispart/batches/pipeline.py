@@ -33,6 +33,7 @@ from dispart.batches.paired import PAIRINGS
 from dispart.batches.sets import ImageSet, ModalitySet, SpeechSet  # noqa: F401 (re-exported)
 from dispart.data.config import DataConfig
 from dispart.data.corpus import Utterance, scan_corpus
+from dispart.data.speech_commands import DIGIT_WORDS, digit_labels, is_speech_commands, scan_speech_commands
 from dispart.errors import ConfigError
 from dispart.features.fbank import FbankConfig
 from dispart.features.normalize import FeatureNormalizer
@@ -193,9 +194,21 @@ def load_speech_set(
     source: str | Path, cfg: DataConfig, normalizer: FeatureNormalizer, layout: str = "auto",
     progress: bool = True,
 ) -> tuple[SpeechSet, list[tuple[str, str]]]:
-    """All utterances of another corpus/CSV, normalised with a trained run's statistics."""
+    """All utterances of another corpus/CSV, normalised with a trained run's statistics. A folder
+    in the speech-commands layout (``layout="auto"``) gives the digit words it has, labelled
+    "0"-"9"; its other words are listed in the returned skips (not a digit)."""
     _check(cfg)
-    utts: list[Utterance] = scan_corpus(Path(source).expanduser(), layout=layout)
+    source = Path(source).expanduser()
+    utts: list[Utterance]
+    not_digits: list[tuple[str, str]] = []
+    if layout == "auto" and is_speech_commands(source):
+        every = scan_speech_commands(source, None)
+        not_digits = [(str(u.path), f"word {u.label!r} is not a digit word") for u in every
+                      if u.label not in DIGIT_WORDS]
+        utts = digit_labels([u for u in every if u.label in DIGIT_WORDS])
+    else:
+        utts = scan_corpus(source, layout=layout)
     kept, feats, skipped = speech_features(utts, cfg, progress)
+    skipped = [*skipped, *not_digits]
     raw = SpeechSet(feats, [u.label for u in kept], [u.speaker for u in kept], [str(u.path) for u in kept])
     return _normalised(raw, normalizer, cfg.normalize), skipped  # type: ignore[return-value]
