@@ -42,7 +42,7 @@ from dispart.batches.modality import ModalitySpec
 from dispart.batches.sets import ImageSet, ModalitySet, SpeechSet
 from dispart.data.config import DataConfig
 from dispart.data.corpus import Utterance, scan_corpus
-from dispart.data.grid import read_align, read_clip, scan_grid, sentence
+from dispart.data.grid import GRID_TEST_EVERY, grid_split, read_align, read_clip, scan_grid, sentence
 from dispart.data.mnist import N_CLASSES, load_mnist
 from dispart.data.speech_commands import (
     digit_labels,
@@ -167,7 +167,6 @@ def load_mnist_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
 # --------------------------------------------------------------------------- GRID audio-visual clips
 
 GRID_DOWNSAMPLE = 8  # 360 x 288 frames -> 45 x 36
-GRID_TEST_EVERY = 5  # every 5th clip (sorted ids, positions 0, 5, 10, ...) is test
 GRID_DIGIT_POSITION = 4  # command colour preposition letter DIGIT adverb
 
 
@@ -185,7 +184,7 @@ def _grid_split(split: str, n: int) -> list[str]:
     if parse_split(split) is not None:
         raise ConfigError(f"data.split={split!r}: the grid loader has one speaker per folder; "
                           f"use data.split=official (every {GRID_TEST_EVERY}th clip is test)")
-    return ["test" if i % GRID_TEST_EVERY == 0 else "train" for i in range(n)]
+    return grid_split(n)
 
 
 def load_grid(root: str | Path, cfg: DataConfig, progress: bool = False, limit: int | None = None,
