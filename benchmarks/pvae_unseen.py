@@ -45,8 +45,8 @@ from dispart.batches.pipeline import ExperimentData, load_experiment_data  # noq
 from dispart.batches.sets import ModalitySet  # noqa: E402
 from dispart.config import load_config  # noqa: E402
 from dispart.data.corpus import SPEECH_COMMANDS_NAME  # noqa: E402
-from dispart.evaluation.clustering import linear_probe_accuracy  # noqa: E402
-from dispart.evaluation.evaluate import chance_accuracy, evaluate_model, evaluate_run  # noqa: E402
+from dispart.evaluation.clustering import chance_accuracy, linear_probe_accuracy  # noqa: E402
+from dispart.evaluation.evaluate import evaluate_model, evaluate_run  # noqa: E402
 from dispart.evaluation.latents import modality_latents  # noqa: E402
 from dispart.files import atomic_write_json, read_json  # noqa: E402
 from dispart.runs import load_run  # noqa: E402

@@ -11,7 +11,9 @@ All functions are stateless: they take latents / labels as arrays and return pla
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.cluster import KMeans
@@ -201,6 +203,12 @@ def estimate_num_classes(curve: Mapping[int, float]) -> int:
     if gap[best] <= 0:
         return int(ks[0])
     return int(ks[best])
+
+
+def chance_accuracy(labels: Sequence[Any]) -> float:
+    """Accuracy of always guessing the most frequent value of ``labels`` (a probe's chance level)."""
+    values = [v.item() if hasattr(v, "item") else v for v in labels]
+    return max(Counter(values).values()) / len(values)
 
 
 def linear_probe_accuracy(

@@ -17,7 +17,6 @@ the purity monitor which latents carry the class. Dynamic latents are pooled ove
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +30,7 @@ from dispart.config import EvalConfig
 from dispart.errors import ConfigError
 from dispart.evaluation.classifiers import run_classifiers
 from dispart.evaluation.clustering import (
+    chance_accuracy,
     estimate_num_classes,
     inertia_curve,
     kmeans_purity,
@@ -76,11 +76,6 @@ def _probed(train: list[str] | None, test: list[str] | None) -> bool:
 def _speakers_probed(train: ModalitySet | None, test: ModalitySet) -> bool:
     """Whether speaker identity can be probed: several training speakers, none new in test."""
     return train is not None and _probed(train.speakers, test.speakers)
-
-
-def chance_accuracy(labels: list[str]) -> float:
-    """Accuracy of always guessing the most frequent value of ``labels`` (a probe's chance level)."""
-    return max(Counter(labels).values()) / len(labels)
 
 
 def _probe_subset(n: int, seed: int) -> np.ndarray:

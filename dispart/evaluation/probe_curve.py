@@ -21,6 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from dispart.evaluation.clustering import chance_accuracy
+
 __all__ = ["FRACTIONS", "SEEDS", "probe_curve", "stratified_subset", "time_average"]
 
 FRACTIONS = (0.01, 0.05, 0.10, 0.25, 0.50, 1.0)
@@ -131,7 +133,6 @@ def probe_curve(train_latents: Any, train_labels: Sequence[Any], test_latents: A
             accs.append(float(np.mean(probe.predict(x_te) == y_te)))
         rows.append({"fraction": float(fraction), "n_labelled": int(n), "raised_to_classes": bool(raised),
                      "accuracies": accs, "mean": float(np.mean(accs)), "std": float(np.std(accs))})
-    _, counts = np.unique(y_te, return_counts=True)
     return {"classes": [c.item() if hasattr(c, "item") else c for c in classes], "n_train": int(len(y_tr)),
             "n_test": int(len(y_te)), "seeds": [int(s) for s in seeds],
-            "chance": float(counts.max() / len(y_te)), "rows": rows}
+            "chance": chance_accuracy(y_te), "rows": rows}
