@@ -125,6 +125,7 @@ class TrainConfig:
     max_time: str | None = None  # e.g. "00:00:10:00" (dd:hh:mm:ss)
     eval_every: int = 0  # > 0: log unimodal z purity on the test split every N epochs
     stop_at_purity: float | None = None  # stop once every monitored purity reaches this
+    threads: int = 0  # > 0: torch intra-op threads of this process (0: torch's default)
 
 
 @dataclass
@@ -286,6 +287,10 @@ RULES: dict[str, Rule] = {
     "model.alpha_ch": NONNEG,
     "model.alpha_cm": NONNEG,
     "model.margin": NONNEG,
+    "model.style_beta": NONNEG,
+    "model.alpha_indep": NONNEG,
+    "model.alpha_swap": NONNEG,
+    "model.penalty_start": NONNEG,
     "model.alpha": NONNEG,
     "model.k": NONNEG,
     "model.lambdas": Rule(_nonnegative_weights, f"weights >= 0 for modalities in {list(MODALITIES)}"),
@@ -329,6 +334,7 @@ RULES: dict[str, Rule] = {
     "train.devices": Rule(_valid_devices, "a number of devices >= 1, -1 (all), 'auto' or a list "
                                           "of device indices", "invalid devices"),
     "train.num_nodes": COUNT,
+    "train.threads": NONNEG,
     "train.strategy": Rule(_valid_strategy, "'auto' or a Lightning strategy such as 'ddp'",
                            "unknown strategy"),
     "train.precision": Rule(lambda v: str(v) in PRECISIONS, f"one of {list(PRECISIONS)}",

@@ -26,7 +26,8 @@ def run_demo(out: Path, data_dir: Path | None = None, overrides: list[str] | Non
         raise ConfigError(f"--out {out} is not empty: the demo writes a fresh run folder")
     items = [f"{k}={v}" for k, v in find_data(data_dir).items()] if data_dir else []
     cfg = load_config(DEMO_CONFIG, items + list(overrides or []))
-    where = "the embedded sample" if cfg.data.audio == "sample" else cfg.data.audio
+    where = {"sample": "the embedded sample", "sample-large": "the larger embedded sample"}.get(
+        cfg.data.audio, cfg.data.audio)
     print(f"[dispart demo] training {cfg.model.display_name} on {where} "
           f"for {cfg.train.epochs} epochs -> {out}")
     t0 = time.perf_counter()

@@ -74,6 +74,32 @@ def coherence_kl(
     return total
 
 
+def _centred_rbf_gram(x: Tensor) -> Tensor:
+    """Double-centred RBF Gram matrix H K H of the rows of ``x`` (B, D), bandwidth by the median
+    heuristic (sigma^2 = median of the non-zero squared distances, held constant for gradients)."""
+    d2 = torch.cdist(x, x).pow(2)
+    off = d2[~torch.eye(len(x), dtype=torch.bool, device=x.device)].detach()
+    sigma2 = off[off > 0].median() if bool((off > 0).any()) else torch.ones((), device=x.device)
+    k = torch.exp(-d2 / (2 * sigma2))
+    return k - k.mean(dim=0, keepdim=True) - k.mean(dim=1, keepdim=True) + k.mean()
+
+
+def kernel_dependence(a: Tensor, b: Tensor, eps: float = 1e-12) -> Tensor:
+    """Normalised HSIC (kernel CKA) between the rows of ``a`` (B, Da) and ``b`` (B, Db): a scalar in
+    [0, 1], 0 when the two batches look independent, 1 when one determines the other up to the kernels.
+
+        CKA = <HKH, HLH> / (||HKH|| ||HLH||),  K, L RBF Gram matrices (median bandwidth)
+
+    A batch-level statistic (not per sample): used as PVAE's optional independence penalty
+    between the content latent and a style latent (``alpha_indep``).
+    """
+    if a.shape[0] != b.shape[0] or a.shape[0] < 3:
+        raise ValueError(f"kernel_dependence needs two batches of the same size >= 3, got "
+                         f"{a.shape[0]} and {b.shape[0]} rows")
+    kc, lc = _centred_rbf_gram(a), _centred_rbf_gram(b)
+    return (kc * lc).sum() / (kc.pow(2).sum().sqrt() * lc.pow(2).sum().sqrt() + eps)
+
+
 def kl_sum_to_prior(posteriors: Mapping[str, Independent]) -> Tensor:
     """sum over latents of KL(q(latent) || N(0, I)), per sample (B,)."""
     terms = [kl_to_prior(q) for q in posteriors.values()]

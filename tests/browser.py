@@ -106,5 +106,5 @@ def tiny_run(base: Path) -> Path:
     run = base / "tiny_pvae_run"
     if not (run / "model.safetensors").is_file():
         shutil.rmtree(run, ignore_errors=True)
-        assert main(["train", "dispart/demo.yaml", "--out", str(run), *FAST]) == 0
+        assert main(["train", "tests/sample.yaml", "--out", str(run), *FAST]) == 0
     return run

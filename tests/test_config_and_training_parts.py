@@ -167,7 +167,7 @@ def test_every_field_is_checked_and_defaults_and_configs_are_valid():
     from dispart.models import MODELS
 
     validate_config(ExperimentConfig())
-    for path in glob.glob("configs/*.yaml") + ["dispart/demo.yaml"]:
+    for path in glob.glob("configs/*.yaml") + ["dispart/demo.yaml", "tests/sample.yaml"]:
         validate_config(load_config(path), path)
     assert tuple(MODEL_NAMES) == tuple(MODELS)
     # the model section: the fields of every registered model (config.field_types)
@@ -292,7 +292,7 @@ def test_cli_argparse_errors_exit_2_with_usage(tmp_path, capsys):
 def test_cli_missing_audio_names_the_source_precisely(tmp_path, capsys):
     """The audit's `"missing" in err` passed because the path itself contains "missing"."""
     audio = tmp_path / "absent_corpus"
-    code, err = _cli(["train", "dispart/demo.yaml", "--out", str(tmp_path / "r"),
+    code, err = _cli(["train", "tests/sample.yaml", "--out", str(tmp_path / "r"),
                       f"data.audio={audio}", "train.progress_bar=false"], capsys)
     assert code == 2
     assert err == f"dispart train: error: {audio}: corpus source does not exist\n"

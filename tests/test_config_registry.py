@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["name", "display_name", "modalities", "image_net"]
 OWN_DEFAULTS = {  # each model's own fields and defaults (= the old flat defaults)
     "pvae": {"semantic_dim": 32, "style_dim": 32, "hidden": 512, "alpha_ch": 0.1, "alpha_cm": 10.0,
-             "margin": 0.5, "allow_missing": False},
+             "margin": 0.5, "allow_missing": False, "style_beta": 1.0, "alpha_indep": 0.0,
+             "alpha_swap": 0.0, "penalty_start": 0},
     "jmvae_kl": {"latent_dim": 96, "hidden": 512, "alpha": 0.1},
     "jmvae": {"latent_dim": 96, "hidden": 512},
     "mvae": {"latent_dim": 96, "hidden": 512, "k": 0, "lambdas": None, "beta": 1.0, "anneal_steps": 0},
@@ -286,7 +287,9 @@ def test_an_old_saved_config_loads_without_the_other_models_fields(tmp_path):
                                        "modalities": ["audio", "image"], "image_net": "cnn",
                                        "semantic_dim": 32, "style_dim": 32, "hidden": 16,
                                        "alpha_ch": 0.1, "alpha_cm": 10.0, "margin": 0.5,
-                                       "allow_missing": False}
+                                       "allow_missing": False, "style_beta": 1.0,
+                                       "alpha_indep": 0.0, "alpha_swap": 0.0,
+                                       "penalty_start": 0}
 
 
 def test_an_old_config_without_image_net_or_mvae_fields_loads(tmp_path):
@@ -337,7 +340,8 @@ def test_overrides_get_no_old_leniency(tmp_path):
 
 
 def test_every_shipped_config_loads_with_its_models_fields_only():
-    for path in [*sorted((ROOT / "configs").glob("*.yaml")), ROOT / "dispart" / "demo.yaml"]:
+    for path in [*sorted((ROOT / "configs").glob("*.yaml")), ROOT / "dispart" / "demo.yaml",
+                 ROOT / "tests" / "sample.yaml"]:
         cfg = load_config(path)
         own = set(cfg.to_dict()["model"]) - set(COMMON)
         fields = {f.name for f in dataclasses.fields(entry(cfg.model.name).config)}

@@ -17,7 +17,12 @@ from dispart.data.corpus import (
     scan_corpus,
     scan_fsdd,
 )
-from dispart.data.sample import sample_fsdd_dir, sample_mnist_path
+from dispart.data.sample import (
+    sample_audio_source,
+    sample_fsdd_dir,
+    sample_image_source,
+    sample_mnist_path,
+)
 from dispart.data.splits import leave_speakers_out, official_split, split_utterances
 from dispart.errors import ConfigError, DataError
 
@@ -55,6 +60,23 @@ def test_embedded_sample_fsdd() -> None:
     for spk in speakers:  # every speaker has every digit
         assert {u.label for u in utts if u.speaker == spk} == {str(d) for d in range(10)}
     assert sample_mnist_path().is_file()
+
+
+def test_embedded_large_sample_is_the_small_one_plus_more_takes() -> None:
+    """`sample-large` (the demo's): the 400 wavs + takes 11-19 through a manifest; MNIST 10k / 1k."""
+    small = scan_corpus(sample_audio_source("sample"))
+    large = scan_corpus(sample_audio_source("sample-large"))
+    assert len(large) == 850 and {u.path.resolve() for u in small} <= {u.path.resolve() for u in large}
+    for u in large:  # each row's label / speaker / take are the file's
+        assert u.path.is_file() and u.path.name == f"{u.label}_{u.speaker}_{u.take}.wav"
+    train, test = official_split(large)
+    assert (len(train), len(test)) == (750, 100)
+    assert sorted({int(u.take) for u in train}) == [5, 6, 7, 8, 9, 10, *range(11, 20)]
+    with np.load(sample_image_source("sample-large")) as big, np.load(sample_mnist_path()) as sm:
+        assert big["x_train"].shape == (10_000, 28, 28) and big["x_test"].shape == (1_000, 28, 28)
+        for k in ("x_train", "y_train", "x_test", "y_test"):  # the small sample is its head
+            assert np.array_equal(big[k][: len(sm[k])], sm[k]), k
+    assert sample_audio_source("/some/folder") is None and sample_image_source("x.npz") is None
 
 
 def test_bad_fsdd_filename_names_file(tmp_path: Path, sample_wav: Path) -> None:
@@ -268,7 +290,7 @@ def test_cli_names_the_bad_manifest_row_in_one_line(tmp_path: Path, sample_wav: 
     shutil.copy(sample_wav, tmp_path / "a.wav")
     csv = tmp_path / "m.csv"
     csv.write_text("label,speaker,path\n3,ann,a.wav\n,bob,a.wav\n")
-    code = main(["train", "dispart/demo.yaml", "--out", str(tmp_path / "r"), f"data.audio={csv}",
+    code = main(["train", "tests/sample.yaml", "--out", str(tmp_path / "r"), f"data.audio={csv}",
                  "train.progress_bar=false"])
     err = capsys.readouterr().err
     assert code == 2

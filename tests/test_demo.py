@@ -14,7 +14,9 @@ from dispart.evaluation.table import read_evaluation_json
 @pytest.mark.slow
 def test_the_demo_trains_evaluates_and_writes_a_report(tmp_path, capsys):
     out = tmp_path / "demo"
+    # the demo's job on the small sample (the demo's own larger sample is checked in test_corpus)
     result = run_demo(out, overrides=["train.epochs=1", "model.hidden=16", "train.progress_bar=false",
+                                      "data.audio=sample", "data.images=sample",
                                       f"data.cache_dir={tmp_path / 'cache'}"])
     printed = capsys.readouterr().out
     assert "[dispart demo] report:" in printed

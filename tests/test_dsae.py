@@ -15,7 +15,6 @@ import pytest
 import torch
 from model_helpers import kl_diag, lstm_prior_params, np64, unit_gauss_logpdf
 
-import dispart
 from dispart.batches.batch import Sequences
 from dispart.batches.modality import ModalitySpec
 from dispart.batches.pipeline import load_experiment_data
@@ -26,7 +25,7 @@ from dispart.models.registry import REGISTRY
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-DEMO = Path(dispart.__file__).parent / "demo.yaml"  # the embedded sample: FSDD wavs (log-Mel)
+DEMO = Path(__file__).parent / "sample.yaml"  # the embedded sample: FSDD wavs (log-Mel)
 MEL = ModalitySpec("audio", "sequence", (80,), frame_rate=100.0)
 TINY = {"f_dim": 5, "z_dim": 3, "hidden": 12, "prior_hidden": 7}
 

@@ -24,7 +24,7 @@ ARABIC = ROOT.parent / "shared" / "data" / "arabic_speech_commands"
 def run_dir(tmp_path_factory) -> Path:
     """A real PVAE run: 1 epoch on the embedded FSDD sample + MNIST sample, small networks (~10 s)."""
     run = tmp_path_factory.mktemp("audio_eval") / "pvae"
-    assert main(["train", str(ROOT / "dispart" / "demo.yaml"), "--out", str(run), "train.epochs=1",
+    assert main(["train", str(ROOT / "tests" / "sample.yaml"), "--out", str(run), "train.epochs=1",
                  "model.hidden=32", "train.progress_bar=false"]) == 0
     return run
 

@@ -203,7 +203,7 @@ def test_a_valid_override_through_the_real_cli_starts_training(tmp_path):
     """The other branch: the CLI accepts it and starts (stopped once config.yaml is written)."""
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dispart.cli", "train", "dispart/demo.yaml", "--out", str(out),
+        [sys.executable, "-m", "dispart.cli", "train", "tests/sample.yaml", "--out", str(out),
          "train.betas=[0.5, 0.75]", "train.progress_bar=false", f"data.cache_dir={tmp_path / 'c'}"],
         cwd=ROOT, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -247,7 +247,7 @@ def test_generate_style_on_a_jmvae_run_is_refused(tmp_path):
     from dispart.runs import save_run
     from dispart.training.run import data_summary
 
-    cfg = load_config("dispart/demo.yaml", ["model.name=jmvae_kl", "model.hidden=16"])
+    cfg = load_config("tests/sample.yaml", ["model.name=jmvae_kl", "model.hidden=16"])
     data = load_experiment_data(cfg.data, progress=False)
     run = tmp_path / "jm"
     save_run(run, cfg, build_model(model_hparams(cfg)), data.normalizers["audio"], data.fbank,

@@ -150,7 +150,7 @@ def test_likelihood_cli_writes_tables_2_and_3(mvae_run, capsys):
 
 def test_three_modalities_with_each_missing_at_test(tmp_path, single_thread):
     run = tmp_path / "pvae3"
-    assert main(["train", "dispart/demo.yaml", "--out", str(run), "train.epochs=2",
+    assert main(["train", "tests/sample.yaml", "--out", str(run), "train.epochs=2",
                  "model.modalities=[audio,image,label]", "model.allow_missing=true",
                  "train.batch_size=64", f"data.cache_dir={tmp_path / 'cache'}", *FAST]) == 0
     assert main(["evaluate", str(run), "--no-curves"]) == 0

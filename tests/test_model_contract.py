@@ -37,7 +37,6 @@ import pytest
 import torch
 from model_helpers import kl_diag, lstm_prior_params, np64, unit_gauss_logpdf
 
-import dispart
 from dispart.batches.batch import Sequences
 from dispart.batches.paired import collate_paired
 from dispart.batches.pipeline import ExperimentData, load_experiment_data
@@ -53,7 +52,7 @@ from dispart.training.run import model_hparams
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-DEMO = Path(dispart.__file__).parent / "demo.yaml"  # the embedded sample: FSDD wavs + MNIST npz
+DEMO = Path(__file__).parent / "sample.yaml"  # the embedded sample: FSDD wavs + MNIST npz
 B = 5  # rows of the tiny batch; differs from every size below, so a transposed axis shows
 PNG = b"\x89PNG\r\n\x1a\n"
 

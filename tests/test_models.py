@@ -158,6 +158,83 @@ def test_pvae_loss_is_negative_elbo_plus_weighted_terms():
     assert t["cm_hinge"].item() == pytest.approx(cross_modal_hinge(mu, neg).mean().item(), rel=1e-5)
 
 
+def test_pvae_style_beta_and_independence_options_add_exactly_their_terms():
+    from dispart.distributions import kl_to_prior
+    from dispart.objectives import kernel_dependence
+
+    torch.manual_seed(0)
+    m = small_pvae(alpha_ch=0.1, alpha_cm=10.0)
+    b, neg = batch(), torch.tensor([1, 2, 3, 4, 0])
+    torch.manual_seed(5)
+    base = m.loss(b, negative_index=neg)
+    q = m.encode(b)
+    kl_style = (kl_to_prior(q["z_audio"]) + kl_to_prior(q["z_image"])).mean()
+    # style_beta = 4: the style latents' KL counts 4 times; the logged ELBO stays the ELBO.
+    m.style_beta = 4.0
+    torch.manual_seed(5)
+    out = m.loss(b, negative_index=neg)
+    assert out.loss.item() == pytest.approx(base.loss.item() + 3.0 * kl_style.item(), rel=1e-5)
+    assert out.terms["elbo"].item() == pytest.approx(base.terms["elbo"].item(), rel=1e-6)
+    assert "indep" not in out.terms
+    # alpha_indep: + alpha * sum_m CKA(mean of r_m(z^s), mean of r_m(z^m)), logged as "indep".
+    m.style_beta, m.alpha_indep = 1.0, 2.5
+    torch.manual_seed(5)
+    out = m.loss(b, negative_index=neg)
+    dep = sum(kernel_dependence(m.unimodal[k](b[k])["z_s"].mean, m.unimodal[k](b[k])[f"z_{k}"].mean)
+              for k in ("audio", "image"))
+    assert out.terms["indep"].item() == pytest.approx(dep.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(base.loss.item() + 2.5 * dep.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="style_beta"):
+        small_pvae(style_beta=-1.0)
+    # penalty_start: the two penalties stay off for that many training steps (counted in a buffer)
+    late = small_pvae(alpha_ch=0.1, alpha_cm=10.0, alpha_indep=2.5, penalty_start=2)
+    late.load_state_dict(m.state_dict(), strict=False)
+    seen = []
+    for _ in range(3):
+        torch.manual_seed(5)
+        seen.append("indep" in late.loss(b, negative_index=neg).terms)
+    assert seen == [False, False, True] and int(late.step) == 3
+    late.eval()
+    late.loss(b, negative_index=neg)
+    assert int(late.step) == 3  # evaluation does not count
+    assert "step" not in small_pvae().state_dict()  # the paper's layout is unchanged
+
+
+def test_pvae_swap_consistency_re_encodes_the_swapped_decoding():
+    torch.manual_seed(0)
+    m = small_pvae(alpha_swap=3.0)
+    b, other = batch(), torch.tensor([2, 0, 4, 1, 3])
+    z = {k: torch.randn(5, 3 if k == "z_s" else 2) for k in ("z_s", "z_audio", "z_image")}
+    got = m.swap_consistency(b, z, other, ["audio", "image"])
+    expected = torch.zeros(5)
+    for k in ("audio", "image"):
+        lengths = b[k].lengths if k == "audio" else None
+        x = m.decode({"z_s": z["z_s"][other], f"z_{k}": z[f"z_{k}"]}, k, lengths)
+        if k == "audio":  # each row decoded at its own (style) length, re-encoded alone
+            mus = [m.unimodal[k](Sequences.from_list([x[i, : int(n)]]))["z_s"].mean[0]
+                   for i, n in enumerate(lengths)]
+            mu = torch.stack(mus)
+        else:
+            mu = m.unimodal[k](x)["z_s"].mean
+        expected += (mu - z["z_s"][other]).pow(2).mean(-1)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # in the loss: + alpha_swap * mean, logged as "swap"
+    torch.manual_seed(5)
+    out = m.loss(b, negative_index=other)
+    assert out.terms["swap"].item() > 0
+    m.alpha_swap = 0.0
+    torch.manual_seed(5)
+    base = m.loss(b, negative_index=other)
+    assert out.loss.item() == pytest.approx(base.loss.item() + 3.0 * out.terms["swap"].item(), rel=1e-5)
+    # the latents are held fixed: only the decoder and r_m get gradients
+    zs = z["z_s"].clone().requires_grad_(True)
+    m.zero_grad()
+    m.swap_consistency(b, {**z, "z_s": zs}, other, ["image"]).sum().backward()
+    assert zs.grad is None
+    assert m.decoders["image"].parameters().__next__().grad.abs().sum() > 0
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m.joint.parameters())
+
+
 def test_padding_changes_no_loss_term_or_gradient():
     torch.manual_seed(0)
     m = small_pvae()

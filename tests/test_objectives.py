@@ -13,6 +13,7 @@ from dispart.nn.encoders import diag_gaussian
 from dispart.objectives import (
     coherence_kl,
     cross_modal_hinge,
+    kernel_dependence,
     kl_dynamic,
     kl_static,
     kl_sum_to_prior,
@@ -175,3 +176,43 @@ def test_kl_shape_errors_are_clear():
         kl_static(q, q)
     with pytest.raises(ValueError, match=r"mask must have shape \(2, 3\)"):
         kl_dynamic(q, q, torch.ones(2, 4, dtype=torch.bool))
+
+
+def _cka_by_hand(a: np.ndarray, b: np.ndarray) -> float:
+    """tr(K H L H) / sqrt(tr(K H K H) tr(L H L H)), RBF kernels with the median heuristic."""
+    n = len(a)
+    h = np.eye(n) - np.ones((n, n)) / n
+
+    def gram(x):
+        d2 = np.array([[np.sum((x[i] - x[j]) ** 2) for j in range(n)] for i in range(n)])
+        s2 = np.median(d2[~np.eye(n, dtype=bool)])
+        return np.exp(-d2 / (2 * s2))
+
+    k, ll = gram(a), gram(b)
+    hsic = lambda p, q: np.trace(p @ h @ q @ h)  # noqa: E731
+    return hsic(k, ll) / np.sqrt(hsic(k, k) * hsic(ll, ll))
+
+
+def test_kernel_dependence_matches_the_hsic_formula_and_its_limits():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    got = kernel_dependence(torch.tensor(a), torch.tensor(b)).item()
+    assert got == pytest.approx(_cka_by_hand(a, b), rel=1e-6)
+    x = torch.tensor(rng.normal(size=(64, 4)))
+    # one batch determines the other (any scale: the bandwidth follows the data) -> 1
+    assert kernel_dependence(x, 5.0 * x + 2.0).item() == pytest.approx(1.0, abs=1e-6)
+    # independent batches score far below a dependent pair
+    y = torch.tensor(rng.normal(size=(64, 4)))
+    assert kernel_dependence(x, y).item() < 0.4 < kernel_dependence(x, x[:, :2]).item()
+    with pytest.raises(ValueError, match="same size"):
+        kernel_dependence(x, y[:10])
+
+
+def test_kernel_dependence_gradient_lowers_the_dependence():
+    torch.manual_seed(0)
+    x = torch.randn(32, 4)
+    y = (x[:, :2] + 0.1 * torch.randn(32, 2)).requires_grad_(True)
+    before = kernel_dependence(x, y)
+    before.backward()
+    after = kernel_dependence(x, (y - 0.5 * y.grad / y.grad.norm()).detach())
+    assert after.item() < before.item()

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def data():
-    return load_experiment_data(load_config("dispart/demo.yaml").data, progress=False)
+    return load_experiment_data(load_config("tests/sample.yaml").data, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,11 @@ def test_quality_run_writes_quality_json(tmp_path_factory, data):
         for key in ("reference_style", "prior_style"):  # a fraction of the 60 judged items
             assert entry[key] * 60 == pytest.approx(round(entry[key] * 60), abs=1e-9)
     assert saved["content_preservation"].keys() == {"audio", "image"}
+    # slant / ink correlation of style source and output (dispart.evaluation.image_style)
+    assert saved["image_style"].keys() == {"within_image", "audio_to_image"}
+    for entry in saved["image_style"].values():
+        assert entry.keys() == {"slant_corr", "ink_corr", "n"} and entry["n"] == 60
+        assert -1.0 <= entry["slant_corr"] <= 1.0 and -1.0 <= entry["ink_corr"] <= 1.0
     assert saved["classifiers"]["image"]["test_accuracy"] > IMAGE_BOUND
     assert saved["speaker_probe_accuracy"].keys() == {"z_s", "z_audio"}
     # the Griffin-Lim check, recomputed independently: the first 30 of the 60 test utterances the

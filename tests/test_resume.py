@@ -32,7 +32,7 @@ from dispart.training.run import _trainer
 ROOT = Path(__file__).parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
        "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # our loads must not depend on torch's default
-PVAE = ["dispart/demo.yaml", "model.hidden=16", "train.batch_size=64", "train.epochs=3",
+PVAE = ["tests/sample.yaml", "model.hidden=16", "train.batch_size=64", "train.epochs=3",
         "train.eval_every=1", "train.progress_bar=false"]  # 5 steps an epoch
 MVAE = ["configs/mnist_label_mvae.yaml", "model.hidden=16", "model.latent_dim=8",
         "model.anneal_steps=5", "data.paired_fraction=0.5", "train.batch_size=200",
@@ -44,7 +44,7 @@ EPOCH_FILE = re.compile(r"epoch\d+\.ckpt")
 def cache(tmp_path_factory) -> Path:
     """The embedded sample's features, computed once for every training process here."""
     folder = tmp_path_factory.mktemp("features")
-    load_experiment_data(load_config("dispart/demo.yaml", [f"data.cache_dir={folder}"]).data,
+    load_experiment_data(load_config("tests/sample.yaml", [f"data.cache_dir={folder}"]).data,
                          progress=False)
     return folder
 
@@ -172,7 +172,7 @@ def test_mvae_image_label_killed_mid_epoch_and_between_epochs_resumes_bit_identi
 
 
 def _ddp(out: Path, cache: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "dispart", "train", "dispart/demo.yaml", "--out", str(out),
+    return [sys.executable, "-m", "dispart", "train", "tests/sample.yaml", "--out", str(out),
             "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp", "model.hidden=16",
             "train.batch_size=64", "train.progress_bar=false", f"data.cache_dir={cache}", *extra]
 
@@ -210,7 +210,7 @@ def test_ddp_on_two_cpu_processes_shards_the_batches_stops_together_and_resumes_
 
 
 def _train_args(out: Path, cache: Path, *extra: str) -> list[str]:
-    return ["train", "dispart/demo.yaml", "--out", str(out), "model.hidden=16",
+    return ["train", "tests/sample.yaml", "--out", str(out), "model.hidden=16",
             "train.batch_size=64", "train.progress_bar=false", f"data.cache_dir={cache}", *extra]
 
 
@@ -295,7 +295,7 @@ def test_resume_reads_the_newest_checkpoint_even_when_last_ckpt_is_behind(finish
 
 
 def test_checkpoints_are_written_atomically_beside_the_target(tmp_path, monkeypatch):
-    trainer = _trainer(load_config("dispart/demo.yaml"), tmp_path, [])
+    trainer = _trainer(load_config("tests/sample.yaml"), tmp_path, [])
     io = trainer.strategy.checkpoint_io
     assert isinstance(io, SafeCheckpointIO)
     path = tmp_path / "checkpoints" / "last.ckpt"

@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     run = root / "run"
     cache = root / "cache"
-    code = main(["train", "dispart/demo.yaml", "--out", str(run), "train.epochs=2",
+    code = main(["train", "tests/sample.yaml", "--out", str(run), "train.epochs=2",
                  f"data.cache_dir={cache}", *FAST])
     assert code == 0
     return run, cache
@@ -106,7 +106,7 @@ def test_resume_continues_from_the_checkpoint(trained, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
     # Exactly the weights of 3 uninterrupted epochs (same seed): RNG and batch order resumed.
     ref = tmp_path / "uninterrupted"
-    assert main(["train", "dispart/demo.yaml", "--out", str(ref), "train.epochs=3",
+    assert main(["train", "tests/sample.yaml", "--out", str(ref), "train.epochs=3",
                  f"data.cache_dir={cache}", *FAST]) == 0
     uninterrupted = load_file(str(ref / "model.safetensors"))
     assert uninterrupted.keys() == after.keys()
@@ -122,13 +122,13 @@ def test_cli_errors_name_the_problem(trained, tmp_path, capsys):
     (broken / "model.safetensors").unlink()
     assert main(["evaluate", str(broken)]) == 2
     assert "model.safetensors is missing" in capsys.readouterr().err
-    assert main(["train", "dispart/demo.yaml", "--out", str(tmp_path / "r"), "model.nope=1"]) == 2
+    assert main(["train", "tests/sample.yaml", "--out", str(tmp_path / "r"), "model.nope=1"]) == 2
     assert "model.nope" in capsys.readouterr().err
-    assert main(["train", "dispart/demo.yaml", "--out", str(tmp_path / "r"),
+    assert main(["train", "tests/sample.yaml", "--out", str(tmp_path / "r"),
                  f"data.audio={tmp_path / 'missing'}"]) == 2
     assert capsys.readouterr().err == (
         f"dispart train: error: {tmp_path / 'missing'}: corpus source does not exist\n")
-    assert main(["train", "dispart/demo.yaml", "--out", str(run)]) == 2
+    assert main(["train", "tests/sample.yaml", "--out", str(run)]) == 2
     assert "already holds a finished run" in capsys.readouterr().err
 
 
@@ -136,7 +136,7 @@ def test_bad_wav_is_named_or_skipped_and_counted(tmp_path, capsys):
     audio = tmp_path / "audio"
     shutil.copytree(sample_fsdd_dir(), audio)
     (audio / "3_george_7.wav").write_bytes(b"not a wav at all")
-    args = ["train", "dispart/demo.yaml", "--out", str(tmp_path / "r"), f"data.audio={audio}",
+    args = ["train", "tests/sample.yaml", "--out", str(tmp_path / "r"), f"data.audio={audio}",
             f"data.cache_dir={tmp_path / 'cache'}", "train.epochs=1", *FAST]
     assert main(args) == 2
     assert "3_george_7.wav" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from dispart.batches.modality import ModalitySpec
 from dispart.batches.paired import PAIRINGS
 from dispart.batches.sets import ModalitySet
 from dispart.data.config import DataConfig
-from dispart.data.sample import sample_fsdd_dir, sample_mnist_path
+from dispart.data.sample import sample_audio_source, sample_image_source
 from dispart.errors import ConfigError
 from dispart.features.cache import default_cache_dir
 from dispart.features.fbank import FbankConfig
@@ -90,11 +90,13 @@ def fbank_config(cfg: DataConfig) -> FbankConfig:
 
 
 def audio_source(cfg: DataConfig) -> Path:
-    return sample_fsdd_dir() if cfg.audio == "sample" else Path(cfg.audio).expanduser()
+    """``data.audio`` as a path: an embedded sample ("sample", "sample-large") or the user's."""
+    return sample_audio_source(cfg.audio) or Path(cfg.audio).expanduser()
 
 
 def image_source(cfg: DataConfig) -> Path:
-    return sample_mnist_path() if cfg.images == "sample" else Path(cfg.images).expanduser()
+    """``data.images`` as a path: an embedded sample ("sample", "sample-large") or the user's."""
+    return sample_image_source(cfg.images) or Path(cfg.images).expanduser()
 
 
 def cache_dir(cfg: DataConfig) -> Path:

@@ -3,6 +3,12 @@
 * ``sample_data/fsdd/``: 400 FSDD wavs (every speaker and digit, takes 0, 1 and 5-10), 8 kHz.
 * ``sample_data/mnist_sample.npz``: the first 1200 MNIST training and 400 test images (uint8).
 
+The demo's larger sample (config value ``sample-large`` of ``data.audio`` / ``data.images``):
+
+* ``sample_data/fsdd_large.csv``: a ``label,speaker,take,path`` manifest of the 400 wavs above and
+  450 more in ``sample_data/fsdd_more/`` (takes 11-19): 100 test and 750 training utterances;
+* ``sample_data/mnist_large.npz``: the first 10,000 MNIST training and 1,000 test images.
+
 See ``sample_data/ATTRIBUTION.md`` for sources and licences (CC BY-SA).
 """
 
@@ -12,7 +18,10 @@ from pathlib import Path
 
 from dispart.errors import DataError
 
-__all__ = ["sample_data_dir", "sample_fsdd_dir", "sample_mnist_path"]
+__all__ = ["SAMPLE", "SAMPLE_LARGE", "sample_audio_source", "sample_data_dir", "sample_fsdd_dir",
+           "sample_image_source", "sample_mnist_path"]
+
+SAMPLE, SAMPLE_LARGE = "sample", "sample-large"  # config values naming the embedded samples
 
 
 def sample_data_dir() -> Path:
@@ -40,3 +49,29 @@ def sample_mnist_path() -> Path:
             "tools/make_sample.py)"
         )
     return path
+
+
+def _embedded(path: Path) -> Path:
+    if not path.exists():
+        raise DataError(f"{path}: embedded sample file is missing (reinstall dispart or run "
+                        "tools/make_sample.py)")
+    return path
+
+
+def sample_audio_source(value: str) -> Path | None:
+    """The embedded speech source a ``data.audio`` value names ("sample": the FSDD folder,
+    "sample-large": its manifest), or None for any other value (a user's path)."""
+    if value == SAMPLE:
+        return sample_fsdd_dir()
+    if value == SAMPLE_LARGE:
+        return _embedded(sample_data_dir() / "fsdd_large.csv")
+    return None
+
+
+def sample_image_source(value: str) -> Path | None:
+    """The embedded MNIST ``.npz`` a ``data.images`` value names, or None for any other value."""
+    if value == SAMPLE:
+        return sample_mnist_path()
+    if value == SAMPLE_LARGE:
+        return _embedded(sample_data_dir() / "mnist_large.npz")
+    return None

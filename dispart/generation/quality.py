@@ -14,7 +14,13 @@ Generated samples are judged by the small digit classifiers of
 - reconstruction: the item decoded from its own latents (a ceiling for the above);
 - resynthesis: real test utterances -> Griffin-Lim waveform -> features -> classifier (the
   audio path you listen to keeps the digit), and the same for image -> speech generations;
-- speaker probe: linear-probe accuracy of speaker identity from each speech latent.
+- speaker probe: linear-probe accuracy of speaker identity from each speech latent;
+- image style (``image_style``, partitioned models with an "image" modality of 2-D images):
+  Pearson correlation across items of slant and of ink mass
+  (:func:`dispart.evaluation.image_style.style_correlation`, on [0, 1] pixels, generated means
+  clipped to [0, 1]) between the style-source image and the generated image, for within-image
+  style transfer (``within_image``) and for SRC->image coherence with reference style
+  (``SRC_to_image``, e.g. ``audio_to_image``).
 
 Accuracies are fractions in [0, 1]; chance is 1 / number of classes. Which latent is content
 and which is style comes from the model's declarations (:mod:`dispart.models.latents`).
@@ -31,6 +37,7 @@ import torch
 from dispart.batches.pipeline import ExperimentData, load_experiment_data
 from dispart.evaluation.classifiers import DigitClassifier, run_classifiers
 from dispart.evaluation.clustering import linear_probe_accuracy
+from dispart.evaluation.image_style import style_correlation
 from dispart.evaluation.latents import clustered_modalities, modality_latents, speech_latents
 from dispart.evaluation.reuse import reuse_output
 from dispart.evaluation.table import write_run_output
@@ -66,6 +73,21 @@ def _other_label(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         pool = np.flatnonzero(labels != y)
         out[i] = rng.choice(pool) if len(pool) else rng.integers(len(labels))
     return out
+
+
+def _image_style(sources: np.ndarray, idx: np.ndarray, generated: list[np.ndarray]
+                 ) -> dict[str, float | int] | None:
+    """Slant/ink correlation of the style sources ``sources[idx]`` with ``generated`` (both
+    brought to (N, H, W)), or None when the images are not 2-D (one channel) of one shape."""
+    try:
+        src = np.asarray(sources)[idx]
+        out = np.stack(generated) if len(generated) else np.zeros_like(src)
+    except ValueError:  # ragged examples (not images)
+        return None
+    if src.ndim < 3 or int(np.prod(src.shape[1:-2])) != 1 or out.shape[-2:] != src.shape[-2:]:
+        return None
+    return style_correlation(src.reshape(len(src), *src.shape[-2:]),
+                             out.reshape(len(out), *out.shape[-2:]))
 
 
 def _subset(n: int, max_items: int, rng: np.random.Generator) -> np.ndarray:
@@ -114,6 +136,7 @@ def quality_from_data(
 
     # cross-modal coherence
     coherence: dict[str, Any] = {}
+    image_style: dict[str, Any] = {}
     for src in sel:
         for out_mod in sel:
             if out_mod == src:
@@ -126,6 +149,8 @@ def quality_from_data(
                 z_ref = {content: lat[src][content], sty: lat[out_mod][sty][ref]}
                 gen = decode_batch(model, z_ref, out_mod, lengths_for(out_mod, ref))
                 entry["reference_style"] = judge(out_mod, gen, labels[src])
+                if out_mod == "image" and (st := _image_style(items["image"], ref, gen)):
+                    image_style[f"{src}_to_image"] = st
                 z_prior = rng.standard_normal(lat[out_mod][sty][ref].shape).astype(np.float32)
                 plen = np.full(n, train_len) if out_mod == "audio" else None
                 entry["prior_style"] = judge(
@@ -152,11 +177,14 @@ def quality_from_data(
             j = _other_label(labels[m], rng)
             z = {content: lat[m][content], sty: lat[m][sty][j]}
             gen = decode_batch(model, z, m, lengths_for(m, j))
+            if m == "image" and (st := _image_style(items["image"], j, gen)):
+                image_style["within_image"] = st
             pred = np.asarray(classifiers[m].predict(gen))
             preservation[m] = {"n": int(len(j)),
                                "semantic_digit": float(np.mean(pred == labels[m])),
                                "style_source_digit": float(np.mean(pred == labels[m][j]))}
     result["content_preservation"] = preservation
+    result["image_style"] = image_style
 
     # Griffin-Lim path on real speech
     if "audio" in sel and n_resynth > 0:

@@ -5,7 +5,9 @@ x^m ~ N(decoder_m([z^s, z^m]), I).
 Inference models: multimodal q(z^s, z^1..z^M | X) = q(z^s | X) prod_m q(z^m | X) from the
 concatenated pre-encodings; unimodal r_m(z^s, z^m | x^m) = r_m(z^s | x^m) r_m(z^m | x^m) with
 pre-encoders of their own (not shared with q).
-Objective (maximised in the paper): L + a_CH * CH + a_CM * CM, eqs. (7)-(9).
+Objective (maximised in the paper): L + a_CH * CH + a_CM * CM, eqs. (7)-(9). Three options that
+are not the paper's, off by default (``PVAEConfig``): a KL weight on the style latents, a kernel
+independence penalty between z^s and each z^m, and a swap-and-re-encode consistency.
 
 Any number M >= 2 of modalities, and missing ones (docs/models.md): with every modality the
 paper's q is used; from one modality r_m; from a subset S of 2 <= |S| < M modalities z^s is
@@ -26,14 +28,20 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent
 
-from dispart.batches.batch import Batch
+from dispart.batches.batch import Batch, Sequences
 from dispart.batches.modality import ModalitySpec
 from dispart.models.base import Generative, LossOutput, MultimodalModel, standard_priors
 from dispart.models.latents import Latent, declare
+from dispart.models.priors import frame_mask
 from dispart.nn.encoders import GaussianHead, diag_gaussian
 from dispart.nn.experts import prior_floored_logvar, product_quotient_of_experts
 from dispart.nn.modality import build_decoder, build_pre_encoder
-from dispart.objectives import coherence_kl, cross_modal_hinge, random_negatives
+from dispart.objectives import (
+    coherence_kl,
+    cross_modal_hinge,
+    kernel_dependence,
+    random_negatives,
+)
 
 SEMANTIC = "z_s"
 
@@ -41,7 +49,18 @@ SEMANTIC = "z_s"
 @dataclass(frozen=True)
 class PVAEConfig:
     """PVAE hyper-parameters (modalities come from the data): latent sizes, network width, and the
-    weights of the coherence KL (alpha_ch) and cross-modal hinge (alpha_cm, margin)."""
+    weights of the coherence KL (alpha_ch) and cross-modal hinge (alpha_cm, margin).
+
+    Not in the paper (defaults switch them off): ``style_beta`` weighs the KL of every style
+    latent to its prior (a beta-VAE on z^m only: less room in z^m for the content); ``alpha_indep``
+    weighs a kernel independence penalty (normalised HSIC, ``objectives.kernel_dependence``)
+    between the unimodal means of z^s and of z^m, per modality (z^m should not predict what z^s
+    holds, nor z^s the speaker that z^m holds); ``alpha_swap`` weighs a swap-and-re-encode
+    consistency: x~ = decode_m(z^s of another row, z^m of this row) re-encoded by r_m must give
+    back that other row's z^s (squared distance to q's mean; the latents held fixed, so only
+    the decoder and r_m learn from it): the decoder has to say what z^s says whatever z^m holds.
+    ``penalty_start``: training steps before those two terms switch on (the partition forms
+    under the paper's objective first)."""
 
     semantic_dim: int = 32
     style_dim: int = 32
@@ -50,6 +69,10 @@ class PVAEConfig:
     alpha_cm: float = 10.0
     margin: float = 0.5
     allow_missing: bool = False
+    style_beta: float = 1.0
+    alpha_indep: float = 0.0
+    alpha_swap: float = 0.0
+    penalty_start: int = 0
 
 
 def style(modality: str) -> str:
@@ -121,6 +144,10 @@ class PVAE(MultimodalModel):
         alpha_cm: float = 10.0,
         margin: float = 0.5,
         allow_missing: bool = False,
+        style_beta: float = 1.0,
+        alpha_indep: float = 0.0,
+        alpha_swap: float = 0.0,
+        penalty_start: int = 0,
     ) -> None:
         super().__init__(modalities)
         if len(modalities) < 2:
@@ -128,6 +155,15 @@ class PVAE(MultimodalModel):
         self.semantic_dim, self.style_dim, self.hidden = semantic_dim, style_dim, hidden
         self.alpha_ch, self.alpha_cm, self.margin = alpha_ch, alpha_cm, margin
         self.allow_missing = allow_missing
+        if min(style_beta, alpha_indep, alpha_swap) < 0:
+            raise ValueError(f"pvae: style_beta ({style_beta}), alpha_indep ({alpha_indep}) and "
+                             f"alpha_swap ({alpha_swap}) must be >= 0")
+        self.style_beta, self.alpha_indep, self.alpha_swap = style_beta, alpha_indep, alpha_swap
+        if penalty_start < 0:
+            raise ValueError(f"pvae: penalty_start ({penalty_start}) must be >= 0")
+        self.penalty_start = int(penalty_start)
+        if self.penalty_start:  # training steps seen, saved with the weights (resume continues)
+            self.register_buffer("step", torch.zeros((), dtype=torch.long))
         names = tuple(s.name for s in modalities)
         self.latents = declare(
             Latent(SEMANTIC, semantic_dim, names, "content", symbol="z^s"),
@@ -205,6 +241,8 @@ class PVAE(MultimodalModel):
         """
         present = self.present(batch)
         partial = self.partial_masks(batch)
+        if self.penalty_start and self.training:
+            self.step += 1
         if not self.allow_missing:
             if len(present) != len(self.specs):
                 missing = sorted(set(self.specs) - set(present))
@@ -223,10 +261,15 @@ class PVAE(MultimodalModel):
         q = self.encode(batch)
         out = self.elbo(batch, q, present)
         rec, kl_prior, elbo = out.rec, out.kl_total, out.value
+        objective = elbo
+        if self.style_beta != 1.0:  # beta on the style latents' KL only (not the paper's)
+            kl_style = torch.stack([out.kl[style(m)] for m in present]).sum(dim=0)
+            objective = elbo - (self.style_beta - 1.0) * kl_style
 
         b = next(iter(rec.values())).shape[0]
+        need_r = len(present) >= 2 or self.alpha_indep > 0
+        r = {m: self.unimodal[m](batch[m]) for m in present} if need_r else {}
         if len(present) >= 2:
-            r = {m: self.unimodal[m](batch[m]) for m in present}
             ch = coherence_kl(q, r)
         else:  # q is r_m itself
             ch = torch.zeros_like(elbo)
@@ -237,8 +280,40 @@ class PVAE(MultimodalModel):
                                    self.margin)
         else:
             cm = torch.zeros_like(elbo)
-        loss = (-elbo + self.alpha_ch * ch + self.alpha_cm * cm).mean()
+        loss = (-objective + self.alpha_ch * ch + self.alpha_cm * cm).mean()
         terms = {f"rec_{m}": -v.mean() for m, v in rec.items()}
         terms.update({"kl": kl_prior.mean(), "elbo": elbo.mean(), "ch_kl": ch.mean(),
                       "cm_hinge": cm.mean()})
+        on = not self.penalty_start or int(self.step) > self.penalty_start
+        if on and self.alpha_indep > 0 and b >= 3:
+            dep = torch.stack([kernel_dependence(r[m][SEMANTIC].mean, r[m][style(m)].mean)
+                               for m in present]).sum()
+            loss = loss + self.alpha_indep * dep
+            terms["indep"] = dep
+        if on and self.alpha_swap > 0 and b >= 2:
+            other = negative_index if negative_index is not None else random_negatives(b)
+            means = {name: post.mean for name, post in q.items()}
+            swap = self.swap_consistency(batch, means, other.to(kl_prior.device), present)
+            loss = loss + self.alpha_swap * swap.mean()
+            terms["swap"] = swap.mean()
         return LossOutput(loss, terms)
+
+    def swap_consistency(self, batch: Batch, z: Mapping[str, Tensor], other: Tensor,
+                         modalities: Sequence[str]) -> Tensor:
+        """(B,) sum over ``modalities`` of ||mean r_m(z^s | x~_b) - z^s_other[b]||^2 / D_s, where
+        x~_b is decoded (the likelihood's mean) from z^s of row ``other[b]`` and z^m of row b (with
+        row b's length: duration is style). ``z``: latent -> (B, D), in ``loss`` the means of q
+        (what the latents say, without the draw's noise). They are held fixed: the term trains
+        the decoder and r_m only, and cannot pull q's z^s to where re-encoding is easy."""
+        total = torch.zeros(len(other), device=other.device)
+        target = z[SEMANTIC][other].detach()
+        for m in modalities:
+            lengths = self.lengths_of(batch[m])
+            latents = {SEMANTIC: target, style(m): z[style(m)].detach()}
+            x = self.likelihoods[m].mean(self.decode_params(latents, m, lengths))
+            if lengths is not None:
+                valid = frame_mask(lengths, x.shape[1]).to(x.device)
+                x = Sequences(x * valid.view(*valid.shape, *([1] * (x.dim() - 2))), lengths)
+            mean = self.unimodal[m](x)[SEMANTIC].mean
+            total = total + (mean - target).pow(2).mean(dim=-1)
+        return total

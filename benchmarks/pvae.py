@@ -1,0 +1,162 @@
+"""PVAE's headline numbers (issue 13) in one file: ``benchmarks/results/pvae.json``.
+
+Each part is measured by its own script, which writes its own JSON with its commands:
+
+    python benchmarks/pvae_partition.py --data-dir D --tag T ...  -> pvae_partition.json (official FSDD
+                                                                    split: purities, probes, coherence,
+                                                                    image style, minutes to 99 %)
+    python benchmarks/pvae_unseen.py ...                          -> pvae_unseen.json (Arabic speakers)
+    python benchmarks/pvae_loso.py --data-dir D --tag T ...       -> pvae_loso.json (FSDD, each speaker
+                                                                    held out in turn)
+    python benchmarks/pvae_demo.py                                -> pvae_demo.json (`make demo` timed)
+
+This script copies the headline numbers of those files (it measures nothing itself; a missing part
+is written as null with the reason) into the keys the issue names, keeps every measuring command and
+says which targets are met:
+
+    python benchmarks/pvae.py [--official TAG] [--unseen TAG] [--loso TAG]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dispart.files import atomic_write_json, read_json  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / name
+    return read_json(path) if path.is_file() else None
+
+
+def _tagged(runs: list[dict[str, Any]], tag: str, what: str) -> dict[str, Any]:
+    for r in runs:
+        if r.get("tag") == tag:
+            return r
+    raise SystemExit(f"pvae.py: no {what} run tagged {tag!r} (have {[r.get('tag') for r in runs]})")
+
+
+def official_parts(part: dict[str, Any]) -> dict[str, Any]:
+    """official / coherence / probes / image_style blocks from one pvae_partition.json entry."""
+    pur, pr, coh = part["purity"], part["probes"], part["coherence"]
+    style = (part.get("image_style") or {}).get("within_image") or {}
+    return {
+        "official": {"speech_zs": pur.get("speech/z^s"), "image_zs": pur.get("image/z^s"),
+                     "speech_za": pur.get("speech/z^a"), "image_zi": pur.get("image/z^i"),
+                     "minutes_to_99": part.get("minutes_to_99"), "tag": part["tag"],
+                     "epochs": part.get("epochs"),
+                     "train_minutes": round(part["wall_seconds"]["train"] / 60, 1),
+                     "load_average": part.get("load_average")},
+        "coherence": {"image_to_speech": coh.get("image_to_speech"),
+                      "image_to_speech_prior_style": coh.get("image_to_speech_prior_style"),
+                      "speech_to_image": coh.get("speech_to_image"),
+                      "speech_style_keeps_digit": coh.get("speech_style_keeps_digit")},
+        "probes": {"speaker_from_zs": pr.get("speaker_from_zs"), "digit_from_za": pr.get("digit_from_za"),
+                   "speaker_chance": pr.get("speaker_chance"), "digit_chance": pr.get("digit_chance")},
+        "image_style": {"slant_corr": style.get("slant_corr"), "ink_corr": style.get("ink_corr"),
+                        "n": style.get("n"), "what": "within-image style transfer, test split"},
+    }
+
+
+def targets(out: dict[str, Any]) -> dict[str, bool | None]:
+    """The issue's targets, each True / False, or None when its number is missing."""
+
+    def at_least(x, t):
+        return None if x is None else x >= t
+
+    def at_most(x, t):
+        return None if x is None else x <= t
+
+    o, c, p, s, u, d = (out.get(k) or {} for k in ("official", "coherence", "probes", "image_style",
+                                                  "unseen", "demo"))
+    spk, dig = p.get("speaker_chance"), p.get("digit_chance")
+    return {
+        "official_zs_99": None if o.get("speech_zs") is None
+        else (o["speech_zs"] >= 0.99 and o["image_zs"] >= 0.99),
+        "style_purity_30": None if o.get("speech_za") is None else max(o["speech_za"], o["image_zi"]) <= 0.30,
+        "minutes_to_99_at_most_10": at_most(o.get("minutes_to_99"), 10.0),
+        "image_to_speech_90": at_least(c.get("image_to_speech"), 0.90),
+        "speech_style_keeps_digit_90": at_least(c.get("speech_style_keeps_digit"), 0.90),
+        "speaker_from_zs_2x_chance": None if spk is None or p.get("speaker_from_zs") is None
+        else p["speaker_from_zs"] <= 2 * spk,
+        "digit_from_za_2x_chance": None if dig is None or p.get("digit_from_za") is None
+        else p["digit_from_za"] <= 2 * dig,
+        "slant_and_ink_corr_0.8": None if s.get("slant_corr") is None
+        else min(s["slant_corr"], s["ink_corr"]) >= 0.8,
+        "arabic_test_zs_95": at_least(u.get("arabic_test_zs"), 0.95),
+        "fsdd_loso_mean_90": at_least(u.get("fsdd_loso_mean_zs"), 0.90),
+        "demo": d.get("target_met"),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--official", default="paper", help="tag in pvae_partition.json for the official block")
+    ap.add_argument("--unseen", default="config", help="tag in pvae_unseen.json")
+    ap.add_argument("--loso", default="robust", help="tag in pvae_loso.json")
+    ap.add_argument("--out", default=str(RESULTS / "pvae.json"))
+    args = ap.parse_args()
+    out: dict[str, Any] = {"units": "fractions in [0, 1] (0.95 = 95 %) unless a key says minutes or seconds"}
+    commands: list[str] = []
+    missing: dict[str, str] = {}
+
+    part = _load("pvae_partition.json")
+    if part:
+        entry = _tagged(part["runs"], args.official, "pvae_partition.json")
+        out.update(official_parts(entry))
+        commands.append(entry["command"])
+        out["partition_variants"] = {
+            r["tag"]: {"overrides": r.get("overrides"), **official_parts(r)} for r in part["runs"]}
+        commands += [r["command"] for r in part["runs"] if r is not entry]
+    else:
+        missing["official"] = "run benchmarks/pvae_partition.py"
+
+    unseen: dict[str, Any] = {}
+    un = _load("pvae_unseen.json")
+    if un:
+        e = _tagged(un["runs"], args.unseen, "pvae_unseen.json")
+        unseen["arabic_test_zs"] = e["speech_z_s_purity_unseen_test"]
+        unseen["arabic_val_zs"] = e["splits"].get("val", {}).get("purity", {}).get("speech/z^s")
+        commands.append(e["command"])
+    else:
+        missing["arabic"] = "run benchmarks/pvae_unseen.py"
+    lo = _load("pvae_loso.json")
+    if lo and args.loso in lo.get("summary", {}):
+        s = lo["summary"][args.loso]
+        unseen["fsdd_loso"] = s["speech_zs"]
+        unseen["fsdd_loso_mean_zs"] = s["mean_speech_zs"]
+        unseen["fsdd_loso_complete"] = s["complete"]
+        commands += [f["command"] for f in lo["folds"] if f["tag"] == args.loso]
+    else:
+        missing["fsdd_loso"] = "run benchmarks/pvae_loso.py"
+    out["unseen"] = unseen
+
+    demo = _load("pvae_demo.json")
+    if demo:
+        d = demo["latest"]
+        out["demo"] = {k: d.get(k) for k in ("seconds", "speech_zs", "image_zs", "image_to_speech_coherence",
+                                             "load_average", "target_met")}
+        commands.append(d["command"])
+    else:
+        missing["demo"] = "run benchmarks/pvae_demo.py"
+
+    out["targets_met"] = targets(out)
+    out["missing"] = missing
+    out["commands"] = [*commands, "python " + " ".join(["benchmarks/pvae.py", *sys.argv[1:]])]
+    atomic_write_json(Path(args.out), out)
+    for k, v in out["targets_met"].items():
+        print(f"{k}: {v}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""Does PVAE's partition hold? One setting trained on FSDD + MNIST and measured (issue 13, part 1).
+
+    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/pvae_partition.py --data-dir ../shared/data
+        [--config configs/pvae_b64.yaml] [--run runs/partition] [--tag NAME] [--threads 1] [key=value ...]
+
+Trains the config with the library's ``train`` (official FSDD split unless overridden), then
+``evaluate_run`` (k-means purities; linear probes of the digit and of the speaker per latent, fitted
+on the training split) and ``quality_run`` (judged coherence both ways, content kept by style
+transfer, image style correlations; judges trained inside the project on the training split).
+Records, per setting:
+
+* ``purity``: z^s / z^a / z^i k-means purity (k = 10) on the test split;
+* ``probes``: ``digit_from_za`` / ``digit_from_zi`` and ``speaker_from_zs`` / ``speaker_from_za``
+  with their chance levels (the issue's targets: <= 2x chance for digit_from_za and speaker_from_zs);
+* ``coherence``: image -> speech with z^a from a reference utterance and from the prior, speech ->
+  image likewise, speech style transfer keeping the z^s source's digit (issue: >= 90 %);
+* ``image_style``: slant / ink correlations of image style transfer when quality.json has them;
+* ``minutes_to_99``: wall minutes of training until both z^s purities first reached 0.99 at an
+  evaluation (``train.eval_every``), null if never.
+
+Writes benchmarks/results/pvae_partition.json (an entry with the same ``--tag`` is replaced); every
+number is a fraction in [0, 1] unless named ``minutes``/``seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dispart.config import load_config  # noqa: E402
+from dispart.data.locate import find_data  # noqa: E402
+from dispart.evaluation.evaluate import evaluate_run  # noqa: E402
+from dispart.files import atomic_write_json, read_json  # noqa: E402
+from dispart.generation.quality import quality_run  # noqa: E402
+from dispart.training.run import train  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "pvae_partition.json"
+DEFAULTS = ["train.progress_bar=false", "train.eval_every=5"]
+
+
+def _r(x: Any) -> Any:
+    return None if x is None else round(float(x), 4)
+
+
+def minutes_to(history: list[dict[str, Any]], level: float = 0.99) -> float | None:
+    """Wall minutes until speech and image z^s purity first both reached ``level``."""
+    for h in history:
+        p = h.get("purity", {})
+        if p.get("speech/z^s", 0) >= level and p.get("image/z^s", 0) >= level:
+            return round(h["seconds"] / 60, 2)
+    return None
+
+
+def measures(result: dict[str, Any], quality: dict[str, Any]) -> dict[str, Any]:
+    """The issue's partition measures from evaluation.json and quality.json payloads."""
+    pur = {f"{r['modality']}/{r['latent']}": _r(r["purity"]) for r in result["rows"]}
+    digit = result.get("label_probe_accuracy") or {}
+    digit_chance = result.get("label_probe_chance") or {}
+    spk = result.get("speaker_probe_accuracy") or {}
+    coh = quality.get("coherence", {})
+    keep = quality.get("content_preservation", {})
+    return {
+        "purity": pur,
+        "probes": {"digit_from_za": _r(digit.get("z^a")), "digit_from_zs_speech": _r(digit.get("z^s")),
+                   "digit_from_zi": _r(digit.get("image/z^i")), "digit_chance": _r(digit_chance.get("z^a")),
+                   "speaker_from_zs": _r(spk.get("z^s")), "speaker_from_za": _r(spk.get("z^a")),
+                   "speaker_chance": _r((result.get("speaker_probe_chance") or {}).get("z^s"))},
+        "coherence": {
+            "image_to_speech": _r(coh.get("image->audio", {}).get("reference_style")),
+            "image_to_speech_prior_style": _r(coh.get("image->audio", {}).get("prior_style")),
+            "image_to_speech_resynthesized": _r(coh.get("image->audio", {}).get("resynthesized")),
+            "speech_to_image": _r(coh.get("audio->image", {}).get("reference_style")),
+            "speech_to_image_prior_style": _r(coh.get("audio->image", {}).get("prior_style")),
+            "speech_style_keeps_digit": _r(keep.get("audio", {}).get("semantic_digit")),
+            "speech_style_takes_style_digit": _r(keep.get("audio", {}).get("style_source_digit")),
+            "image_style_keeps_digit": _r(keep.get("image", {}).get("semantic_digit")),
+            "reconstruction": {k: _r(v) for k, v in quality.get("reconstruction", {}).items()}},
+        "image_style": quality.get("image_style"),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "pvae_b64.yaml"))
+    ap.add_argument("--data-dir", required=True, help="folder with fsdd/recordings and mnist/mnist.npz")
+    ap.add_argument("--run", default=str(ROOT / "runs" / "partition"), help="run folder (overwritten)")
+    ap.add_argument("--tag", default="config", help="name of this setting in the results")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--measure-only", action="store_true",
+                    help="measure the trained run in --run again (no training; its summary is reused)")
+    ap.add_argument("overrides", nargs="*", help="config overrides key=value")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    command = shlex.join(["python", "benchmarks/pvae_partition.py", *sys.argv[1:]])
+    command = f"OMP_NUM_THREADS={args.threads} OMP_WAIT_POLICY=PASSIVE {command}"
+    base = [f"{k}={v}" for k, v in find_data(Path(args.data_dir)).items()]
+    cfg = load_config(args.config, [*base, *DEFAULTS, *args.overrides])
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    if args.measure_only:
+        summary = read_json(Path(args.run) / "train_summary.json")
+        old_entry = next((r for r in (read_json(Path(args.out)) if Path(args.out).is_file() else {}
+                                      ).get("runs", []) if r.get("tag") == args.tag), {})
+        command = old_entry.get("command", command) + " && " + command
+        t_train = old_entry.get("wall_seconds", {}).get("train", float("nan"))
+    else:
+        summary = train(cfg, args.run, overwrite=True)
+        t_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if args.measure_only:  # computed again, not reused
+        for stale in ("quality.json", "evaluation.json"):
+            (Path(args.run) / stale).unlink(missing_ok=True)
+    result = evaluate_run(args.run, progress=False)
+    quality = quality_run(args.run)
+    t_eval = time.perf_counter() - t0
+    history = summary.get("history", [])
+    entry = {"tag": args.tag, "command": command, "config": args.config, "overrides": args.overrides,
+             **measures(result, quality), "minutes_to_99": minutes_to(history),
+             "epochs": int(summary["epochs"]), "steps": int(summary["global_step"]),
+             "purity_during_training": history,
+             "wall_seconds": {"train": round(t_train, 1), "evaluate_and_quality": round(t_eval, 1)},
+             "load_average": {"before": load_before, "after": os.getloadavg()[0], "cores": os.cpu_count()},
+             "run": str(args.run), "threads": args.threads}
+    out = Path(args.out)
+    old = read_json(out) if out.is_file() else {}
+    runs = [r for r in old.get("runs", []) if r.get("tag") != args.tag] + [entry]
+    atomic_write_json(out, {
+        "what": ("PVAE on FSDD + MNIST: does the partition hold? purities, digit/speaker linear probes per "
+                 "latent, judged coherence and style transfer, per setting"),
+        "units": "fractions in [0, 1] unless the key says minutes or seconds",
+        "runs": runs,
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "processor": platform.processor() or platform.machine()},
+    })
+    print({k: entry[k] for k in ("tag", "purity", "probes", "coherence", "image_style", "minutes_to_99")})
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
