@@ -98,8 +98,6 @@ def main() -> int:
     ap.add_argument("--tag", default="config", help="name of this setting in the results")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--measure-only", action="store_true",
-                    help="measure the trained run in --run again (no training; its summary is reused)")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -109,19 +107,9 @@ def main() -> int:
     cfg = load_config(args.config, [*base, *DEFAULTS, *args.overrides])
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    if args.measure_only:
-        summary = read_json(Path(args.run) / "train_summary.json")
-        old_entry = next((r for r in (read_json(Path(args.out)) if Path(args.out).is_file() else {}
-                                      ).get("runs", []) if r.get("tag") == args.tag), {})
-        command = old_entry.get("command", command) + " && " + command
-        t_train = old_entry.get("wall_seconds", {}).get("train", float("nan"))
-    else:
-        summary = train(cfg, args.run, overwrite=True)
-        t_train = time.perf_counter() - t0
+    summary = train(cfg, args.run, overwrite=True)
+    t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if args.measure_only:  # computed again, not reused
-        for stale in ("quality.json", "evaluation.json"):
-            (Path(args.run) / stale).unlink(missing_ok=True)
     result = evaluate_run(args.run, progress=False)
     quality = quality_run(args.run)
     t_eval = time.perf_counter() - t0
