@@ -145,6 +145,7 @@ def main() -> int:
         "action_disagreement_fix_z": scores["action_disagreement_fix_z"],
         "action_kl_fix_z": scores["action_kl_fix_z"],
         "action_kl_random": scores["action_kl_random"],
+        "reconstruction_disagreement": scores["reconstruction_disagreement"],
         "judge_accuracy": judge.meta.get("test_accuracy"),
         "judge_accuracy_on_scored_sources": scores.get("judge_accuracy_on_sources"),
         "attribute_label_error_fix_f": scores.get("attribute_label_error_fix_f"),

@@ -9,11 +9,16 @@
    unimodal counterparts on the SAME VQ-VAEs (``model.stage1_dir=RUNS/mdvae``): V-DSAE
    (``model.modalities=[video]``, q(w | x_v)) in ``RUNS/v_dsae`` and A-DSAE (``[audio]``) in
    ``RUNS/a_dsae``. ``key=value`` overrides go to all three (e.g. ``train.epochs=30``).
-2. **Denoising** (the slides' experiment): Gaussian noise (sigma 0.2 of the [0, 1] range) on the
+2. **Denoising** (the slides' experiment): Gaussian noise (sigma 0.2 of the [0, 1] range, or each of
+   ``--sigmas``, the first one being the headline) on the
    mouth or the eye region of the 6 central frames of every 10-frame test sequence, audio
    untouched; encode-decode with posterior means; PSNR and SSIM (scikit-image) on the corrupted
    region of the corrupted frames (``dispart.evaluation.denoising``), for MDVAE (noisy video +
-   clean audio), the stage-1 video VQ-VAE alone, V-DSAE, and the noisy input itself.
+   clean audio), the stage-1 video VQ-VAE alone, V-DSAE, and the noisy input itself; and, to see
+   what the audio contributes, MDVAE given the audio of another test sequence
+   (``mdvae_other_audio``, not part of the target). ``stage1_ceiling``: the VQ-VAE's own
+   reconstruction of the clean videos (what any model decoding through it can reach) and each
+   sequence's mean clean frame held for all frames (how far the face moves within a window).
 3. **Probes** (``dispart.evaluation.probe_curve``): multinomial logistic regression vs the labelled
    fraction of training sequences, on mu_w and on time-averaged mu_z_av (MDVAE), and on mu_w /
    mean mu_z of A-DSAE and V-DSAE, for two labels: the sentence's colour word (static over a
@@ -50,7 +55,7 @@ from dispart.batches.batch import Sequences  # noqa: E402
 from dispart.batches.pipeline import ExperimentData, load_experiment_data  # noqa: E402
 from dispart.config import load_config  # noqa: E402
 from dispart.data.grid import read_align  # noqa: E402
-from dispart.evaluation.denoising import REGIONS, denoising_table, region_box  # noqa: E402
+from dispart.evaluation.denoising import REGIONS, denoising_table, region_box, region_scores  # noqa: E402
 from dispart.evaluation.probe_curve import probe_curve, time_average  # noqa: E402
 from dispart.files import atomic_write_json, read_json  # noqa: E402
 from dispart.runs import load_run  # noqa: E402
@@ -179,6 +184,9 @@ def main() -> int:
     ap.add_argument("--n-test", type=int, default=0, help="test sequences scored (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sigmas", type=float, nargs="+", default=[0.2],
+                    help="noise standard deviations; the first is the headline (denoising, target), "
+                         "every one is reported under denoising_by_sigma")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--tag", default="config",
                     help="name of this setting; other settings' summaries in --out are kept under other_runs")
@@ -220,14 +228,35 @@ def main() -> int:
     def with_audio(v: np.ndarray) -> np.ndarray:
         return batched(lambda a, x: mdvae.reconstruct({"audio": seqs(a), "video": seqs(x)}), a_test, v)
 
+    # the same MDVAE given the audio of another test sequence (a fixed derangement): how much of
+    # its restoration comes from the sequence's own audio
+    other = np.random.default_rng(args.seed + 1).permutation(n_test)
+    other = np.where(other == np.arange(n_test), (other + 1) % n_test, other)
+
+    def with_other_audio(v: np.ndarray) -> np.ndarray:
+        return batched(lambda a, x: mdvae.reconstruct({"audio": seqs(a), "video": seqs(x)}), a_test[other], v)
+
     restorers = {
         "mdvae": with_audio,
+        "mdvae_other_audio": with_other_audio,
         "vqvae": lambda v: batched(lambda x: vq_video.reconstruct({"video": seqs(x)}), v),
         "v_dsae": lambda v: batched(lambda x: vdsae.reconstruct({"video": seqs(x)}), v),
     }
-    denoising = denoising_table(restorers, video["test"], seed=args.seed)
-    for region, row in denoising.items():
-        print(region, {k: (round(v["psnr"], 2), round(v["ssim"], 4)) for k, v in row.items()}, flush=True)
+    by_sigma = {}
+    for sigma in args.sigmas:
+        by_sigma[str(sigma)] = denoising_table(restorers, video["test"], sigma=sigma, seed=args.seed)
+        for region, row in by_sigma[str(sigma)].items():
+            print(f"sigma {sigma}", region, {k: (round(v["psnr"], 2), round(v["ssim"], 4))
+                                             for k, v in row.items()}, flush=True)
+    denoising = by_sigma[str(args.sigmas[0])]
+    # what any restorer decoding through the stage-1 VQ-VAE can reach: its reconstruction of the
+    # clean videos, against holding each sequence's mean clean frame (the lips' motion scale)
+    clean = video["test"]
+    held = np.repeat(clean.mean(axis=1, keepdims=True), clean.shape[1], axis=1)
+    ceiling = {r: {"vqvae_clean": region_scores(clean, restorers["vqvae"](clean), r),
+                   "sequence_mean_frame": region_scores(clean, held, r)} for r in ("mouth", "eyes")}
+    print("ceiling", {r: {k: round(v["psnr"], 2) for k, v in row.items()} for r, row in ceiling.items()},
+          flush=True)
     denoise_s = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -263,8 +292,11 @@ def main() -> int:
                 for m in ("psnr", "ssim")} for r in ("mouth", "eyes")}
     result = {
         "denoising": denoising,
-        "denoising_setup": {"sigma": 0.2, "frames": "central 6 of 10", "regions": {r: list(REGIONS[r])
-                            for r in ("mouth", "eyes")}, "test_sequences": n_test,
+        "denoising_by_sigma": by_sigma,
+        "stage1_ceiling": ceiling,
+        "denoising_setup": {"sigma": args.sigmas[0], "frames": "central 6 of 10",
+                            "regions": {r: list(REGIONS[r]) for r in ("mouth", "eyes")},
+                            "test_sequences": n_test,
                             "metric": "PSNR (dB) and SSIM (scikit-image, data_range 1) on the corrupted "
                                       "region of the corrupted frames, mean over frames and sequences"},
         "target": {

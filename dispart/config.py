@@ -111,6 +111,7 @@ class TrainConfig:
     batch_size: int = 256
     bucket_pool: int = 50  # length buckets: sort within random pools of bucket_pool * batch_size
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine (from lr to 0 over the run's optimiser steps)
     betas: list[float] = field(default_factory=lambda: [0.95, 0.999])
     seed: int = 0
     accelerator: str = "auto"  # cpu | gpu | auto
@@ -317,6 +318,7 @@ RULES: dict[str, Rule] = {
     "model.za_dim": COUNT,
     "model.zv_dim": COUNT,
     "model.decoder": one_of("mlp", "lstm"),
+    "model.obs_scale": one_of("unit", "optimal"),
     "model.beta_w": NONNEG,
     "model.stage1_epochs": Rule(lambda v: v >= 0, ">= 0 (0: train.epochs)", alone=False),
     "model.stage1_dir": Rule(lambda v: True, "a folder holding finished stage1_<modality> runs, or '' "
@@ -340,6 +342,7 @@ RULES: dict[str, Rule] = {
     "train.precision": Rule(lambda v: str(v) in PRECISIONS, f"one of {list(PRECISIONS)}",
                             "unknown precision"),
     "train.logger": one_of("csv", "tensorboard"),
+    "train.lr_schedule": one_of("constant", "cosine"),
     "train.log_every_n_steps": COUNT,
     "train.gradient_clip_val": NONNEG,
     "train.max_time": Rule(lambda v: bool(_MAX_TIME.match(v)), "'DD:HH:MM:SS', e.g. '00:01:30:00'",

@@ -106,6 +106,26 @@ class UnitGaussianLikelihood(Likelihood):
         return mean
 
 
+class ScaledGaussianLikelihood(Likelihood):
+    """p(x | z) = N(x; mean(z), diag(scale^2)) with a given ``scale`` (a tensor broadcasting
+    against one example's elements, e.g. (E,) per feature, or a scalar); the decoder emits the
+    mean. MDVAE's ``obs_scale="learned"`` passes its learned per-dimension scale."""
+
+    name = "gaussian (scaled)"
+
+    def __init__(self, scale: Tensor) -> None:
+        self.scale = scale
+
+    def elementwise_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        return Normal(params, self.scale).log_prob(x)
+
+    def mean(self, params: Tensor) -> Tensor:
+        return params
+
+    def params_from_mean(self, mean: Tensor) -> Tensor:
+        return mean
+
+
 class BernoulliLikelihood(Likelihood):
     """p(x | z) = prod Bernoulli(x; sigmoid(logits(z))) for binarised data (e.g. binary MNIST).
 

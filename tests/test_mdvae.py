@@ -227,6 +227,45 @@ def test_loss_is_the_elbo_of_the_draws_computed_by_hand(betas):
     np.testing.assert_allclose(float(out.loss), -weighted.mean(), rtol=1e-5)
 
 
+def test_optimal_obs_scale_is_the_batch_residual_variance_of_each_dimension():
+    """obs_scale="optimal": in training p(e | .) = N(mean, diag(v)) with v_d the mean squared
+    residual of dimension d over the batch's valid frames (held fixed in the gradient); its EMA
+    (momentum 0.99) is the variance outside training; padded frames count in neither."""
+    model = build(obs_scale="optimal").train()
+    assert not hasattr(build(), "obs_var_video")  # the unit-variance default has no buffer
+    batch = av_batch()
+    with torch.no_grad():
+        q, z = model.infer(batch)
+    mask = np64(batch["audio"].mask()).astype(bool)
+    for m in ("audio", "video"):
+        enc = model.observed(m, batch[m])
+        mean = model.decode_params(z, m, enc.lengths)
+        resid = np64(enc.data) - np64(mean)
+        var = np.maximum((resid[mask] ** 2).mean(0), 1e-6)
+        before = np64(getattr(model, f"obs_var_{m}")).copy()
+        got = model.reconstruction_log_prob(z, m, enc)
+        elem = -0.5 * np.log(2 * math.pi * var) - 0.5 * resid ** 2 / var
+        np.testing.assert_allclose(np64(got), (elem.sum(-1) * mask).sum(1), rtol=1e-5)
+        ema = np64(getattr(model, f"obs_var_{m}"))
+        np.testing.assert_allclose(ema, 0.99 * before + 0.01 * var, rtol=1e-5)
+        # the variance carries no gradient: d log p / d mean = resid / v exactly
+        leaf = mean.detach().clone().requires_grad_(True)
+        model.decode_params = lambda *args, leaf=leaf, **kw: leaf  # instance attribute: this test only
+        (grad,) = torch.autograd.grad(model.reconstruction_log_prob(z, m, enc).sum(), leaf)
+        del model.decode_params
+        np.testing.assert_allclose(np64(grad), resid / var * mask[..., None], rtol=1e-4, atol=1e-6)
+        ema = np64(getattr(model, f"obs_var_{m}"))  # (the second training call moved it again)
+        model.eval()
+        with torch.no_grad():
+            evald = model.reconstruction_log_prob(z, m, enc)
+        elem = -0.5 * np.log(2 * math.pi * ema) - 0.5 * resid ** 2 / ema
+        np.testing.assert_allclose(np64(evald), (elem.sum(-1) * mask).sum(1), rtol=1e-5)
+        np.testing.assert_allclose(np64(getattr(model, f"obs_var_{m}")), ema)  # eval leaves it
+        model.train()
+    with pytest.raises(ValueError, match="obs_scale must be one of"):
+        build(obs_scale="learned")
+
+
 def test_the_likelihood_is_over_the_frozen_encodings_and_decode_goes_through_the_vq_vae():
     model = build().eval()
     batch = av_batch()

@@ -36,7 +36,8 @@ PVAE = ["tests/sample.yaml", "model.hidden=16", "train.batch_size=64", "train.ep
         "train.eval_every=1", "train.progress_bar=false"]  # 5 steps an epoch
 MVAE = ["configs/mnist_label_mvae.yaml", "model.hidden=16", "model.latent_dim=8",
         "model.anneal_steps=5", "data.paired_fraction=0.5", "train.batch_size=200",
-        "train.epochs=3", "train.progress_bar=false"]  # 6 steps an epoch, weakly supervised
+        "train.epochs=3", "train.progress_bar=false",
+        "train.lr_schedule=cosine"]  # 6 steps an epoch, weakly supervised; the lr schedule resumes too
 EPOCH_FILE = re.compile(r"epoch\d+\.ckpt")
 
 
@@ -167,7 +168,7 @@ def test_pvae_killed_mid_epoch_and_between_epochs_resumes_bit_identically(tmp_pa
 @pytest.mark.slow
 def test_mvae_image_label_killed_mid_epoch_and_between_epochs_resumes_bit_identically(tmp_path):
     ref, run = _kill_twice_and_resume(tmp_path, MVAE, per_epoch=6)
-    _assert_same_weights(ref, run)  # includes the KL-annealing step counter
+    _assert_same_weights(ref, run)  # includes the KL-annealing step counter (and the cosine lr)
     assert _summary(run)["global_step"] == _summary(ref)["global_step"] == 18
 
 

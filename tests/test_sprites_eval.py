@@ -143,6 +143,9 @@ def test_table1_exact_numbers_with_a_fake_model_and_judge() -> None:
     assert out["action_disagreement_fix_z"] == 1 / 8
     wrong = 0.9 * math.log(0.9 / (0.1 / 8)) + 0.1 / 8 * math.log((0.1 / 8) / 0.9)
     assert out["action_kl_fix_z"] == pytest.approx(wrong / 8, rel=1e-12)
+    # reconstructions (f and z from q) fail exactly where the fake cannot draw
+    assert out["reconstruction_disagreement"] == {"body": 3 / 8, "bottom": 0.0, "top": 0.0, "hair": 0.0,
+                                                  "action": 1 / 8}
     # the fake judge reads the sources' codes exactly; the generated body 5 -> 4 is a label error
     assert out["judge_accuracy_on_sources"] == {h: 1.0 for h in HEADS}
     assert out["attribute_label_error_fix_f"]["body"] == 3 / 8

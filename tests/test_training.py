@@ -145,3 +145,22 @@ def test_bad_wav_is_named_or_skipped_and_counted(tmp_path, capsys):
     info = json.loads((tmp_path / "r" / "run.json").read_text())
     assert [Path(s["path"]).name for s in info["data"]["skipped_files"]] == ["3_george_7.wav"]
     assert info["data"]["n_speech_train"] == 299
+
+
+def test_cosine_lr_schedule_decays_to_zero_over_the_runs_steps(trained, tmp_path):
+    """train.lr_schedule=cosine: Adam's rate follows lr * (1 + cos(pi * step / steps)) / 2 per
+    optimiser step (10 steps here), saved in the checkpoints; the default keeps lr constant."""
+    _, cache = trained
+    run = tmp_path / "cosine"
+    assert main(["train", "tests/sample.yaml", "--out", str(run), "train.epochs=2", "train.lr=0.002",
+                 "train.lr_schedule=cosine", f"data.cache_dir={cache}", *FAST]) == 0
+    mid = torch.load(run / "checkpoints" / "epoch000.ckpt", weights_only=True)
+    end = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    for ckpt, step in ((mid, 5), (end, 10)):
+        (sched,) = ckpt["lr_schedulers"]
+        assert sched["last_epoch"] == ckpt["global_step"] == step
+        expected = 0.002 * (1 + np.cos(np.pi * step / 10)) / 2
+        assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(expected, abs=1e-9)
+    constant = torch.load(trained[0] / "checkpoints" / "last.ckpt", weights_only=True)
+    assert not constant["lr_schedulers"]
+    assert constant["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-3

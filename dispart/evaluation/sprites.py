@@ -353,15 +353,26 @@ def generate_fix_z(model: Any, videos: Tensor, generator: torch.Generator) -> Te
     return model.generate(lengths, z=z, generator=generator).x
 
 
+@torch.no_grad()
+def reconstruct_means(model: Any, videos: Tensor) -> Tensor:
+    """f and z_1:T both the means of q (no prior draw): decoded means (N, T, C, H, W)."""
+    f_name, z_name = _latent_names(model)
+    lengths = torch.full((len(videos),), videos.shape[1], dtype=torch.long)
+    q = model.encode({model.modality: Sequences(videos, lengths)})
+    return model.generate(lengths, f=q[f_name].mean, z=q[z_name].mean).x
+
+
 def table1(model: Any, judge: SpriteJudge, videos: np.ndarray | Tensor, seed: int = 0, batch: int = 64,
            labels: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """The paper's Table 1 on ``videos`` (uint8 (N, T, H, W, C) or float (N, T, C, H, W)).
 
     Returns ``attribute_disagreement_fix_f``, ``attribute_kl_fix_f``, ``attribute_kl_random``
     (attribute -> value), ``action_disagreement_fix_z``, ``action_kl_fix_z``,
-    ``action_kl_random``, ``n``; with ``labels`` (head -> (N,) ints) also the judge's accuracy on
-    the sources and the fraction of generated videos judged as the source's true label
-    (``*_label_error_*``). One generator seeded with ``seed`` draws every prior sample.
+    ``action_kl_random``, ``n``, and ``reconstruction_disagreement`` (every head, f and z both
+    from q: whether a failure is the reconstruction's or the split's); with ``labels`` (head ->
+    (N,) ints) also the judge's accuracy on the sources and the fraction of generated videos
+    judged as the source's true label (``*_label_error_*``). One generator seeded with ``seed``
+    draws every prior sample.
     """
     gen = torch.Generator().manual_seed(seed)
     was = model.training
@@ -369,6 +380,7 @@ def table1(model: Any, judge: SpriteJudge, videos: np.ndarray | Tensor, seed: in
     src: dict[str, list[np.ndarray]] = {h: [] for h in judge.net.heads}
     fix_f: dict[str, list[np.ndarray]] = {h: [] for h in ATTRIBUTE_HEADS}
     fix_z: list[np.ndarray] = []
+    recon: dict[str, list[np.ndarray]] = {h: [] for h in judge.net.heads}
     try:
         for i in range(0, len(videos), batch):
             x = as_video_tensor(videos[i:i + batch])
@@ -378,6 +390,8 @@ def table1(model: Any, judge: SpriteJudge, videos: np.ndarray | Tensor, seed: in
             for h in ATTRIBUTE_HEADS:
                 fix_f[h].append(gf[h])
             fix_z.append(judge.log_proba(generate_fix_z(model, x, gen))["action"])
+            for h, v in judge.log_proba(reconstruct_means(model, x)).items():  # draws nothing
+                recon[h].append(v)
     finally:
         model.train(was)
     s = {h: np.concatenate(v) for h, v in src.items()}
@@ -391,6 +405,7 @@ def table1(model: Any, judge: SpriteJudge, videos: np.ndarray | Tensor, seed: in
         "action_disagreement_fix_z": disagreement(z, s["action"]),
         "action_kl_fix_z": kl_recon(z, s["action"]),
         "action_kl_random": kl_random(s["action"]),
+        "reconstruction_disagreement": {h: disagreement(np.concatenate(v), s[h]) for h, v in recon.items()},
     }
     if labels is not None:
         out["judge_accuracy_on_sources"] = {h: float(np.mean(s[h].argmax(1) == labels[h])) for h in s}

@@ -33,6 +33,16 @@ decoders and the teacher-forced priors (``elbo(..., samples=...)``):
 
     ELBO = sum_m log p(e^(m) | .) - KL(q(w) || p(w)) - sum_t [KL(z_av,t) + KL(z_a,t) + KL(z_v,t)]
 
+``obs_scale``: "unit" (the default, the slides' p(e_t | .) with variance 1 in every dimension) or
+"optimal": a per-dimension variance per modality set to its maximum-likelihood value, the mean
+squared residual of that dimension over the batch's valid frames (floored at MIN_OBS_SCALE^2,
+held fixed in the gradient: by the envelope theorem that is the exact gradient of the ELBO
+maximised over the variances; the "optimal sigma" calibrated decoder of Rybkin, Daniilidis and
+Levine 2021, here per dimension). An exponential moving average of it (buffer ``obs_var_<m>``)
+is the variance outside training. Why: the VQ-VAE encodings of GRID vary by ~0.02 within a
+10-frame window against ~0.5 across windows, so at unit variance the dynamics cost almost nothing
+to ignore and the dynamic latents collapse.
+
 ``beta_w`` / ``beta_z`` weigh the static and dynamic KL terms in the training loss (1, 1: the
 ELBO; the logged "elbo" is always unweighted). ``encode`` (posterior means, for evaluation,
 generation and denoising) feeds each recurrence with the posterior *means* of the previous steps
@@ -67,7 +77,7 @@ from torch.distributions import Independent
 
 from dispart.batches.batch import Batch, Modality, Sequences
 from dispart.batches.modality import ModalitySpec
-from dispart.distributions import make_likelihood
+from dispart.distributions import ScaledGaussianLikelihood, make_likelihood
 from dispart.models.base import Generative, LossOutput, MultimodalModel
 from dispart.models.latents import Latent, declare
 from dispart.models.priors import LSTMPrior, StandardNormalPrior, frame_mask
@@ -89,6 +99,9 @@ STATIC, SHARED, SINGLE = "w", "z_av", "z"
 PRIVATE = {"sequence": "z_a", "frames": "z_v"}  # the private latent of the audio / video modality
 SYMBOLS = {STATIC: "w", SHARED: "z^av_t", SINGLE: "z_t", "z_a": "z^a_t", "z_v": "z^v_t"}
 DECODERS = ("mlp", "lstm")
+OBS_SCALES = ("unit", "optimal")
+MIN_OBS_SCALE = 1e-3  # floor of the "optimal" per-dimension observation scale
+OBS_VAR_MOMENTUM = 0.99  # EMA of the batch variances kept for evaluation
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,8 @@ class MDVAEConfig:
         prior_hidden: hidden units of the LSTM priors.
         decoder: "mlp" (p(e_t | .) depends on frame t's latents only, as in the slides) or
             "lstm" (an LSTM over them).
+        obs_scale: "unit" (p(e_t | .) = N(mean, I)) or "optimal" (N(mean, diag(s_m^2)) with
+            s_m^2 the batch's per-dimension mean squared residual; see the module docstring).
         beta_w, beta_z: weights of the static and of the dynamic KL terms in the training loss.
         vq_*: the stage-1 VQ-VAE of every modality (the fields of
             :class:`~dispart.models.vqvae.VQVAEConfig`): the frozen front end is built with them
@@ -122,6 +137,7 @@ class MDVAEConfig:
     hidden: int = 256
     prior_hidden: int = 256
     decoder: str = "mlp"
+    obs_scale: str = "unit"
     beta_w: float = 1.0
     beta_z: float = 1.0
     vq_code_dim: int = 16
@@ -237,7 +253,8 @@ class MDVAE(MultimodalModel):
 
     def __init__(self, modalities: Sequence[ModalitySpec], w_dim: int = 32, zav_dim: int = 16,
                  za_dim: int = 8, zv_dim: int = 16, hidden: int = 256, prior_hidden: int = 256,
-                 decoder: str = "mlp", beta_w: float = 1.0, beta_z: float = 1.0, vq_code_dim: int = 16,
+                 decoder: str = "mlp", obs_scale: str = "unit", beta_w: float = 1.0, beta_z: float = 1.0,
+                 vq_code_dim: int = 16,
                  vq_codebook_size: int = 512, vq_hidden: int = 256, vq_conv_width: int = 64,
                  vq_downsample: int = 0, vq_frame_codes: int = 8, vq_beta: float = 0.25,
                  vq_ema: bool = True, vq_decay: float = 0.99, vq_restart: float = 1.0, stage1_epochs: int = 0,
@@ -258,9 +275,12 @@ class MDVAE(MultimodalModel):
                 raise ValueError(f"mdvae: {name} must be a number >= 0, got {b!r}")
         if decoder not in DECODERS:
             raise ValueError(f"mdvae: decoder must be one of {list(DECODERS)}, got {decoder!r}")
+        if obs_scale not in OBS_SCALES:
+            raise ValueError(f"mdvae: obs_scale must be one of {list(OBS_SCALES)}, got {obs_scale!r}")
         # every config field under its own name: MultimodalModel.config reads them back
         self.w_dim, self.zav_dim, self.za_dim, self.zv_dim = w_dim, zav_dim, za_dim, zv_dim
         self.hidden, self.prior_hidden, self.decoder = hidden, prior_hidden, decoder
+        self.obs_scale = obs_scale
         self.beta_w, self.beta_z = float(beta_w), float(beta_z)
         self.vq_code_dim, self.vq_codebook_size, self.vq_hidden = vq_code_dim, vq_codebook_size, vq_hidden
         self.vq_conv_width, self.vq_downsample = vq_conv_width, vq_downsample
@@ -279,6 +299,9 @@ class MDVAE(MultimodalModel):
         # p(x | z) is a unit Gaussian over the encodings (read by the generic likelihood helpers)
         self.likelihoods = {s.name: make_likelihood("gaussian") for s in modalities}
         enc_dims = {m: self.vq[m].encoding_dim for m in self.modalities}
+        if obs_scale == "optimal":  # s_m^2 (E_m,) outside training: EMA of the batch values
+            for m, d in enc_dims.items():
+                self.register_buffer(f"obs_var_{m}", torch.ones(d))
 
         names = [s.name for s in modalities]
         self.multimodal = len(modalities) == 2
@@ -429,7 +452,23 @@ class MDVAE(MultimodalModel):
         """(B,) log p(e^m | latents) of the encodings of ``x`` (raw frames or :class:`Encodings`)."""
         enc = self.observed(modality, x)
         params = self.decode_params(latents, modality, enc.lengths)
-        return self.likelihoods[modality].log_prob(params, enc)
+        if self.obs_scale == "unit":
+            return self.likelihoods[modality].log_prob(params, enc)
+        var = getattr(self, f"obs_var_{modality}")
+        if self.training:
+            var = self.residual_variance(params, enc)
+            with torch.no_grad():
+                getattr(self, f"obs_var_{modality}").lerp_(var, 1 - OBS_VAR_MOMENTUM)
+        return ScaledGaussianLikelihood(var.sqrt()).log_prob(params, enc)
+
+    @staticmethod
+    def residual_variance(params: Tensor, enc: Encodings) -> Tensor:
+        """(E,) per-dimension mean squared residual of the means ``params`` (B, T, E) against the
+        encodings over the valid frames, floored at MIN_OBS_SCALE^2, without gradient."""
+        with torch.no_grad():
+            mask = frame_mask(enc.lengths.to(params.device), params.shape[1])
+            resid = (enc.data[:, : params.shape[1]] - params)[mask]  # (valid frames, E)
+            return resid.pow(2).mean(0).clamp_min(MIN_OBS_SCALE ** 2)
 
     def loss(self, batch: Batch) -> LossOutput:
         """-ELBO averaged over the batch (KL weights ``beta_w``, ``beta_z``). Terms: rec_<m>

@@ -183,7 +183,8 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData 
     if data.skipped and not worker and not quiet:
         print(f"skipped {len(data.skipped)} bad audio files (data.on_error=skip); "
               f"first: {data.skipped[0][0]}: {data.skipped[0][1]}")
-    lit = LitModel(hparams, lr=cfg.train.lr, betas=list(cfg.train.betas))
+    lit = LitModel(hparams, lr=cfg.train.lr, betas=list(cfg.train.betas),
+                   lr_schedule=cfg.train.lr_schedule)
     if setup is not None:
         setup(lit.model)
     dm = _datamodule(cfg, data)
