@@ -165,6 +165,45 @@ def swaps(model: Any, audio: np.ndarray, video: np.ndarray, seed: int) -> dict[s
     return out
 
 
+def stage1_ceiling(vq_video: Any, clean: np.ndarray) -> dict[str, dict[str, Any]]:
+    """What any restorer decoding through the stage-1 VQ-VAE can reach: its reconstruction of the
+    clean videos (N, T, 3, H, W), against holding each sequence's mean clean frame for all frames
+    (the lips' motion scale), per region; and how much its reconstructions move in the mouth
+    (mean |frame - the sequence's mean frame|) next to the clean videos'."""
+    rec = batched(lambda x: vq_video.reconstruct({"video": seqs(x)}), clean)
+    held = np.repeat(clean.mean(axis=1, keepdims=True), clean.shape[1], axis=1)
+    out: dict[str, dict[str, Any]] = {r: {"vqvae_clean": region_scores(clean, rec, r),
+                                          "sequence_mean_frame": region_scores(clean, held, r)}
+                                      for r in ("mouth", "eyes")}
+    left, top, right, bottom = region_box("mouth", clean.shape[3], clean.shape[4])
+
+    def motion(v: np.ndarray) -> float:
+        return float(np.abs(v - v.mean(axis=1, keepdims=True))[..., top:bottom, left:right].mean())
+
+    out["mouth"]["motion"] = {"clean": motion(clean), "vqvae_clean": motion(rec)}
+    return out
+
+
+def score_stage1(stage1: Path, base: list[str], out: Path, n_test: int) -> int:
+    """--stage1-only: the stage-1 ceiling of ``stage1``/stage1_video, written to ``out``."""
+    run = stage1 / "stage1_video"
+    vq_video = load_run(run).model
+    data = load_experiment_data(load_config(CONFIG, base).data, progress=False)
+    clean = stacked(data, "video", "test")[: n_test or None]
+    ceiling = stage1_ceiling(vq_video, clean)
+    print("ceiling", ceiling, flush=True)
+    meta = read_json(run / "run.json")
+    atomic_write_json(out, {
+        "stage1_ceiling": ceiling, "stage1_video": str(run), "test_sequences": len(clean),
+        "trained": read_json(run / "train_summary.json"),
+        "commands": [c for c in (meta.get("provenance", {}).get("command"),) if c]
+        + ["OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/mdvae.py "
+           + shlex.join(sys.argv[1:])],
+    })
+    print(f"wrote {out}")
+    return 0
+
+
 def other_runs(path: Path, tag: str) -> list[dict[str, Any]]:
     """Summaries (tag, denoising, swap, target, runs, commands) of the other settings in ``path``."""
     if not path.is_file():
@@ -192,6 +231,9 @@ def main() -> int:
                     help="name of this setting; other settings' summaries in --out are kept under other_runs")
     ap.add_argument("--stage1-dir", default=None, help="finished stage-1 runs (stage1_audio, stage1_video) "
                     "for all three models (default: RUNS/mdvae, trained there by its first stage)")
+    ap.add_argument("--stage1-only", action="store_true",
+                    help="only score the stage-1 video VQ-VAE of --stage1-dir on the clean test windows "
+                         "(stage1_ceiling; nothing is trained) and write that to --out")
     ap.add_argument("overrides", nargs="*", help="config overrides a.b=value, for all three models")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -202,6 +244,8 @@ def main() -> int:
     base = [f"data.audio={grid}", "train.progress_bar=false", *args.overrides]
     t0 = time.perf_counter()
     stage1 = Path(args.stage1_dir) if args.stage1_dir else runs / "mdvae"
+    if args.stage1_only:
+        return score_stage1(stage1, base, Path(args.out), args.n_test)
     external = [f"model.stage1_dir={stage1}"] if args.stage1_dir else []
     mdvae, i_md = train_or_load([*base, *external], runs / "mdvae")
     shared = [*base, f"model.stage1_dir={stage1}"]
@@ -249,14 +293,8 @@ def main() -> int:
             print(f"sigma {sigma}", region, {k: (round(v["psnr"], 2), round(v["ssim"], 4))
                                              for k, v in row.items()}, flush=True)
     denoising = by_sigma[str(args.sigmas[0])]
-    # what any restorer decoding through the stage-1 VQ-VAE can reach: its reconstruction of the
-    # clean videos, against holding each sequence's mean clean frame (the lips' motion scale)
-    clean = video["test"]
-    held = np.repeat(clean.mean(axis=1, keepdims=True), clean.shape[1], axis=1)
-    ceiling = {r: {"vqvae_clean": region_scores(clean, restorers["vqvae"](clean), r),
-                   "sequence_mean_frame": region_scores(clean, held, r)} for r in ("mouth", "eyes")}
-    print("ceiling", {r: {k: round(v["psnr"], 2) for k, v in row.items()} for r, row in ceiling.items()},
-          flush=True)
+    ceiling = stage1_ceiling(vq_video, video["test"])
+    print("ceiling", ceiling, flush=True)
     denoise_s = time.perf_counter() - t1
 
     t2 = time.perf_counter()
