@@ -109,7 +109,7 @@ class UnitGaussianLikelihood(Likelihood):
 class ScaledGaussianLikelihood(Likelihood):
     """p(x | z) = N(x; mean(z), diag(scale^2)) with a given ``scale`` (a tensor broadcasting
     against one example's elements, e.g. (E,) per feature, or a scalar); the decoder emits the
-    mean. MDVAE's ``obs_scale="learned"`` passes its learned per-dimension scale."""
+    mean. MDVAE's ``obs_scale="optimal"`` passes the square root of its per-dimension variance."""
 
     name = "gaussian (scaled)"
 
