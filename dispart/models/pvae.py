@@ -32,9 +32,9 @@ from dispart.batches.batch import Batch, Sequences
 from dispart.batches.modality import ModalitySpec
 from dispart.models.base import Generative, LossOutput, MultimodalModel, standard_priors
 from dispart.models.latents import Latent, declare
-from dispart.models.priors import frame_mask
 from dispart.nn.encoders import GaussianHead, diag_gaussian
 from dispart.nn.experts import prior_floored_logvar, product_quotient_of_experts
+from dispart.nn.frames import zero_padding
 from dispart.nn.modality import build_decoder, build_pre_encoder
 from dispart.objectives import (
     coherence_kl,
@@ -312,8 +312,7 @@ class PVAE(MultimodalModel):
             latents = {SEMANTIC: target, style(m): z[style(m)].detach()}
             x = self.likelihoods[m].mean(self.decode_params(latents, m, lengths))
             if lengths is not None:
-                valid = frame_mask(lengths, x.shape[1]).to(x.device)
-                x = Sequences(x * valid.view(*valid.shape, *([1] * (x.dim() - 2))), lengths)
+                x = Sequences(zero_padding(x, lengths), lengths)
             mean = self.unimodal[m](x)[SEMANTIC].mean
             total = total + (mean - target).pow(2).mean(dim=-1)
         return total
