@@ -11,6 +11,7 @@ from pathlib import Path
 from dispart.batches.pipeline import load_experiment_data
 from dispart.config import load_config
 from dispart.data.locate import find_data
+from dispart.data.sample import SAMPLE, SAMPLE_LARGE
 from dispart.errors import ConfigError
 from dispart.evaluation.evaluate import evaluate_run
 from dispart.evaluation.table import PurityRow, content_row_keys, rows_to_markdown
@@ -26,7 +27,7 @@ def run_demo(out: Path, data_dir: Path | None = None, overrides: list[str] | Non
         raise ConfigError(f"--out {out} is not empty: the demo writes a fresh run folder")
     items = [f"{k}={v}" for k, v in find_data(data_dir).items()] if data_dir else []
     cfg = load_config(DEMO_CONFIG, items + list(overrides or []))
-    where = {"sample": "the embedded sample", "sample-large": "the larger embedded sample"}.get(
+    where = {SAMPLE: "the embedded sample", SAMPLE_LARGE: "the larger embedded sample"}.get(
         cfg.data.audio, cfg.data.audio)
     print(f"[dispart demo] training {cfg.model.display_name} on {where} "
           f"for {cfg.train.epochs} epochs -> {out}")

@@ -40,22 +40,17 @@ def sample_fsdd_dir() -> Path:
     return path
 
 
-def sample_mnist_path() -> Path:
-    """Path of the embedded MNIST sample ``.npz`` (keys x_train, y_train, x_test, y_test)."""
-    path = sample_data_dir() / "mnist_sample.npz"
+def _embedded(path: Path, what: str = "sample file") -> Path:
+    """``path`` if it is a file, else a DataError naming it."""
     if not path.is_file():
-        raise DataError(
-            f"{path}: embedded MNIST sample is missing (reinstall dispart or run "
-            "tools/make_sample.py)"
-        )
-    return path
-
-
-def _embedded(path: Path) -> Path:
-    if not path.exists():
-        raise DataError(f"{path}: embedded sample file is missing (reinstall dispart or run "
+        raise DataError(f"{path}: embedded {what} is missing (reinstall dispart or run "
                         "tools/make_sample.py)")
     return path
+
+
+def sample_mnist_path() -> Path:
+    """Path of the embedded MNIST sample ``.npz`` (keys x_train, y_train, x_test, y_test)."""
+    return _embedded(sample_data_dir() / "mnist_sample.npz", "MNIST sample")
 
 
 def sample_audio_source(value: str) -> Path | None:
