@@ -79,6 +79,15 @@ def test_embedded_large_sample_is_the_small_one_plus_more_takes() -> None:
     assert sample_audio_source("/some/folder") is None and sample_image_source("x.npz") is None
 
 
+def test_a_missing_embedded_sample_file_is_one_error_naming_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("dispart.data.sample.sample_data_dir", lambda: tmp_path)
+    for find, name in ((sample_mnist_path, "mnist_sample.npz"),
+                       (lambda: sample_image_source("sample-large"), "mnist_large.npz"),
+                       (lambda: sample_audio_source("sample-large"), "fsdd_large.csv")):
+        with pytest.raises(DataError, match=rf"{name}: embedded .* is missing \(reinstall dispart"):
+            find()
+
+
 def test_bad_fsdd_filename_names_file(tmp_path: Path, sample_wav: Path) -> None:
     shutil.copy(sample_wav, tmp_path / "3_jackson_5.wav")
     shutil.copy(sample_wav, tmp_path / "three-jackson.wav")
