@@ -18,7 +18,8 @@
    what the audio contributes, MDVAE given the audio of another test sequence
    (``mdvae_other_audio``, not part of the target). ``stage1_ceiling``: the VQ-VAE's own
    reconstruction of the clean videos (what any model decoding through it can reach) and each
-   sequence's mean clean frame held for all frames (how far the face moves within a window).
+   sequence's mean clean frame held for all frames (how far the face moves within a window), and the
+   spread of its encodings within a window and over all frames (what stage 2's likelihood sees).
 3. **Probes** (``dispart.evaluation.probe_curve``): multinomial logistic regression vs the labelled
    fraction of training sequences, on mu_w and on time-averaged mu_z_av (MDVAE), and on mu_w /
    mean mu_z of A-DSAE and V-DSAE, for two labels: the sentence's colour word (static over a
@@ -181,6 +182,12 @@ def stage1_ceiling(vq_video: Any, clean: np.ndarray) -> dict[str, dict[str, Any]
         return float(np.abs(v - v.mean(axis=1, keepdims=True))[..., top:bottom, left:right].mean())
 
     out["mouth"]["motion"] = {"clean": motion(clean), "vqvae_clean": motion(rec)}
+    # the scale of what stage 2 models: per-dimension standard deviation of the pre-quantisation
+    # encodings within each window and over all frames (both averaged over dimensions)
+    with torch.no_grad():
+        enc = batched(lambda x: vq_video.encode_frames(seqs(x)), clean)  # (N, T, E)
+    out["encodings"] = {"within_window_std": float(enc.std(axis=1).mean()),
+                        "across_frames_std": float(enc.reshape(-1, enc.shape[-1]).std(axis=0).mean())}
     return out
 
 
