@@ -20,6 +20,10 @@
    reconstruction of the clean videos (what any model decoding through it can reach) and each
    sequence's mean clean frame held for all frames (how far the face moves within a window), and the
    spread of its encodings within a window and over all frames (what stage 2's likelihood sees).
+   ``clean_reconstruction``: each restorer on the clean test videos (all 10 frames), with how much
+   its output moves in each region and how well that motion follows the clean video's;
+   ``audio_explains_motion``: the R^2 of a ridge regression from the audio to each region's motion
+   (how much any model could take from the audio there).
 3. **Probes** (``dispart.evaluation.probe_curve``): multinomial logistic regression vs the labelled
    fraction of training sequences, on mu_w and on time-averaged mu_z_av (MDVAE), and on mu_w /
    mean mu_z of A-DSAE and V-DSAE, for two labels: the sentence's colour word (static over a
@@ -79,7 +83,9 @@ def train_or_load(cfg_overrides: list[str], run_dir: Path) -> tuple[Any, dict[st
     meta = read_json(run_dir / "run.json")
     info = {"run": str(run_dir), "trained_now": trained, "minutes": round((time.perf_counter() - t0) / 60, 2),
             "weights_sha256": meta.get("files", {}).get("model.safetensors"),
-            "trained_by": meta.get("provenance", {}).get("command"), "overrides": cfg_overrides}
+            "trained_by": meta.get("provenance", {}).get("command"),
+            # a reused run was trained by ``trained_by`` (its own command), not with these overrides
+            "overrides": cfg_overrides if trained else None}
     return run.model, info
 
 
@@ -166,6 +172,61 @@ def swaps(model: Any, audio: np.ndarray, video: np.ndarray, seed: int) -> dict[s
     return out
 
 
+def motion(v: np.ndarray, region: str) -> float:
+    """How much a video (N, T, 3, H, W) moves in ``region``: mean |frame - its sequence's mean frame|."""
+    left, top, right, bottom = region_box(region, v.shape[3], v.shape[4])
+    return float(np.abs(v - v.mean(axis=1, keepdims=True))[..., top:bottom, left:right].mean())
+
+
+def clean_reconstructions(restorers: dict[str, Any], clean: np.ndarray) -> dict[str, Any]:
+    """Each restorer on the *clean* test videos, per region: PSNR / SSIM over all frames, how much
+    its output moves (:func:`motion`; the clean videos' in ``clean``) and the correlation of its
+    frame-to-mean deviations with the clean ones (1: it follows the lips / eyes; 0: a still face)."""
+    out: dict[str, Any] = {}
+    recs = {name: fn(clean) for name, fn in restorers.items()}
+    for region in ("mouth", "eyes"):
+        left, top, right, bottom = region_box(region, clean.shape[3], clean.shape[4])
+
+        def dev(v: np.ndarray, box: tuple[int, int, int, int] = (left, top, right, bottom)) -> np.ndarray:
+            return (v - v.mean(axis=1, keepdims=True))[..., box[1]:box[3], box[0]:box[2]]
+
+        out[region] = {"clean": {"motion": motion(clean, region)}}
+        frames = range(clean.shape[1])
+        for name, rec in recs.items():
+            out[region][name] = {**region_scores(clean, rec, region, frames=frames),
+                                 "motion": motion(rec, region), "motion_corr": corr(dev(clean), dev(rec))}
+    return out
+
+
+def audio_explains_motion(audio: dict[str, np.ndarray], video: dict[str, np.ndarray], seed: int = 0
+                          ) -> dict[str, Any]:
+    """How much of each region's motion the audio can tell, with no model in between: a ridge
+    regression (alpha by cross-validation) from the audio frames t-1, t, t+1 (each minus its
+    window's mean; PCA to 64 dimensions) to the region's pixels at t minus the window's mean frame,
+    fitted on the training windows; R^2 on the test windows (0: the audio predicts none of it)."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import RidgeCV
+
+    def context(a: np.ndarray) -> np.ndarray:
+        a = a - a.mean(axis=1, keepdims=True)
+        p = np.concatenate([a[:, :1], a, a[:, -1:]], axis=1)
+        return np.concatenate([p[:, :-2], p[:, 1:-1], p[:, 2:]], axis=-1).reshape(-1, 3 * a.shape[-1])
+
+    pca = PCA(64, random_state=seed).fit(context(audio["train"]))
+    x = {s: pca.transform(context(audio[s])) for s in ("train", "test")}
+    out: dict[str, Any] = {"features": "audio frames t-1, t, t+1 minus the window mean, PCA 64",
+                           "target": "region pixels at t minus the window's mean frame"}
+    for region in ("mouth", "eyes"):
+        left, top, right, bottom = region_box(region, video["test"].shape[3], video["test"].shape[4])
+        y = {s: (v - v.mean(axis=1, keepdims=True))[..., top:bottom, left:right].reshape(
+            v.shape[0] * v.shape[1], -1) for s, v in video.items()}
+        fit = RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(x["train"], y["train"])
+        err = ((y["test"] - fit.predict(x["test"])) ** 2).sum()
+        out[region] = {"r2": float(1 - err / ((y["test"] - y["test"].mean(axis=0)) ** 2).sum()),
+                       "alpha": float(fit.alpha_)}
+    return out
+
+
 def stage1_ceiling(vq_video: Any, clean: np.ndarray) -> dict[str, dict[str, Any]]:
     """What any restorer decoding through the stage-1 VQ-VAE can reach: its reconstruction of the
     clean videos (N, T, 3, H, W), against holding each sequence's mean clean frame for all frames
@@ -176,12 +237,7 @@ def stage1_ceiling(vq_video: Any, clean: np.ndarray) -> dict[str, dict[str, Any]
     out: dict[str, dict[str, Any]] = {r: {"vqvae_clean": region_scores(clean, rec, r),
                                           "sequence_mean_frame": region_scores(clean, held, r)}
                                       for r in ("mouth", "eyes")}
-    left, top, right, bottom = region_box("mouth", clean.shape[3], clean.shape[4])
-
-    def motion(v: np.ndarray) -> float:
-        return float(np.abs(v - v.mean(axis=1, keepdims=True))[..., top:bottom, left:right].mean())
-
-    out["mouth"]["motion"] = {"clean": motion(clean), "vqvae_clean": motion(rec)}
+    out["mouth"]["motion"] = {"clean": motion(clean, "mouth"), "vqvae_clean": motion(rec, "mouth")}
     # the scale of what stage 2 models: per-dimension standard deviation of the pre-quantisation
     # encodings within each window and over all frames (both averaged over dimensions)
     with torch.no_grad():
@@ -300,6 +356,11 @@ def main() -> int:
             print(f"sigma {sigma}", region, {k: (round(v["psnr"], 2), round(v["ssim"], 4))
                                              for k, v in row.items()}, flush=True)
     denoising = by_sigma[str(args.sigmas[0])]
+    clean_rec = clean_reconstructions({k: v for k, v in restorers.items() if k != "mdvae_other_audio"},
+                                      video["test"])
+    print("clean reconstructions", clean_rec, flush=True)
+    audio_motion = audio_explains_motion(audio, video, args.seed)
+    print("audio explains motion", audio_motion, flush=True)
     ceiling = stage1_ceiling(vq_video, video["test"])
     print("ceiling", ceiling, flush=True)
     denoise_s = time.perf_counter() - t1
@@ -339,6 +400,8 @@ def main() -> int:
         "denoising": denoising,
         "denoising_by_sigma": by_sigma,
         "stage1_ceiling": ceiling,
+        "clean_reconstruction": clean_rec,
+        "audio_explains_motion": audio_motion,
         "denoising_setup": {"sigma": args.sigmas[0], "frames": "central 6 of 10",
                             "regions": {r: list(REGIONS[r]) for r in ("mouth", "eyes")},
                             "test_sequences": n_test,

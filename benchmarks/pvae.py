@@ -8,6 +8,8 @@ Each part is measured by its own script, which writes its own JSON with its comm
     python benchmarks/pvae_unseen.py ...                          -> pvae_unseen.json (Arabic speakers)
     python benchmarks/pvae_loso.py --data-dir D --tag T ...       -> pvae_loso.json (FSDD, each speaker
                                                                     held out in turn)
+    python benchmarks/pvae_joint.py --data-dir D [--held-out S] ... -> pvae_joint.json (FSDD + Arabic
+                                                                    trained together, scored per corpus)
     python benchmarks/pvae_demo.py                                -> pvae_demo.json (`make demo` timed)
 
 This script copies the headline numbers of those files (it measures nothing itself; a missing part
@@ -138,6 +140,15 @@ def main() -> int:
     else:
         missing["fsdd_loso"] = "run benchmarks/pvae_loso.py"
     out["unseen"] = unseen
+
+    joint = _load("pvae_joint.json")
+    if joint:  # every tag: the official-split run and the held-out-speaker folds
+        out["joint_fsdd_arabic"] = {
+            r["tag"]: {"fsdd_split": r["fsdd_split"], "speech_zs": r["speech_zs_purity"],
+                       "cross_language_probe": r["cross_language_probe"]} for r in joint["runs"]}
+        commands += [r["command"] for r in joint["runs"]]
+    else:
+        missing["joint_fsdd_arabic"] = "run benchmarks/pvae_joint.py"
 
     demo = _load("pvae_demo.json")
     if demo:

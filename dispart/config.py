@@ -258,6 +258,7 @@ NONNEG = at_least(0)
 
 RULES: dict[str, Rule] = {
     "data.audio": NON_EMPTY,
+    "data.audio_extra": Rule(lambda v: True, "a second spoken-digit folder or CSV, or '' (none)"),
     "data.layout": one_of(*LAYOUTS),
     "data.images": NON_EMPTY,
     "data.loader": Rule(_valid_loader, "'auto' or registered corpus loader names joined by '+' "
@@ -289,6 +290,7 @@ RULES: dict[str, Rule] = {
     "model.alpha_cm": NONNEG,
     "model.margin": NONNEG,
     "model.style_beta": NONNEG,
+    "model.style_beta_on": NON_EMPTY,
     "model.alpha_indep": NONNEG,
     "model.alpha_swap": NONNEG,
     "model.penalty_start": NONNEG,

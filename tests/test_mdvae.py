@@ -405,7 +405,8 @@ def _load_av_clips(cfg, progress: bool = True) -> Corpus:
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mdvae_grid.yaml"
 TINY = ["data.loader=test_av_clips", "model.w_dim=3", "model.zav_dim=2", "model.za_dim=2", "model.zv_dim=2",
         "model.hidden=8", "model.prior_hidden=8", "model.vq_code_dim=2", "model.vq_codebook_size=8",
-        "model.vq_hidden=8", "model.vq_conv_width=4", "model.vq_frame_codes=2", "model.stage1_epochs=2",
+        "model.vq_hidden=8", "model.vq_conv_width=4", "model.vq_frame_codes=2", "model.vq_downsample=0",
+        "model.stage1_epochs=2",
         "train.epochs=1", "train.batch_size=16", "train.progress_bar=false", "train.log_every_n_steps=1"]
 
 

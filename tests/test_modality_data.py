@@ -307,3 +307,19 @@ def test_grid_loader_errors(tmp_path: Path) -> None:
     loaded = partial(get_loader("grid"), replace(DataConfig(), audio=str(root), on_error="skip"))
     with pytest.raises(DataError, match=r"no usable clip in split\(s\) \['test'\]"):
         loaded(False)
+
+
+def test_select_keeps_every_field_of_the_chosen_examples() -> None:
+    seqs = SpeechSet([np.full((i + 1, 2), i, np.float32) for i in range(4)], list("0123"),
+                     ["a", "b", "a", "c"], [f"/x/{i}.wav" for i in range(4)])
+    seqs.meta["words"] = ["w0", "w1", "w2", "w3"]
+    sub = seqs.select([True, False, True, False])
+    assert [x.shape[0] for x in sub.examples] == [1, 3] and sub.labels == ["0", "2"]
+    assert sub.ids == ["/x/0.wav", "/x/2.wav"] and sub.speakers == ["a", "a"]
+    assert sub.paths == ["/x/0.wav", "/x/2.wav"] and sub.meta == {"words": ["w0", "w2"]}
+    images = ImageSet(np.arange(12, dtype=np.float32).reshape(3, 2, 2), ["1", "2", "3"])
+    kept = images.select(np.array([False, True, True]))
+    assert isinstance(kept.examples, np.ndarray) and kept.examples.shape == (2, 2, 2)
+    assert kept.labels == ["2", "3"] and kept.ids == ["1", "2"] and kept.speakers is None
+    with pytest.raises(ValueError, match=r"keep has shape \(2,\)"):
+        images.select([True, False])

@@ -186,6 +186,19 @@ def test_pvae_style_beta_and_independence_options_add_exactly_their_terms():
     assert out.loss.item() == pytest.approx(base.loss.item() + 2.5 * dep.item(), rel=1e-5)
     with pytest.raises(ValueError, match="style_beta"):
         small_pvae(style_beta=-1.0)
+    # style_beta_on=audio: only z^a's KL is weighed (z^i's counts once, as in the paper)
+    m.style_beta, m.alpha_indep = 4.0, 0.0
+    m.beta_modalities = frozenset({"audio"})
+    torch.manual_seed(5)
+    out = m.loss(b, negative_index=neg)
+    kl_audio = kl_to_prior(q["z_audio"]).mean()
+    assert out.loss.item() == pytest.approx(base.loss.item() + 3.0 * kl_audio.item(), rel=1e-5)
+    assert small_pvae(style_beta_on=" image ").beta_modalities == {"image"}
+    assert small_pvae(style_beta_on="audio,image").beta_modalities == {"audio", "image"}
+    for bad in ("video", "", "audio,speech"):
+        with pytest.raises(ValueError, match="style_beta_on"):
+            small_pvae(style_beta_on=bad)
+    m.style_beta, m.beta_modalities = 1.0, frozenset({"audio", "image"})
     # penalty_start: the two penalties stay off for that many training steps (counted in a buffer)
     late = small_pvae(alpha_ch=0.1, alpha_cm=10.0, alpha_indep=2.5, penalty_start=2)
     late.load_state_dict(m.state_dict(), strict=False)

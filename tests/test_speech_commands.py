@@ -324,6 +324,40 @@ def test_speech_loader_reads_the_speech_commands_layout_with_digit_labels(tmp_pa
                                     False).sets["audio"]["test"]) == 20
 
 
+def test_a_second_corpus_joins_each_split_with_its_official_split(tmp_path: Path) -> None:
+    """data.audio_extra: the embedded FSDD wavs (real) + a speech-commands folder; the extra corpus
+    keeps its publishers' split whatever data.split says, and a shared speaker name is refused."""
+    from dispart.data.sample import sample_fsdd_dir
+
+    fsdd = sorted(p.name for p in sample_fsdd_dir().glob("*.wav"))
+    speakers = {"aaaa0001": 300.0, "bbbb0003": 700.0, "cccc0004": 900.0}
+    splits = {"aaaa0001": "train", "bbbb0003": "val", "cccc0004": "test"}
+    root = _tone_corpus(tmp_path / "asc", speakers, splits)
+    cfg = DataConfig(audio="sample", audio_extra=str(root), sample_rate=8000, split="speaker:george",
+                     cache_dir=str(tmp_path / "cache"))
+    sets = get_loader("speech")(cfg, False).sets["audio"]
+    assert list(sets) == ["train", "test", "val"]
+    george = [n for n in fsdd if n.split("_")[1] == "george"]
+    assert set(sets["test"].speakers) == {"george", "cccc0004"}
+    assert len(sets["test"]) == len(george) + 20
+    assert set(sets["val"].speakers) == {"bbbb0003"} and len(sets["val"]) == 20
+    assert len(sets["train"]) == len(fsdd) - len(george) + 20
+    assert "aaaa0001" in sets["train"].speakers and "george" not in sets["train"].speakers
+    assert sorted(set(sets["train"].labels)) == [str(d) for d in range(10)]  # "three" is "3" as in FSDD
+    # the pipeline normalises both corpora with the joint training statistics
+    from dispart.batches.pipeline import load_experiment_data
+
+    data = load_experiment_data(cfg, progress=False)
+    assert len(data.split("audio", "train")) == len(sets["train"])
+    # a speaker in both corpora: one error naming the folder and the speaker
+    clash = _tone_corpus(tmp_path / "clash", {"george": 300.0, "dddd0005": 500.0},
+                         {"george": "train", "dddd0005": "test"})
+    with pytest.raises(ConfigError, match=r"audio_extra: .*clash.*george"):
+        get_loader("speech")(replace(cfg, audio_extra=str(clash)), False)
+    with pytest.raises(DataError, match="missing"):
+        get_loader("speech")(replace(cfg, audio_extra=str(tmp_path / "missing")), False)
+
+
 def test_speech_loader_on_real_arabic_files(arabic: Path, tmp_path: Path) -> None:
     root = tmp_path / "asc"
     keep = _real_subset(arabic, root)

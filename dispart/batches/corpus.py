@@ -21,7 +21,7 @@ from dispart.features.cache import default_cache_dir
 from dispart.features.fbank import FbankConfig
 
 __all__ = ["LOADERS", "Corpus", "Loader", "audio_source", "cache_dir", "fbank_config", "get_loader",
-           "image_source", "register_loader"]
+           "image_source", "register_loader", "speech_source"]
 
 
 @dataclass
@@ -91,7 +91,13 @@ def fbank_config(cfg: DataConfig) -> FbankConfig:
 
 def audio_source(cfg: DataConfig) -> Path:
     """``data.audio`` as a path: an embedded sample ("sample", "sample-large") or the user's."""
-    return sample_audio_source(cfg.audio) or Path(cfg.audio).expanduser()
+    return speech_source(cfg.audio)
+
+
+def speech_source(value: str) -> Path:
+    """A speech config value (``data.audio``, ``data.audio_extra``) as a path: an embedded sample
+    ("sample", "sample-large") or the user's."""
+    return sample_audio_source(value) or Path(value).expanduser()
 
 
 def image_source(cfg: DataConfig) -> Path:

@@ -36,6 +36,7 @@ from dispart.batches.corpus import (  # noqa: F401 (re-exported: loaders are reg
     get_loader,
     image_source,
     register_loader,
+    speech_source,
 )
 from dispart.batches.labels import binarize
 from dispart.batches.modality import ModalitySpec
@@ -95,12 +96,28 @@ def speech_splits(cfg: DataConfig) -> dict[str, list[Utterance]]:
       test speakers. ``speakers:A,B`` holds those speakers out as test (no "val").
     * FSDD / AudioMNIST / CSV manifest (``data.layout``): ``official`` (FSDD takes 0-4 test) or
       ``speakers:A,B`` (:func:`~dispart.data.splits.split_utterances`).
+    * ``data.audio_extra``: a second corpus (auto layout, its official split) whose splits join
+      these; a speaker name in both corpora is a ``ConfigError`` (the speaker is the style factor).
     """
-    source = audio_source(cfg)
-    if cfg.layout == "auto" and is_speech_commands(source):
-        words = split_speech_commands(source, scan_speech_commands(source), parse_split(cfg.split))
+    splits = _corpus_splits(audio_source(cfg), cfg.layout, cfg.split)
+    if not cfg.audio_extra:
+        return splits
+    extra_source = speech_source(cfg.audio_extra)
+    extra = _corpus_splits(extra_source, "auto", "official")
+    speakers = {u.speaker for us in splits.values() for u in us}
+    shared = sorted(speakers & {u.speaker for us in extra.values() for u in us})
+    if shared:
+        raise ConfigError(f"data.audio_extra: {extra_source} has speakers of data.audio too: {shared[:5]}; "
+                          "the two corpora must have distinct speaker names")
+    return {k: splits.get(k, []) + extra.get(k, []) for k in dict.fromkeys([*splits, *extra])}
+
+
+def _corpus_splits(source: Path, layout: str, split: str) -> dict[str, list[Utterance]]:
+    """One spoken-digit source by split (see :func:`speech_splits`)."""
+    if layout == "auto" and is_speech_commands(source):
+        words = split_speech_commands(source, scan_speech_commands(source), parse_split(split))
         return {k: digit_labels(us) for k, us in words.items() if k != "val" or us}
-    train, test = split_utterances(scan_corpus(source, layout=cfg.layout), cfg.split)
+    train, test = split_utterances(scan_corpus(source, layout=layout), split)
     return {"train": train, "test": test}
 
 

@@ -65,6 +65,22 @@ class ModalitySet:
         """Example id -> index in this set."""
         return {e: i for i, e in enumerate(self.ids)}
 
+    def select(self, keep: Sequence[bool] | np.ndarray) -> ModalitySet:
+        """The examples where ``keep`` (one bool per example) is True, as a :class:`ModalitySet`
+        with their labels, ids, speakers, paths and meta (a stacked array stays stacked)."""
+        mask = np.asarray(keep, dtype=bool)
+        if mask.shape != (len(self),):
+            raise ValueError(f"select: keep has shape {mask.shape}, expected ({len(self)},)")
+        idx = np.flatnonzero(mask)
+
+        def pick(values: list[Any] | None) -> list[Any] | None:
+            return None if values is None else [values[i] for i in idx]
+
+        examples = (self.examples[idx] if isinstance(self.examples, np.ndarray)
+                    else [self.examples[i] for i in idx])
+        return ModalitySet(examples, pick(self.labels) or [], pick(self.ids) or [], pick(self.speakers),
+                           pick(self.paths), {k: pick(v) or [] for k, v in self.meta.items()})
+
 
 class SpeechSet(ModalitySet):
     """Normalised speech features of one split (compatibility name). ``features[i]`` is (T_i, n_mels)."""

@@ -17,6 +17,9 @@ class DataConfig:
     ``audio``: "sample" (the embedded sample), a folder in FSDD or AudioMNIST layout, or a
     ``label,speaker,path`` CSV. ``images``: "sample", an MNIST ``.npz`` or a folder of IDX files.
     ``split``: "official" (FSDD takes 0-4 test), "speaker:NAME" or "speakers:A,B" (held out).
+    ``audio_extra``: a second spoken-digit corpus trained on beside ``audio`` (e.g. Arabic digits
+    beside FSDD), layout found automatically and split by its publishers' official split whatever
+    ``split`` says; its speakers must not share a name with ``audio``'s; "" (default): none.
     ``loader``: "auto" (spoken digits from ``audio`` and MNIST from ``images``; MNIST alone for
     runs without speech) or registered corpus loaders joined by "+" (e.g. "grid": GRID clips in
     the folder ``audio``; see :mod:`dispart.batches.loaders`). ``pairing``: how the modalities of
@@ -26,6 +29,7 @@ class DataConfig:
 
     audio: str = "sample"
     layout: str = "auto"
+    audio_extra: str = ""  # a second spoken-digit source, split officially ("" = none)
     images: str = "sample"
     split: str = "official"
     loader: str = "auto"  # "auto" | a registered corpus loader name ("speech", "mnist", "grid"), "+"-joined

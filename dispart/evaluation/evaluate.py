@@ -220,6 +220,8 @@ def evaluate_run(
         source = {"audio": cfg.data.audio, "split": cfg.data.split, "images": cfg.data.images}
         if cfg.data.loader != "auto":
             source["loader"] = cfg.data.loader
+        if cfg.data.audio_extra:
+            source["audio_extra"] = f"{cfg.data.audio_extra} (official split)"
         skipped = data.skipped
     else:
         speech_test, skipped = load_speech_set(audio, cfg.data, run.normalizer, layout, progress)

@@ -52,7 +52,9 @@ class PVAEConfig:
     weights of the coherence KL (alpha_ch) and cross-modal hinge (alpha_cm, margin).
 
     Not in the paper (defaults switch them off): ``style_beta`` weighs the KL of every style
-    latent to its prior (a beta-VAE on z^m only: less room in z^m for the content); ``alpha_indep``
+    latent to its prior (a beta-VAE on z^m only: less room in z^m for the content), or only of the
+    style latents of the modalities named in ``style_beta_on`` ("audio", "audio,image"; "all":
+    every one); ``alpha_indep``
     weighs a kernel independence penalty (normalised HSIC, ``objectives.kernel_dependence``)
     between the unimodal means of z^s and of z^m, per modality (z^m should not predict what z^s
     holds, nor z^s the speaker that z^m holds); ``alpha_swap`` weighs a swap-and-re-encode
@@ -70,6 +72,7 @@ class PVAEConfig:
     margin: float = 0.5
     allow_missing: bool = False
     style_beta: float = 1.0
+    style_beta_on: str = "all"
     alpha_indep: float = 0.0
     alpha_swap: float = 0.0
     penalty_start: int = 0
@@ -83,6 +86,18 @@ def style(modality: str) -> str:
 def style_symbol(modality: str) -> str:
     """The paper's symbol of a style latent: z^a (audio), z^i (image), else z^<modality>."""
     return {"audio": "z^a", "image": "z^i"}.get(modality, f"z^{modality}")
+
+
+def _beta_modalities(style_beta_on: str, names: Sequence[str]) -> frozenset[str]:
+    """The modalities whose style KL ``style_beta`` weighs: "all", or names joined by ','."""
+    if style_beta_on.strip() == "all":
+        return frozenset(names)
+    chosen = [n.strip() for n in style_beta_on.split(",") if n.strip()]
+    unknown = sorted(set(chosen) - set(names))
+    if not chosen or unknown:
+        raise ValueError(f"pvae: style_beta_on must be 'all' or modalities of this model {list(names)} "
+                         f"joined by ',', got {style_beta_on!r}")
+    return frozenset(chosen)
 
 
 class UnimodalInference(nn.Module):
@@ -145,6 +160,7 @@ class PVAE(MultimodalModel):
         margin: float = 0.5,
         allow_missing: bool = False,
         style_beta: float = 1.0,
+        style_beta_on: str = "all",
         alpha_indep: float = 0.0,
         alpha_swap: float = 0.0,
         penalty_start: int = 0,
@@ -159,12 +175,14 @@ class PVAE(MultimodalModel):
             raise ValueError(f"pvae: style_beta ({style_beta}), alpha_indep ({alpha_indep}) and "
                              f"alpha_swap ({alpha_swap}) must be >= 0")
         self.style_beta, self.alpha_indep, self.alpha_swap = style_beta, alpha_indep, alpha_swap
+        names = tuple(s.name for s in modalities)
+        self.style_beta_on = style_beta_on
+        self.beta_modalities = _beta_modalities(style_beta_on, names)
         if penalty_start < 0:
             raise ValueError(f"pvae: penalty_start ({penalty_start}) must be >= 0")
         self.penalty_start = int(penalty_start)
         if self.penalty_start:  # training steps seen, saved with the weights (resume continues)
             self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        names = tuple(s.name for s in modalities)
         self.latents = declare(
             Latent(SEMANTIC, semantic_dim, names, "content", symbol="z^s"),
             *(Latent(style(m), style_dim, (m,), "style", symbol=style_symbol(m)) for m in names),
@@ -262,8 +280,9 @@ class PVAE(MultimodalModel):
         out = self.elbo(batch, q, present)
         rec, kl_prior, elbo = out.rec, out.kl_total, out.value
         objective = elbo
-        if self.style_beta != 1.0:  # beta on the style latents' KL only (not the paper's)
-            kl_style = torch.stack([out.kl[style(m)] for m in present]).sum(dim=0)
+        weighed = [m for m in present if m in self.beta_modalities]
+        if self.style_beta != 1.0 and weighed:  # beta on style latents' KL only (not the paper's)
+            kl_style = torch.stack([out.kl[style(m)] for m in weighed]).sum(dim=0)
             objective = elbo - (self.style_beta - 1.0) * kl_style
 
         b = next(iter(rec.values())).shape[0]
