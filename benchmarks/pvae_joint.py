@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
@@ -41,6 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tagged_runs import write_tagged_run  # noqa: E402
+
 from dispart.batches.pipeline import load_experiment_data  # noqa: E402
 from dispart.batches.sets import ModalitySet  # noqa: E402
 from dispart.config import load_config  # noqa: E402
@@ -48,11 +49,14 @@ from dispart.data.locate import find_data  # noqa: E402
 from dispart.evaluation.clustering import chance_accuracy, linear_probe_accuracy  # noqa: E402
 from dispart.evaluation.evaluate import evaluate_model  # noqa: E402
 from dispart.evaluation.latents import modality_latents  # noqa: E402
-from dispart.files import atomic_write_json, read_json  # noqa: E402
 from dispart.runs import load_run  # noqa: E402
 from dispart.training.run import train  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pvae_joint.json"
+WHAT = ("PVAE trained on FSDD (English) and Arabic Speech Commands digit words together, paired "
+        "with MNIST by label; speech latents scored on the test split of each corpus and of both "
+        "together (k-means purity, k = 10; digit probes fitted on the same corpus's training "
+        "utterances; cross-language probes fitted on one language, scored on the other)")
 DEFAULTS = ["train.progress_bar=false"]
 
 
@@ -148,18 +152,8 @@ def main() -> int:
         "load_average": {"before": load_before, "after": os.getloadavg()[0], "cores": os.cpu_count()},
     }
     out = Path(args.out)
-    old = read_json(out) if out.is_file() else {}
-    runs = [r for r in old.get("runs", []) if r.get("tag") != args.tag] + [entry]
-    atomic_write_json(out, {
-        "what": ("PVAE trained on FSDD (English) and Arabic Speech Commands digit words together, paired "
-                 "with MNIST by label; speech latents scored on the test split of each corpus and of both "
-                 "together (k-means purity, k = 10; digit probes fitted on the same corpus's training "
-                 "utterances; cross-language probes fitted on one language, scored on the other)"),
-        "units": "purities and accuracies are fractions in [0, 1]",
-        "runs": runs,
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "processor": platform.processor() or platform.machine()},
-    })
+    write_tagged_run(out, entry, what=WHAT,
+                     units="purities and accuracies are fractions in [0, 1]")
     for k, v in scores.items():
         print(f"{k}: speech purity {v['purity']} digit probe {v['digit_probe']} (n {v['n_test']})")
     print(f"cross-language digit probes: {cross}")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
@@ -38,14 +37,17 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tagged_runs import write_tagged_run  # noqa: E402
+
 from dispart.config import load_config  # noqa: E402
 from dispart.data.locate import find_data  # noqa: E402
 from dispart.evaluation.evaluate import evaluate_run  # noqa: E402
-from dispart.files import atomic_write_json, read_json  # noqa: E402
 from dispart.generation.quality import quality_run  # noqa: E402
 from dispart.training.run import train  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pvae_partition.json"
+WHAT = ("PVAE on FSDD + MNIST: does the partition hold? purities, digit/speaker linear probes per "
+        "latent, judged coherence and style transfer, per setting")
 DEFAULTS = ["train.progress_bar=false", "train.eval_every=5"]
 
 
@@ -122,16 +124,8 @@ def main() -> int:
              "load_average": {"before": load_before, "after": os.getloadavg()[0], "cores": os.cpu_count()},
              "run": str(args.run), "threads": args.threads}
     out = Path(args.out)
-    old = read_json(out) if out.is_file() else {}
-    runs = [r for r in old.get("runs", []) if r.get("tag") != args.tag] + [entry]
-    atomic_write_json(out, {
-        "what": ("PVAE on FSDD + MNIST: does the partition hold? purities, digit/speaker linear probes per "
-                 "latent, judged coherence and style transfer, per setting"),
-        "units": "fractions in [0, 1] unless the key says minutes or seconds",
-        "runs": runs,
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "processor": platform.processor() or platform.machine()},
-    })
+    write_tagged_run(out, entry, what=WHAT,
+                     units="fractions in [0, 1] unless the key says minutes or seconds")
     print({k: entry[k] for k in ("tag", "purity", "probes", "coherence", "image_style", "minutes_to_99")})
     print(f"wrote {out}")
     return 0

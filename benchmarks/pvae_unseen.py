@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
@@ -41,6 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tagged_runs import write_tagged_run  # noqa: E402
+
 from dispart.batches.pipeline import ExperimentData, load_experiment_data  # noqa: E402
 from dispart.batches.sets import ModalitySet  # noqa: E402
 from dispart.config import load_config  # noqa: E402
@@ -48,11 +49,14 @@ from dispart.data.corpus import SPEECH_COMMANDS_NAME  # noqa: E402
 from dispart.evaluation.clustering import chance_accuracy, linear_probe_accuracy  # noqa: E402
 from dispart.evaluation.evaluate import evaluate_model, evaluate_run  # noqa: E402
 from dispart.evaluation.latents import modality_latents  # noqa: E402
-from dispart.files import atomic_write_json, read_json  # noqa: E402
 from dispart.runs import load_run  # noqa: E402
 from dispart.training.run import train  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pvae_unseen.json"
+WHAT = ("PVAE on spoken Arabic digits (Arabic Speech Commands, the ten digit words, labelled 0-9) "
+        "paired with MNIST by label; publishers' speaker-disjoint split; k-means purity (k = 10) "
+        "of latents inferred from one modality on the test split (speech: the 5 unseen test "
+        "speakers; image: MNIST test); linear probes fitted on the training split")
 DEFAULTS = ["train.eval_every=10", "train.progress_bar=false"]
 TARGET = 0.95  # issue 13: z^s purity on the unseen test speakers
 
@@ -165,18 +169,8 @@ def main() -> int:
         "load_average": {"before": load_before, "after": os.getloadavg()[0], "cores": os.cpu_count()},
     }
     out = Path(args.out)
-    old = read_json(out) if out.is_file() else {}
-    runs = [r for r in old.get("runs", []) if r.get("tag") != args.tag] + [entry]
-    atomic_write_json(out, {
-        "what": ("PVAE on spoken Arabic digits (Arabic Speech Commands, the ten digit words, labelled 0-9) "
-                 "paired with MNIST by label; publishers' speaker-disjoint split; k-means purity (k = 10) "
-                 "of latents inferred from one modality on the test split (speech: the 5 unseen test "
-                 "speakers; image: MNIST test); linear probes fitted on the training split"),
-        "units": "purities, accuracies and chance levels are fractions in [0, 1]",
-        "runs": runs,
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "processor": platform.processor() or platform.machine()},
-    })
+    write_tagged_run(out, entry, what=WHAT,
+                     units="purities, accuracies and chance levels are fractions in [0, 1]")
     print(f"speech z^s purity on the unseen test speakers: {100 * zs:.1f}% (target {100 * TARGET:.0f}%)")
     for split, d in splits.items():
         print(f"  {split}: purity {d['purity']}; digit probe {d['label_probe_accuracy']} "
