@@ -49,7 +49,7 @@ from dispart.files import atomic_write_json, atomic_write_with, file_sha256, rea
 
 __all__ = [
     "ATTRIBUTE_HEADS", "HEADS", "JudgeSettings", "SpriteJudge", "SpriteJudgeNet", "disagreement",
-    "ensure_judge", "fit_judge", "generate_fix_f", "generate_fix_z", "judge_key", "kl_random",
+    "ensure_judge", "fit_judge", "judge_key", "judged_videos", "kl_random",
     "kl_recon", "sprite_labels", "sprite_videos", "table1",
 ]
 
@@ -335,31 +335,18 @@ def _latent_names(model: Any) -> tuple[str, str]:
 
 
 @torch.no_grad()
-def generate_fix_f(model: Any, videos: Tensor, generator: torch.Generator) -> Tensor:
-    """(a) f = mean of q(f | x_1:T) of each video (N, T, C, H, W), z_1:T ~ the LSTM prior:
-    decoded means (N, T, C, H, W)."""
-    f_name, _ = _latent_names(model)
-    lengths = torch.full((len(videos),), videos.shape[1], dtype=torch.long)
-    f = model.encode({model.modality: Sequences(videos, lengths)})[f_name].mean
-    return model.generate(lengths, f=f, generator=generator).x
-
-
-@torch.no_grad()
-def generate_fix_z(model: Any, videos: Tensor, generator: torch.Generator) -> Tensor:
-    """(b) z_1:T = mean of q(z_1:T | .) of each video (N, T, C, H, W), f ~ p(f): decoded means."""
-    _, z_name = _latent_names(model)
-    lengths = torch.full((len(videos),), videos.shape[1], dtype=torch.long)
-    z = model.encode({model.modality: Sequences(videos, lengths)})[z_name].mean
-    return model.generate(lengths, z=z, generator=generator).x
-
-
-@torch.no_grad()
-def reconstruct_means(model: Any, videos: Tensor) -> Tensor:
-    """f and z_1:T both the means of q (no prior draw): decoded means (N, T, C, H, W)."""
+def judged_videos(model: Any, videos: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+    """The three videos Table 1 judges, from one encoding of ``videos`` (N, T, C, H, W), as decoded
+    means (N, T, C, H, W): "fix_f" (a: f = mean of q(f | x_1:T), z_1:T ~ the LSTM prior), "fix_z"
+    (b: z_1:T = mean of q(z_1:T | .), f ~ p(f)) and "reconstruction" (f and z_1:T both q's means;
+    draws nothing). ``generator`` draws the prior samples, (a) before (b)."""
     f_name, z_name = _latent_names(model)
     lengths = torch.full((len(videos),), videos.shape[1], dtype=torch.long)
     q = model.encode({model.modality: Sequences(videos, lengths)})
-    return model.generate(lengths, f=q[f_name].mean, z=q[z_name].mean).x
+    f, z = q[f_name].mean, q[z_name].mean
+    return {"fix_f": model.generate(lengths, f=f, generator=generator).x,
+            "fix_z": model.generate(lengths, z=z, generator=generator).x,
+            "reconstruction": model.generate(lengths, f=f, z=z).x}
 
 
 def table1(model: Any, judge: SpriteJudge, videos: np.ndarray | Tensor, seed: int = 0, batch: int = 64,
@@ -386,11 +373,12 @@ def table1(model: Any, judge: SpriteJudge, videos: np.ndarray | Tensor, seed: in
             x = as_video_tensor(videos[i:i + batch])
             for h, v in judge.log_proba(x).items():
                 src[h].append(v)
-            gf = judge.log_proba(generate_fix_f(model, x, gen))
+            made = judged_videos(model, x, gen)
+            gf = judge.log_proba(made["fix_f"])
             for h in ATTRIBUTE_HEADS:
                 fix_f[h].append(gf[h])
-            fix_z.append(judge.log_proba(generate_fix_z(model, x, gen))["action"])
-            for h, v in judge.log_proba(reconstruct_means(model, x)).items():  # draws nothing
+            fix_z.append(judge.log_proba(made["fix_z"])["action"])
+            for h, v in judge.log_proba(made["reconstruction"]).items():
                 recon[h].append(v)
     finally:
         model.train(was)
