@@ -172,29 +172,30 @@ def swaps(model: Any, audio: np.ndarray, video: np.ndarray, seed: int) -> dict[s
     return out
 
 
+def deviation(v: np.ndarray, region: str) -> np.ndarray:
+    """A video's (N, T, 3, H, W) ``region`` minus its sequence's mean frame: (N, T, 3, h, w)."""
+    left, top, right, bottom = region_box(region, v.shape[3], v.shape[4])
+    return (v - v.mean(axis=1, keepdims=True))[..., top:bottom, left:right]
+
+
 def motion(v: np.ndarray, region: str) -> float:
     """How much a video (N, T, 3, H, W) moves in ``region``: mean |frame - its sequence's mean frame|."""
-    left, top, right, bottom = region_box(region, v.shape[3], v.shape[4])
-    return float(np.abs(v - v.mean(axis=1, keepdims=True))[..., top:bottom, left:right].mean())
+    return float(np.abs(deviation(v, region)).mean())
 
 
-def clean_reconstructions(restorers: dict[str, Any], clean: np.ndarray) -> dict[str, Any]:
-    """Each restorer on the *clean* test videos, per region: PSNR / SSIM over all frames, how much
-    its output moves (:func:`motion`; the clean videos' in ``clean``) and the correlation of its
-    frame-to-mean deviations with the clean ones (1: it follows the lips / eyes; 0: a still face)."""
+def clean_reconstructions(recs: dict[str, np.ndarray], clean: np.ndarray) -> dict[str, Any]:
+    """Each restorer's output on the *clean* test videos (``recs``: name -> (N, T, 3, H, W)), per
+    region: PSNR / SSIM over all frames, how much it moves (:func:`motion`; the clean videos' in
+    ``clean``) and the correlation of its frame-to-mean deviations with the clean ones (1: it
+    follows the lips / eyes; 0: a still face)."""
     out: dict[str, Any] = {}
-    recs = {name: fn(clean) for name, fn in restorers.items()}
     for region in ("mouth", "eyes"):
-        left, top, right, bottom = region_box(region, clean.shape[3], clean.shape[4])
-
-        def dev(v: np.ndarray, box: tuple[int, int, int, int] = (left, top, right, bottom)) -> np.ndarray:
-            return (v - v.mean(axis=1, keepdims=True))[..., box[1]:box[3], box[0]:box[2]]
-
         out[region] = {"clean": {"motion": motion(clean, region)}}
         frames = range(clean.shape[1])
         for name, rec in recs.items():
             out[region][name] = {**region_scores(clean, rec, region, frames=frames),
-                                 "motion": motion(rec, region), "motion_corr": corr(dev(clean), dev(rec))}
+                                 "motion": motion(rec, region),
+                                 "motion_corr": corr(deviation(clean, region), deviation(rec, region))}
     return out
 
 
@@ -217,9 +218,7 @@ def audio_explains_motion(audio: dict[str, np.ndarray], video: dict[str, np.ndar
     out: dict[str, Any] = {"features": "audio frames t-1, t, t+1 minus the window mean, PCA 64",
                            "target": "region pixels at t minus the window's mean frame"}
     for region in ("mouth", "eyes"):
-        left, top, right, bottom = region_box(region, video["test"].shape[3], video["test"].shape[4])
-        y = {s: (v - v.mean(axis=1, keepdims=True))[..., top:bottom, left:right].reshape(
-            v.shape[0] * v.shape[1], -1) for s, v in video.items()}
+        y = {s: deviation(v, region).reshape(v.shape[0] * v.shape[1], -1) for s, v in video.items()}
         fit = RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(x["train"], y["train"])
         err = ((y["test"] - fit.predict(x["test"])) ** 2).sum()
         out[region] = {"r2": float(1 - err / ((y["test"] - y["test"].mean(axis=0)) ** 2).sum()),
@@ -227,12 +226,15 @@ def audio_explains_motion(audio: dict[str, np.ndarray], video: dict[str, np.ndar
     return out
 
 
-def stage1_ceiling(vq_video: Any, clean: np.ndarray) -> dict[str, dict[str, Any]]:
+def stage1_ceiling(vq_video: Any, clean: np.ndarray, rec: np.ndarray | None = None
+                   ) -> dict[str, dict[str, Any]]:
     """What any restorer decoding through the stage-1 VQ-VAE can reach: its reconstruction of the
-    clean videos (N, T, 3, H, W), against holding each sequence's mean clean frame for all frames
-    (the lips' motion scale), per region; and how much its reconstructions move in the mouth
-    (mean |frame - the sequence's mean frame|) next to the clean videos'."""
-    rec = batched(lambda x: vq_video.reconstruct({"video": seqs(x)}), clean)
+    clean videos (N, T, 3, H, W; ``rec`` when already made), against holding each sequence's mean
+    clean frame for all frames (the lips' motion scale), per region; and how much its
+    reconstructions move in the mouth (mean |frame - the sequence's mean frame|) next to the clean
+    videos'."""
+    if rec is None:
+        rec = batched(lambda x: vq_video.reconstruct({"video": seqs(x)}), clean)
     held = np.repeat(clean.mean(axis=1, keepdims=True), clean.shape[1], axis=1)
     out: dict[str, dict[str, Any]] = {r: {"vqvae_clean": region_scores(clean, rec, r),
                                           "sequence_mean_frame": region_scores(clean, held, r)}
@@ -356,12 +358,12 @@ def main() -> int:
             print(f"sigma {sigma}", region, {k: (round(v["psnr"], 2), round(v["ssim"], 4))
                                              for k, v in row.items()}, flush=True)
     denoising = by_sigma[str(args.sigmas[0])]
-    clean_rec = clean_reconstructions({k: v for k, v in restorers.items() if k != "mdvae_other_audio"},
-                                      video["test"])
+    recs = {k: fn(video["test"]) for k, fn in restorers.items() if k != "mdvae_other_audio"}
+    clean_rec = clean_reconstructions(recs, video["test"])
     print("clean reconstructions", clean_rec, flush=True)
     audio_motion = audio_explains_motion(audio, video, args.seed)
     print("audio explains motion", audio_motion, flush=True)
-    ceiling = stage1_ceiling(vq_video, video["test"])
+    ceiling = stage1_ceiling(vq_video, video["test"], rec=recs["vqvae"])
     print("ceiling", ceiling, flush=True)
     denoise_s = time.perf_counter() - t1
 
