@@ -1,7 +1,7 @@
 """The ``grid_clips`` corpus loader: audio-visual speech as 10-frame sequences (MDVAE, issue 11).
 
 ``data.audio`` names a clip source (:func:`dispart.data.grid.scan_av_clips`): a GRID folder
-(``video/{id}.mpg`` + ``align/{id}.align``, e.g. ``../shared/data/grid_s1``), a folder of videos
+(``video/{id}.mpg`` + ``align/{id}.align``, one speaker of the GRID release), a folder of videos
 with sound in any container PyAV reads, or per clip a folder of PNG frames and one wav (25 fps
 assumed), with an optional ``clips.csv`` (``clip,speaker,label``); ``data.audio`` may also be that
 CSV, then only the clips it lists are used. Every clip gives two modalities, aligned frame by

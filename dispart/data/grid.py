@@ -1,6 +1,6 @@
 """The GRID audio-visual sentence corpus: clips (MPEG-1 video with sound) and word alignments.
 
-Layout (as in the GRID release and ``../shared/data/grid_s1``): ``video/{id}.mpg`` (360 x 288,
+Layout (as in the GRID release, one folder per speaker): ``video/{id}.mpg`` (360 x 288,
 25 fps, MP2 audio) and ``align/{id}.align`` with one ``start end word`` line per word in units of
 1/25,000 s; ``sil`` marks silence. Every sentence is six words: command, colour, preposition,
 letter, digit, adverb. Decoding needs PyAV (``pip install av``).

@@ -1,7 +1,7 @@
 """Sprites (Li & Mandt 2018, section 4.1) rendered from the Liberated Pixel Cup sprite sheets.
 
-Input: a folder of LPC layer sheets as in the DSAE authors' generator (YingzhenLi/Sprites,
-``../shared/data/sprites_lpc``): ``{body,bottomwear,topwear,hair,shoes}/{k}.png``, RGBA (or
+Input: a folder of LPC layer sheets as in the DSAE authors' generator (YingzhenLi/Sprites):
+``{body,bottomwear,topwear,hair,shoes}/{k}.png``, RGBA (or
 palette) sheets of 832 x 1344 px = 13 columns x 21 rows of 64 x 64 cells. Row ``4 * g + d`` is
 action group ``g`` (spellcast 0, thrust 1, walk 2, slash 3, shoot 4) seen from direction ``d``
 (back 0, left 1, front 2, right 3); the frames of a row run left to right.
