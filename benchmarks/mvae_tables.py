@@ -12,20 +12,23 @@ and .md with the variances of the log importance weights (Table 3).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from dispart.batches.pipeline import load_experiment_data
-from dispart.config import load_config
-from dispart.data.locate import find_data
-from dispart.evaluation.likelihood import likelihood_table
-from dispart.evaluation.subsets import test_examples
-from dispart.evaluation.table import fresh_run_output, write_run_output
-from dispart.files import atomic_write, atomic_write_json
-from dispart.runs import current_weights_sha256, load_run
-from dispart.training.run import train_to_end
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's dispart, installed or not
+
+from dispart.batches.pipeline import load_experiment_data  # noqa: E402
+from dispart.config import load_config  # noqa: E402
+from dispart.data.locate import find_data  # noqa: E402
+from dispart.evaluation.likelihood import likelihood_table  # noqa: E402
+from dispart.evaluation.subsets import test_examples  # noqa: E402
+from dispart.evaluation.table import fresh_run_output, write_run_output  # noqa: E402
+from dispart.files import atomic_write, atomic_write_json  # noqa: E402
+from dispart.runs import current_weights_sha256, load_run  # noqa: E402
+from dispart.training.run import train_to_end  # noqa: E402
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 MODELS = {"vae": "VAE", "jmvae": "JMVAE", "mvae_q": "MVAE-Q", "mvae": "MVAE"}

@@ -22,8 +22,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from dispart.files import atomic_write_json
-from dispart.models.registry import upgrade_state_dict
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's dispart, installed or not
+
+from dispart.files import atomic_write_json  # noqa: E402
+from dispart.models.registry import upgrade_state_dict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

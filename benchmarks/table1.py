@@ -20,12 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-from dispart.config import load_config
-from dispart.data.locate import find_data
-from dispart.evaluation.evaluate import evaluate_run
-from dispart.evaluation.table import PurityRow, rows_to_markdown
-from dispart.files import atomic_write, atomic_write_json
-from dispart.training.run import train_to_end
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's dispart, installed or not
+
+from dispart.config import load_config  # noqa: E402
+from dispart.data.locate import find_data  # noqa: E402
+from dispart.evaluation.evaluate import evaluate_run  # noqa: E402
+from dispart.evaluation.table import PurityRow, rows_to_markdown  # noqa: E402
+from dispart.files import atomic_write, atomic_write_json  # noqa: E402
+from dispart.training.run import train_to_end  # noqa: E402
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 ROWS = ("vae_sp", "vae_im", "jmvae_kl", "pvae_no_cm", "pvae")

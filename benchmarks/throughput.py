@@ -2,7 +2,7 @@
 
     python benchmarks/throughput.py [--data-dir ../shared/data] [--steps 20] [--batch-size 256]
                                     [--models pvae,dsae] [--dsae-steps 10] [--sprites-batch 8]
-                                    [--decoder hoisted|fused|both] [--profile]
+                                    [--decoder hoisted|fused|both] [--profile] [--kernels]
 
 PVAE: measures (1) the fp32 matmul peak (square matmuls of a few sizes, best GFLOP/s), (2)
 training steps of PVAE with the paper's networks (loss + backward + Adam) on length-bucketed real
@@ -16,7 +16,8 @@ addmm's, counted by FlopCounterMode) or as the fused kernel on the input repeate
 (``--decoder fused``, the implementation before issue 13). ``--decoder both`` alternates the two
 step by step on the same batches and model (the same load for both, under a busy machine) and
 records each one's throughput and the median of the paired step-time ratios; its top-level keys
-are the hoisted decoder's. ``--profile`` adds torch.profiler's top operators of two training steps.
+are the hoisted decoder's. ``--profile`` adds torch.profiler's top operators of two training steps;
+``--kernels`` the share of peak that the step's LSTM kernels reach on their own (``"kernels"``).
 
 DSAE (``"dsae"`` in the JSON): training steps (forward + backward timed apart from the Adam
 update) of the models of configs/dsae_speech.yaml (200-bin log spectrum, T = 20, batch 256) and
@@ -140,6 +141,46 @@ def profile_steps(model: PVAE, opt: torch.optim.Optimizer, batch: dict, top: int
                      "share": round(e.self_cpu_time_total / total, 4)} for e in events[:top]]}
 
 
+def kernel_shares(peak: float, batch: int = 256, frames: int = 40, reps: int = 5) -> dict:
+    """GFLOP/s and share of ``peak`` of the LSTM kernels one PVAE step spends most of its time in
+    (the paper's sizes, a batch of ``batch`` sequences of ``frames`` frames, forward + backward):
+    the fused oneDNN LSTM of a speech pre-encoder (80 -> 512; the input needs no gradient) and
+    the speech decoder's hoisted recurrence (:meth:`SequenceDecoder.hoisted_states`, 64 -> 512).
+    The best of ``reps`` timings each: what these kernels reach on this machine bounds the step."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(SPEECH.shape[0], 512, batch_first=True)
+    x = torch.randn(batch, frames, SPEECH.shape[0])
+    decoder = SequenceDecoder(64, SPEECH.shape[0], 512)
+    z = torch.randn(batch, 64, requires_grad=True)
+
+    def encoder() -> None:
+        out, _ = lstm(x)
+        out[:, -1].sum().backward()
+
+    def recurrence() -> None:
+        decoder.hoisted_states(z, frames).sum().backward()
+
+    counter_flops = {}
+    with FlopCounterMode(display=False) as counter:
+        recurrence()
+    counter_flops["decoder_recurrence"] = counter.get_total_flops()
+    counter_flops["encoder_lstm"] = lstm_flops(lstm, batch * frames, input_grad=False)
+    out = {"batch": batch, "frames": frames, "reps": reps}
+    for name, fn in (("encoder_lstm", encoder), ("decoder_recurrence", recurrence)):
+        fn()
+        best = min(_timed(fn) for _ in range(reps))
+        gflops = counter_flops[name] / best / 1e9
+        out[name] = {"seconds": best, "gflop": counter_flops[name] / 1e9, "achieved_gflops": gflops,
+                     "share_of_peak": gflops / peak}
+    return out
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def dsae_step_flops(model: DSAE, batch: dict) -> int:
     """FLOPs of one DSAE training step (forward + backward): FlopCounterMode plus every LSTM of
     the model, each run over B x T frames per direction (all rows have T frames)."""
@@ -215,6 +256,8 @@ def main() -> None:
     ap.add_argument("--decoder", default="hoisted", choices=["hoisted", "fused", "both"],
                     help="PVAE speech decoder LSTM in training (both: alternate, paired ratios)")
     ap.add_argument("--profile", action="store_true", help="PVAE: torch.profiler top operators")
+    ap.add_argument("--kernels", action="store_true",
+                    help="PVAE: share of peak of its LSTM kernels alone (encoder, decoder recurrence)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
@@ -244,8 +287,8 @@ def main() -> None:
         result["dsae"] = previous["dsae"]
     result["load_average"] = {"before": load_before, "after": os.getloadavg()[0],
                               "cores": os.cpu_count()}
-    result["commands"] = ["OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/throughput.py "
-                          + shlex.join(sys.argv[1:])]
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ)
+    result["commands"] = [f"{env} python benchmarks/throughput.py ".lstrip() + shlex.join(sys.argv[1:])]
     atomic_write_json(out, result)
     show(result)
     print(f"wrote {out}")
@@ -322,6 +365,8 @@ def pvae_throughput(args: argparse.Namespace) -> dict:
             **per_variant, "order": "alternating step by step: hoisted, fused, hoisted, ...",
             "step_time_ratio_hoisted_over_fused": {"median": ratios[len(ratios) // 2],
                                                    "min": ratios[0], "max": ratios[-1]}}
+    if args.kernels:
+        result["kernels"] = kernel_shares(peak)
     if args.profile:
         set_decoder(model, variants[0])
         mid = sorted(batches, key=lambda b: b["audio"].data.shape[1])[len(batches) // 2]

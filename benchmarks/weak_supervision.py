@@ -15,18 +15,21 @@ Finished runs are reused. Writes RUNS/weak_supervision.json and .md.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from dispart.batches.pipeline import load_experiment_data
-from dispart.config import load_config
-from dispart.data.locate import find_data
-from dispart.evaluation.evaluate import evaluate_run
-from dispart.files import atomic_write, atomic_write_json
-from dispart.training.run import train_to_end
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's dispart, installed or not
+
+from dispart.batches.pipeline import load_experiment_data  # noqa: E402
+from dispart.config import load_config  # noqa: E402
+from dispart.data.locate import find_data  # noqa: E402
+from dispart.evaluation.evaluate import evaluate_run  # noqa: E402
+from dispart.files import atomic_write, atomic_write_json  # noqa: E402
+from dispart.training.run import train_to_end  # noqa: E402
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 MODELS = {"mvae": ["data.unpaired=split"], "pvae": ["data.unpaired=split"],

@@ -252,6 +252,10 @@ def _nonnegative_weights(v: dict[str, float] | None) -> bool:
     return v is None or (all(m in MODALITIES for m in v) and all(w >= 0 for w in v.values()))
 
 
+def _positive_widths(v: dict[str, int] | None) -> bool:
+    return v is None or (all(m in MODALITIES for m in v) and all(w >= 1 for w in v.values()))
+
+
 SEED = between(0, 2**32 - 1)  # numpy and Lightning seeds
 COUNT = at_least(1)
 NONNEG = at_least(0)
@@ -297,6 +301,7 @@ RULES: dict[str, Rule] = {
     "model.alpha": NONNEG,
     "model.k": NONNEG,
     "model.lambdas": Rule(_nonnegative_weights, f"weights >= 0 for modalities in {list(MODALITIES)}"),
+    "model.widths": Rule(_positive_widths, f"widths >= 1 for modalities in {list(MODALITIES)}"),
     "model.beta": NONNEG,
     "model.anneal_steps": NONNEG,
     "model.f_dim": COUNT,

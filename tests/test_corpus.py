@@ -63,15 +63,15 @@ def test_embedded_sample_fsdd() -> None:
 
 
 def test_embedded_large_sample_is_the_small_one_plus_more_takes() -> None:
-    """`sample-large` (the demo's): the 400 wavs + takes 11-19 through a manifest; MNIST 10k / 1k."""
+    """`sample-large` (the demo's): the 400 wavs + takes 11-34 through a manifest; MNIST 10k / 1k."""
     small = scan_corpus(sample_audio_source("sample"))
     large = scan_corpus(sample_audio_source("sample-large"))
-    assert len(large) == 850 and {u.path.resolve() for u in small} <= {u.path.resolve() for u in large}
+    assert len(large) == 1600 and {u.path.resolve() for u in small} <= {u.path.resolve() for u in large}
     for u in large:  # each row's label / speaker / take are the file's
         assert u.path.is_file() and u.path.name == f"{u.label}_{u.speaker}_{u.take}.wav"
     train, test = official_split(large)
-    assert (len(train), len(test)) == (750, 100)
-    assert sorted({int(u.take) for u in train}) == [5, 6, 7, 8, 9, 10, *range(11, 20)]
+    assert (len(train), len(test)) == (1500, 100)
+    assert sorted({int(u.take) for u in train}) == [5, 6, 7, 8, 9, 10, *range(11, 35)]
     with np.load(sample_image_source("sample-large")) as big, np.load(sample_mnist_path()) as sm:
         assert big["x_train"].shape == (10_000, 28, 28) and big["x_test"].shape == (1_000, 28, 28)
         for k in ("x_train", "y_train", "x_test", "y_test"):  # the small sample is its head

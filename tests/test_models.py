@@ -213,6 +213,24 @@ def test_pvae_style_beta_and_independence_options_add_exactly_their_terms():
     assert "step" not in small_pvae().state_dict()  # the paper's layout is unchanged
 
 
+def test_pvae_widths_set_one_modality_s_networks_and_keep_the_others_at_hidden():
+    m = small_pvae(widths={"image": 24})
+    assert m.joint.pre["image"].out_dim == 24 and m.unimodal["image"].pre.out_dim == 24
+    assert m.joint.pre["audio"].out_dim == 16 and m.unimodal["audio"].pre.out_dim == 16
+    assert m.decoders["image"].fc[0].out_features == 24
+    assert m.decoders["audio"].lstm.hidden_size == 16
+    assert m.joint.heads["z_s"].linear.in_features == 24 + 16  # q reads both pre-encoders
+    assert m.config.widths == {"image": 24}
+    out = m.loss(batch(), negative_index=torch.tensor([1, 2, 3, 4, 0]))
+    assert torch.isfinite(out.loss)
+    same = small_pvae(widths={"image": 16})  # a width equal to hidden: the paper's layout
+    assert {k: v.shape for k, v in same.state_dict().items()} == \
+        {k: v.shape for k, v in small_pvae().state_dict().items()}
+    for bad in ({"video": 8}, {"image": 0}):
+        with pytest.raises(ValueError, match="widths"):
+            small_pvae(widths=bad)
+
+
 def test_pvae_swap_consistency_re_encodes_the_swapped_decoding():
     torch.manual_seed(0)
     m = small_pvae(alpha_swap=3.0)

@@ -2,7 +2,7 @@
 
 Copies FSDD takes 0, 1 (official test) and 5-10 (train) of every speaker and digit found, and
 the first 1200 MNIST training and 400 test images (the sample the tests use, ``data.audio: sample``).
-The larger sample of the demo (``sample-large``) adds takes 11-19 in ``fsdd_more/``, listed with
+The larger sample of the demo (``sample-large``) adds takes 11-34 in ``fsdd_more/``, listed with
 the others in ``fsdd_large.csv``, and the first 10,000 / 1,000 MNIST images in ``mnist_large.npz``::
 
     python tools/make_sample.py [--src ../shared/data] [--out dispart/sample_data]
@@ -20,7 +20,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 TAKES = (0, 1, 5, 6, 7, 8, 9, 10)
-MORE_TAKES = tuple(range(11, 20))
+MORE_TAKES = tuple(range(11, 35))
 N_TRAIN, N_TEST = 1200, 400
 N_TRAIN_LARGE, N_TEST_LARGE = 10_000, 1_000
 NAME_RE = re.compile(r"^(\d+)_([^_]+)_(\d+)\.wav$")

@@ -6,7 +6,7 @@
 The demo's larger sample (config value ``sample-large`` of ``data.audio`` / ``data.images``):
 
 * ``sample_data/fsdd_large.csv``: a ``label,speaker,take,path`` manifest of the 400 wavs above and
-  450 more in ``sample_data/fsdd_more/`` (takes 11-19): 100 test and 750 training utterances;
+  1,200 more in ``sample_data/fsdd_more/`` (takes 11-34): 100 test and 1,500 training utterances;
 * ``sample_data/mnist_large.npz``: the first 10,000 MNIST training and 1,000 test images.
 
 See ``sample_data/ATTRIBUTION.md`` for sources and licences (CC BY-SA).

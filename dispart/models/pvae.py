@@ -62,7 +62,9 @@ class PVAEConfig:
     back that other row's z^s (squared distance to q's mean; the latents held fixed, so only
     the decoder and r_m learn from it): the decoder has to say what z^s says whatever z^m holds.
     ``penalty_start``: training steps before those two terms switch on (the partition forms
-    under the paper's objective first)."""
+    under the paper's objective first). ``widths``: a network width per modality that overrides
+    ``hidden`` for that modality's pre-encoders and decoder (e.g. ``{image: 512}`` beside a narrow
+    speech LSTM: the image networks cost little next to the LSTMs)."""
 
     semantic_dim: int = 32
     style_dim: int = 32
@@ -76,6 +78,7 @@ class PVAEConfig:
     alpha_indep: float = 0.0
     alpha_swap: float = 0.0
     penalty_start: int = 0
+    widths: dict[str, int] | None = None
 
 
 def style(modality: str) -> str:
@@ -120,10 +123,11 @@ class MultimodalInference(nn.Module):
     """q(z^s, z^1..z^M | X): pre-encoders per modality, concatenated, one head per latent."""
 
     def __init__(
-        self, specs: Sequence[ModalitySpec], semantic_dim: int, style_dim: int, hidden: int
+        self, specs: Sequence[ModalitySpec], semantic_dim: int, style_dim: int, hidden: Mapping[str, int]
     ) -> None:
+        """``hidden``: modality name -> width of its pre-encoder."""
         super().__init__()
-        self.pre = nn.ModuleDict({s.name: build_pre_encoder(s, hidden) for s in specs})
+        self.pre = nn.ModuleDict({s.name: build_pre_encoder(s, hidden[s.name]) for s in specs})
         width = sum(p.out_dim for p in self.pre.values())
         heads = {SEMANTIC: GaussianHead(width, semantic_dim)}
         heads.update({style(s.name): GaussianHead(width, style_dim) for s in specs})
@@ -164,6 +168,7 @@ class PVAE(MultimodalModel):
         alpha_indep: float = 0.0,
         alpha_swap: float = 0.0,
         penalty_start: int = 0,
+        widths: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(modalities)
         if len(modalities) < 2:
@@ -181,6 +186,12 @@ class PVAE(MultimodalModel):
         if penalty_start < 0:
             raise ValueError(f"pvae: penalty_start ({penalty_start}) must be >= 0")
         self.penalty_start = int(penalty_start)
+        unknown = sorted(set(widths or {}) - set(names))
+        if unknown or any(int(w) < 1 for w in (widths or {}).values()):
+            raise ValueError(f"pvae: widths must map modalities of this model {list(names)} to "
+                             f"widths >= 1, got {dict(widths or {})}")
+        self.widths = {m: int(w) for m, w in (widths or {}).items()} or None
+        width = {s.name: (widths or {}).get(s.name, hidden) for s in modalities}
         if self.penalty_start:  # training steps seen, saved with the weights (resume continues)
             self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.latents = declare(
@@ -189,11 +200,12 @@ class PVAE(MultimodalModel):
         )
         # Generative model p(z^s) prod_m p(z^m) p(x^m | z^s, z^m). Modules are built in this
         # order (decoders, q, r_m) so that a seed gives the same initial weights as before.
-        decoders = {s.name: build_decoder(s, semantic_dim + style_dim, hidden) for s in modalities}
+        decoders = {s.name: build_decoder(s, semantic_dim + style_dim, width[s.name]) for s in modalities}
         self.generative = Generative(standard_priors(self.latents), decoders)
         # Inference models q (multimodal) and r_m (unimodal).
-        joint = MultimodalInference(modalities, semantic_dim, style_dim, hidden)
-        unimodal = {s.name: UnimodalInference(s, semantic_dim, style_dim, hidden) for s in modalities}
+        joint = MultimodalInference(modalities, semantic_dim, style_dim, width)
+        unimodal = {s.name: UnimodalInference(s, semantic_dim, style_dim, width[s.name])
+                    for s in modalities}
         self.inference = PVAEInference(joint, unimodal)
 
     @property
