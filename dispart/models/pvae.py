@@ -123,11 +123,11 @@ class MultimodalInference(nn.Module):
     """q(z^s, z^1..z^M | X): pre-encoders per modality, concatenated, one head per latent."""
 
     def __init__(
-        self, specs: Sequence[ModalitySpec], semantic_dim: int, style_dim: int, hidden: Mapping[str, int]
+        self, specs: Sequence[ModalitySpec], semantic_dim: int, style_dim: int, widths: Mapping[str, int]
     ) -> None:
-        """``hidden``: modality name -> width of its pre-encoder."""
+        """``widths``: modality name -> width of its pre-encoder."""
         super().__init__()
-        self.pre = nn.ModuleDict({s.name: build_pre_encoder(s, hidden[s.name]) for s in specs})
+        self.pre = nn.ModuleDict({s.name: build_pre_encoder(s, widths[s.name]) for s in specs})
         width = sum(p.out_dim for p in self.pre.values())
         heads = {SEMANTIC: GaussianHead(width, semantic_dim)}
         heads.update({style(s.name): GaussianHead(width, style_dim) for s in specs})
@@ -191,7 +191,7 @@ class PVAE(MultimodalModel):
             raise ValueError(f"pvae: widths must map modalities of this model {list(names)} to "
                              f"widths >= 1, got {dict(widths or {})}")
         self.widths = {m: int(w) for m, w in (widths or {}).items()} or None
-        width = {s.name: (widths or {}).get(s.name, hidden) for s in modalities}
+        width = {s.name: (self.widths or {}).get(s.name, hidden) for s in modalities}
         if self.penalty_start:  # training steps seen, saved with the weights (resume continues)
             self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.latents = declare(
