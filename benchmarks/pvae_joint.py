@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tagged_runs import write_tagged_run  # noqa: E402
+from tagged_runs import add_tagged_arguments, recorded_command, write_tagged_run  # noqa: E402
 
 from dispart.batches.pipeline import load_experiment_data  # noqa: E402
 from dispart.batches.sets import ModalitySet  # noqa: E402
@@ -80,14 +79,10 @@ def main() -> int:
     ap.add_argument("--held-out", default="", help="an FSDD speaker to hold out (default: FSDD's official "
                                                    "split)")
     ap.add_argument("--run", default=str(ROOT / "runs" / "pvae_joint"), help="run folder (overwritten)")
-    ap.add_argument("--tag", default="config", help="name of this setting in the results")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("overrides", nargs="*", help="config overrides key=value")
+    add_tagged_arguments(ap, RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    command = shlex.join(["python", "benchmarks/pvae_joint.py", *sys.argv[1:]])
-    command = f"OMP_NUM_THREADS={args.threads} OMP_WAIT_POLICY=PASSIVE {command}"
+    command = recorded_command("pvae_joint.py", sys.argv[1:], args.threads)
     data_dir = Path(args.data_dir)
     arabic_root = data_dir / "arabic_speech_commands"
     base = [f"{k}={v}" for k, v in find_data(data_dir).items()] + [f"data.audio_extra={arabic_root}"]

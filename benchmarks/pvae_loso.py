@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tagged_runs import add_tagged_arguments, recorded_command  # noqa: E402
 
 from dispart.batches.pipeline import load_experiment_data  # noqa: E402
 from dispart.config import load_config  # noqa: E402
@@ -73,10 +74,7 @@ def main() -> int:
     ap.add_argument("--data-dir", required=True, help="folder with fsdd/recordings and mnist/mnist.npz")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "loso"), help="one run folder per fold")
     ap.add_argument("--speakers", default="", help="comma-separated subset (default: every speaker)")
-    ap.add_argument("--tag", default="config", help="name of this setting in the results")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("overrides", nargs="*", help="config overrides key=value")
+    add_tagged_arguments(ap, RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     base = [f"{k}={v}" for k, v in find_data(Path(args.data_dir)).items()]
@@ -89,10 +87,10 @@ def main() -> int:
     print(f"speakers in the corpus: {speakers}; folds to run: {chosen}", flush=True)
     out = Path(args.out)
     for spk in chosen:
-        command = shlex.join(["python", "benchmarks/pvae_loso.py", "--data-dir", args.data_dir,
-                              "--config", args.config, "--speakers", spk, "--tag", args.tag,
-                              *args.overrides])
-        command = f"OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE {command}"
+        command = recorded_command("pvae_loso.py", ["--data-dir", args.data_dir, "--config", args.config,
+                                                    "--speakers", spk, "--tag", args.tag,
+                                                    "--threads", str(args.threads), *args.overrides],
+                                   args.threads)
         load_before = os.getloadavg()[0]
         fold_cfg = load_config(args.config, [*base, *DEFAULTS, *args.overrides,
                                              f"data.split=speaker:{spk}"])

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tagged_runs import write_tagged_run  # noqa: E402
+from tagged_runs import add_tagged_arguments, recorded_command, write_tagged_run  # noqa: E402
 
 from dispart.config import load_config  # noqa: E402
 from dispart.data.locate import find_data  # noqa: E402
@@ -97,14 +96,10 @@ def main() -> int:
     ap.add_argument("--config", default=str(ROOT / "configs" / "pvae_b64.yaml"))
     ap.add_argument("--data-dir", required=True, help="folder with fsdd/recordings and mnist/mnist.npz")
     ap.add_argument("--run", default=str(ROOT / "runs" / "partition"), help="run folder (overwritten)")
-    ap.add_argument("--tag", default="config", help="name of this setting in the results")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("overrides", nargs="*", help="config overrides key=value")
+    add_tagged_arguments(ap, RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    command = shlex.join(["python", "benchmarks/pvae_partition.py", *sys.argv[1:]])
-    command = f"OMP_NUM_THREADS={args.threads} OMP_WAIT_POLICY=PASSIVE {command}"
+    command = recorded_command("pvae_partition.py", sys.argv[1:], args.threads)
     base = [f"{k}={v}" for k, v in find_data(Path(args.data_dir)).items()]
     cfg = load_config(args.config, [*base, *DEFAULTS, *args.overrides])
     load_before = os.getloadavg()[0]

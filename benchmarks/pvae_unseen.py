@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tagged_runs import write_tagged_run  # noqa: E402
+from tagged_runs import add_tagged_arguments, recorded_command, write_tagged_run  # noqa: E402
 
 from dispart.batches.pipeline import ExperimentData, load_experiment_data  # noqa: E402
 from dispart.batches.sets import ModalitySet  # noqa: E402
@@ -111,16 +110,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "pvae_arabic.yaml"))
     ap.add_argument("--run", default=str(ROOT / "runs" / "pvae_unseen"), help="run folder (overwritten)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--tag", default="config", help="name of this setting in the results")
     ap.add_argument("--train-on-val", action="store_true",
                     help="train on the validation speakers too (17 + 5 = 22 speakers)")
-    ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("overrides", nargs="*", help="config overrides key=value")
+    add_tagged_arguments(ap, RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    command = shlex.join(["python", "benchmarks/pvae_unseen.py", *sys.argv[1:]])
-    command = f"OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE {command}"
+    command = recorded_command("pvae_unseen.py", sys.argv[1:], args.threads)
     load_before = os.getloadavg()[0]
     t_start = time.perf_counter()
     cfg = load_config(args.config, [*DEFAULTS, *args.overrides])

@@ -1,11 +1,15 @@
-"""Benchmark result files that keep one entry per setting (its ``tag``) across calls.
+"""Benchmark result files that keep one entry per setting (its ``tag``) across calls, and the
+options and recorded command line the scripts writing them share.
 
 Imported by the scripts beside it (``python benchmarks/<script>.py`` puts this folder on the path;
 the scripts put the project root there before importing this)."""
 
 from __future__ import annotations
 
+import argparse
 import platform
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +30,19 @@ def write_tagged_run(out: Path, entry: dict[str, Any], what: str, units: str) ->
     old = read_json(out) if out.is_file() else {}
     runs = [r for r in old.get("runs", []) if r.get("tag") != entry["tag"]] + [entry]
     atomic_write_json(out, {"what": what, "units": units, "runs": runs, "machine": machine()})
+
+
+def add_tagged_arguments(ap: argparse.ArgumentParser, results: Path) -> None:
+    """The options of every tagged benchmark: --tag, --threads, --out (default ``results``) and
+    the config overrides (positional ``key=value``)."""
+    ap.add_argument("--tag", default="config", help="name of this setting in the results")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(results))
+    ap.add_argument("overrides", nargs="*", help="config overrides key=value")
+
+
+def recorded_command(script: str, argv: Sequence[str], threads: int) -> str:
+    """The command a result records: ``OMP_NUM_THREADS=<threads> OMP_WAIT_POLICY=PASSIVE python
+    benchmarks/<script> <argv>`` (the thread count the run used, whatever the environment said)."""
+    return (f"OMP_NUM_THREADS={threads} OMP_WAIT_POLICY=PASSIVE "
+            + shlex.join(["python", f"benchmarks/{script}", *argv]))

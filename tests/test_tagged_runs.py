@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from tagged_runs import write_tagged_run  # noqa: E402
+from tagged_runs import add_tagged_arguments, recorded_command, write_tagged_run  # noqa: E402
 
 
 def test_a_tag_replaces_its_own_entry_and_keeps_the_others(tmp_path: Path) -> None:
@@ -20,3 +21,14 @@ def test_a_tag_replaces_its_own_entry_and_keeps_the_others(tmp_path: Path) -> No
     assert d["runs"] == [{"tag": "b", "x": 2}, {"tag": "a", "x": 3}]
     assert (d["what"], d["units"]) == ("w2", "u2") and set(d["machine"]) == {"python", "torch", "processor"}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # written atomically, no temporary left
+
+
+def test_recorded_command_names_the_threads_the_run_used_and_quotes_its_arguments() -> None:
+    ap = argparse.ArgumentParser()
+    add_tagged_arguments(ap, Path("r.json"))
+    args = ap.parse_args(["--threads", "2", "--tag", "t", "model.widths={image: 512}"])
+    assert (args.threads, args.tag, args.out) == (2, "t", "r.json")
+    assert args.overrides == ["model.widths={image: 512}"]
+    got = recorded_command("pvae_joint.py", ["--tag", "t", "model.widths={image: 512}"], args.threads)
+    assert got == ("OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE python benchmarks/pvae_joint.py --tag t "
+                   "'model.widths={image: 512}'")

@@ -186,12 +186,12 @@ class PVAE(MultimodalModel):
         if penalty_start < 0:
             raise ValueError(f"pvae: penalty_start ({penalty_start}) must be >= 0")
         self.penalty_start = int(penalty_start)
-        unknown = sorted(set(widths or {}) - set(names))
-        if unknown or any(int(w) < 1 for w in (widths or {}).values()):
+        own = {m: int(w) for m, w in (widths or {}).items()}
+        if set(own) - set(names) or any(w < 1 for w in own.values()):
             raise ValueError(f"pvae: widths must map modalities of this model {list(names)} to "
-                             f"widths >= 1, got {dict(widths or {})}")
-        self.widths = {m: int(w) for m, w in (widths or {}).items()} or None
-        width = {s.name: (self.widths or {}).get(s.name, hidden) for s in modalities}
+                             f"widths >= 1, got {own}")
+        self.widths = own or None  # the config's value (None: every modality at ``hidden``)
+        width = {m: own.get(m, hidden) for m in names}
         if self.penalty_start:  # training steps seen, saved with the weights (resume continues)
             self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.latents = declare(
