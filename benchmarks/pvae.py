@@ -64,7 +64,11 @@ def official_parts(part: dict[str, Any]) -> dict[str, Any]:
         "probes": {"speaker_from_zs": pr.get("speaker_from_zs"), "digit_from_za": pr.get("digit_from_za"),
                    "speaker_chance": pr.get("speaker_chance"), "digit_chance": pr.get("digit_chance")},
         "image_style": {"slant_corr": style.get("slant_corr"), "ink_corr": style.get("ink_corr"),
-                        "n": style.get("n"), "what": "within-image style transfer, test split"},
+                        "slant_corr_within_digit": style.get("slant_corr_within_digit"),
+                        "ink_corr_within_digit": style.get("ink_corr_within_digit"),
+                        "n": style.get("n"), "what": "within-image style transfer, test split; "
+                        "*_within_digit: each measure minus its mean over the same digit (the "
+                        "target is checked on the raw ones)"},
     }
 
 

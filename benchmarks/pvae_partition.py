@@ -15,11 +15,19 @@ Records, per setting:
 * ``coherence``: image -> speech with z^a from a reference utterance and from the prior, speech ->
   image likewise, speech style transfer keeping the z^s source's digit (issue: >= 90 %);
 * ``image_style``: slant / ink correlations of image style transfer when quality.json has them;
+* ``style_content_xcorr``: on the training split, the mean squared correlation
+  (``objectives.cross_correlation``) between each utterance's z^a mean and the z^s mean of an image
+  of the same digit (drawn with seed 0), and with the images shuffled (the floor, about 1 / N):
+  what ``model.alpha_xcorr`` penalises, measured on the whole split rather than a batch;
 * ``minutes_to_99``: wall minutes of training until both z^s purities first reached 0.99 at an
   evaluation (``train.eval_every``), null if never.
 
 Writes benchmarks/results/pvae_partition.json (an entry with the same ``--tag`` is replaced); every
 number is a fraction in [0, 1] unless named ``minutes``/``seconds``.
+
+``--score-only --tag NAME`` measures the run folder of the existing entry NAME again without
+training (after the measures changed): its measures are replaced, its training record kept, and
+the command is added as ``score_command``.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,15 +47,21 @@ sys.path.insert(0, str(ROOT))
 
 from tagged_runs import add_tagged_arguments, recorded_command, write_tagged_run  # noqa: E402
 
+from dispart.batches.pipeline import load_experiment_data  # noqa: E402
 from dispart.config import load_config  # noqa: E402
 from dispart.data.locate import find_data  # noqa: E402
 from dispart.evaluation.evaluate import evaluate_run  # noqa: E402
+from dispart.evaluation.latents import modality_latents  # noqa: E402
+from dispart.files import read_json  # noqa: E402
 from dispart.generation.quality import quality_run  # noqa: E402
+from dispart.objectives import cross_correlation  # noqa: E402
+from dispart.runs import load_run  # noqa: E402
 from dispart.training.run import train  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pvae_partition.json"
 WHAT = ("PVAE on FSDD + MNIST: does the partition hold? purities, digit/speaker linear probes per "
         "latent, judged coherence and style transfer, per setting")
+UNITS = "fractions in [0, 1] unless the key says minutes or seconds"
 DEFAULTS = ["train.progress_bar=false", "train.eval_every=5"]
 
 
@@ -91,15 +106,61 @@ def measures(result: dict[str, Any], quality: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def style_content_xcorr(run_dir: Path, max_images: int = 5000) -> dict[str, Any]:
+    """Training-split cross-correlation of speech z^a with the z^s of same-digit images (above)."""
+    run = load_run(run_dir)
+    data = load_experiment_data(run.config.data, progress=False, normalizers=run.normalizers)
+    audio, image = data.split("audio", "train"), data.split("image", "train")
+    style = torch.as_tensor(modality_latents(run.model, "audio", audio.examples)["z_audio"])
+    y_audio = np.asarray(audio.labels)
+    n_img = min(max_images, len(image.labels))
+    y_image = np.asarray(image.labels)[:n_img]
+    content = modality_latents(run.model, "image", image.examples[:n_img])["z_s"]
+    rng = np.random.default_rng(0)
+    pair = np.array([rng.choice(np.flatnonzero(y_image == y)) for y in y_audio])
+    paired = torch.as_tensor(content[pair])
+    return {"paired": _r(cross_correlation(style, paired)),
+            "shuffled": _r(cross_correlation(style, paired[rng.permutation(len(pair))])),
+            "n": int(len(pair))}
+
+
+def score_again(out: Path, tag: str, command: str) -> int:
+    """Evaluate the run folder of entry ``tag`` in ``out`` again and replace its measures."""
+    runs = read_json(out).get("runs", []) if out.is_file() else []
+    entry = next((r for r in runs if r.get("tag") == tag), None)
+    if entry is None:
+        raise SystemExit(f"pvae_partition: no entry with tag {tag!r} in {out} to score again")
+    run = Path(entry["run"])
+    if not (run / "model.safetensors").is_file():
+        raise SystemExit(f"pvae_partition: the run folder {run} of tag {tag!r} holds no trained model")
+    t0 = time.perf_counter()
+    result = evaluate_run(run, progress=False)
+    quality = quality_run(run)
+    entry.update(measures(result, quality))
+    entry["style_content_xcorr"] = style_content_xcorr(run)
+    entry["score_command"] = command
+    seconds = round(time.perf_counter() - t0, 1)
+    entry["wall_seconds"] = {**entry.get("wall_seconds", {}), "score_again": seconds}
+    write_tagged_run(out, entry, what=WHAT, units=UNITS)
+    print({k: entry[k] for k in ("tag", "purity", "probes", "coherence", "image_style",
+                                 "style_content_xcorr")})
+    print(f"wrote {out}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "pvae_b64.yaml"))
     ap.add_argument("--data-dir", required=True, help="folder with fsdd/recordings and mnist/mnist.npz")
     ap.add_argument("--run", default=str(ROOT / "runs" / "partition"), help="run folder (overwritten)")
+    ap.add_argument("--score-only", action="store_true",
+                    help="measure the run of the existing --tag entry again, without training")
     add_tagged_arguments(ap, RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     command = recorded_command("pvae_partition.py", sys.argv[1:], args.threads)
+    if args.score_only:
+        return score_again(Path(args.out), args.tag, command)
     base = [f"{k}={v}" for k, v in find_data(Path(args.data_dir)).items()]
     cfg = load_config(args.config, [*base, *DEFAULTS, *args.overrides])
     load_before = os.getloadavg()[0]
@@ -112,15 +173,15 @@ def main() -> int:
     t_eval = time.perf_counter() - t0
     history = summary.get("history", [])
     entry = {"tag": args.tag, "command": command, "config": args.config, "overrides": args.overrides,
-             **measures(result, quality), "minutes_to_99": minutes_to(history),
+             **measures(result, quality), "style_content_xcorr": style_content_xcorr(Path(args.run)),
+             "minutes_to_99": minutes_to(history),
              "epochs": int(summary["epochs"]), "steps": int(summary["global_step"]),
              "purity_during_training": history,
              "wall_seconds": {"train": round(t_train, 1), "evaluate_and_quality": round(t_eval, 1)},
              "load_average": {"before": load_before, "after": os.getloadavg()[0], "cores": os.cpu_count()},
              "run": str(args.run), "threads": args.threads}
     out = Path(args.out)
-    write_tagged_run(out, entry, what=WHAT,
-                     units="fractions in [0, 1] unless the key says minutes or seconds")
+    write_tagged_run(out, entry, what=WHAT, units=UNITS)
     print({k: entry[k] for k in ("tag", "purity", "probes", "coherence", "image_style", "minutes_to_99")})
     print(f"wrote {out}")
     return 0

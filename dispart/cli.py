@@ -59,11 +59,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from dispart.evaluation.evaluate import evaluate_run
+    from dispart.evaluation.evaluate import default_stem, evaluate_run
     from dispart.evaluation.table import PurityRow, content_row_keys, rows_to_markdown
 
     result = evaluate_run(args.run_dir, audio=args.audio, layout=args.layout, out=args.out,
                           curves=not args.no_curves)
+    stem = Path(args.out) if args.out else Path(args.run_dir) / default_stem(args.audio)
+    print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
     print(rows_to_markdown([PurityRow(**r) for r in result["rows"]]))
     if "subsets" in result:
         from dispart.evaluation.subsets import subsets_markdown
@@ -199,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--audio", help="evaluate speech on every utterance of this folder or "
                                    "label,speaker,path CSV instead of the run's test split")
     e.add_argument("--layout", default="auto", choices=["auto", "fsdd", "audiomnist", "csv"])
-    e.add_argument("--out", help="output path stem (default RUN_DIR/evaluation)")
+    e.add_argument("--out", help="output path stem (default RUN_DIR/evaluation, or with --audio "
+                                 "RUN_DIR/evaluation_audio_<name>: the run's own evaluation is kept)")
     e.add_argument("--no-curves", action="store_true", help="skip the k = 1..k_max inertia curves")
     e.set_defaults(func=cmd_evaluate)
 

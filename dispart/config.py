@@ -297,6 +297,8 @@ RULES: dict[str, Rule] = {
     "model.style_beta_on": NON_EMPTY,
     "model.alpha_indep": NONNEG,
     "model.alpha_swap": NONNEG,
+    "model.alpha_adv": NONNEG,
+    "model.alpha_xcorr": NONNEG,
     "model.penalty_start": NONNEG,
     "model.alpha": NONNEG,
     "model.k": NONNEG,

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributions import Independent, kl_divergence
+from torch.func import functional_call
 
 from dispart.distributions import kl, kl_to_prior
 
@@ -98,6 +99,52 @@ def kernel_dependence(a: Tensor, b: Tensor, eps: float = 1e-12) -> Tensor:
                          f"{a.shape[0]} and {b.shape[0]} rows")
     kc, lc = _centred_rbf_gram(a), _centred_rbf_gram(b)
     return (kc * lc).sum() / (kc.pow(2).sum().sqrt() * lc.pow(2).sum().sqrt() + eps)
+
+
+def cross_correlation(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """Mean over every pair of columns (i, j) of the squared Pearson correlation across the batch
+    between ``a[:, i]`` (B, Da) and ``b[:, j]`` (B, Db): a scalar in [0, 1], 0 when no column of
+    ``a`` is linearly correlated with any column of ``b`` (about 1 / B for independent batches).
+
+    Zero cross-covariance is what a linear read-out needs to find nothing: when ``b`` holds the
+    content (another modality's z^s, paired with ``a``'s rows only through the class), the
+    cross-covariance of ``a`` with it is the between-class term, so it vanishes when ``a``'s class
+    means are equal. Correlations, not covariances: scaling a column of ``a`` up cannot lower it.
+    """
+    if a.shape[0] != b.shape[0] or a.shape[0] < 3:
+        raise ValueError(f"cross_correlation needs two batches of the same size >= 3, got "
+                         f"{a.shape[0]} and {b.shape[0]} rows")
+    a = a - a.mean(dim=0, keepdim=True)
+    b = b - b.mean(dim=0, keepdim=True)
+    a = a / (a.pow(2).sum(dim=0, keepdim=True).sqrt() + eps)
+    b = b / (b.pow(2).sum(dim=0, keepdim=True).sqrt() + eps)
+    return (a.T @ b).pow(2).mean()
+
+
+def style_content_critic(critic: nn.Module, style_means: Tensor, content: Tensor) -> tuple[Tensor, Tensor]:
+    """Adversarial InfoNCE between a style latent and the content of the other modality: (B,), (B,).
+
+    The critic g maps style means (B, Dm) to guesses (B, Ds); logits[b, c] = <g(style_b), content_c>
+    says how well row b's style matches row c's ``content`` (B, Ds) (the other modality's z^s
+    means: held fixed). Returns
+
+    - ``critic_loss[b] = -log softmax_c(logits)[b, b]`` with the style held fixed: trains g only,
+      to find each row's partner from its style (it can when the style holds the content);
+    - ``encoder_loss[b] = -(1/B) sum_c log softmax_c(logits)[b, c]`` with g's weights held fixed:
+      trains the style encoder only, to leave g no preference (minimum log B, when g's guess is
+      equally close to every row's content).
+    """
+    if style_means.shape[0] != content.shape[0] or style_means.shape[0] < 2:
+        raise ValueError(f"style_content_critic needs two batches of the same size >= 2, got "
+                         f"{style_means.shape[0]} and {content.shape[0]} rows")
+    target = content.detach()
+    own = torch.arange(len(target), device=target.device)
+    critic_logits = critic(style_means.detach()) @ target.T
+    critic_loss = nn.functional.cross_entropy(critic_logits, own, reduction="none")
+    frozen = {name: w.detach() for name, w in critic.named_parameters()}
+    encoder_logits = functional_call(critic, frozen, (style_means,)) @ target.T
+    encoder_loss = -torch.log_softmax(encoder_logits, dim=1).mean(dim=1)
+    return critic_loss, encoder_loss
 
 
 def kl_sum_to_prior(posteriors: Mapping[str, Independent]) -> Tensor:

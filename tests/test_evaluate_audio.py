@@ -110,3 +110,25 @@ def test_a_speech_commands_folder_of_new_speakers(run_dir: Path, tmp_path: Path)
     assert res["eval"]["n_clusters"] == 2
     assert res["skipped_files"] == [{"path": str(root / "yes" / "spk0_nohash_4.wav"),
                                      "reason": "word 'yes' is not a digit word"}]
+
+
+def test_audio_evaluation_keeps_the_runs_own(run_dir: Path, tmp_path: Path, capsys) -> None:
+    """Without --out, `evaluate RUN --audio new.csv` writes RUN/evaluation_audio_new.json beside the
+    run's test-split evaluation.json, which stays as it was."""
+    assert main(["evaluate", str(run_dir), "--no-curves"]) == 0
+    own = (run_dir / "evaluation.json").read_bytes()
+    rows = []
+    for i in range(4):
+        p = tmp_path / f"n{i}.wav"
+        sf.write(p, _tone(250.0 + 150.0 * (i % 2) + 5 * i), 16000)
+        rows.append((str(i % 2), f"spk{i % 2}", p.name))
+    csv_path = _manifest(tmp_path / "new take.csv", rows)
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--audio", str(csv_path), "--no-curves"]) == 0
+    out = capsys.readouterr().out
+    written = run_dir / "evaluation_audio_new_take.json"
+    assert f"wrote {written}" in out
+    assert (run_dir / "evaluation.json").read_bytes() == own
+    saved = json.loads(written.read_text())
+    assert saved["n_test"] == {"audio": 4} and saved["source"]["audio"] == str(csv_path)
+    assert (run_dir / "evaluation_audio_new_take.md").is_file()

@@ -105,3 +105,35 @@ def test_slant_is_translation_invariant_and_ink_linear(k, x0, dx, dy, scale):
     assert slant(base[None])[0] == pytest.approx(k, abs=1e-9)
     assert ink(scale * base[None])[0] == pytest.approx(scale * ink(base[None])[0])
     assert slant(scale * base[None])[0] == pytest.approx(k, abs=1e-9)
+
+
+def test_within_digit_correlations_take_the_digit_out_of_ink():
+    """Outputs of the other digit with the style source's stroke weight and slant: the digit's own
+    ink (a block only digit 1 has) swamps the raw ink correlation, the within-digit one is 1."""
+    rng = np.random.default_rng(3)
+    n = 40
+    slants, weights = rng.uniform(-0.3, 0.3, n), rng.uniform(0.3, 1.0, n)
+    src_digit = np.arange(n) % 2
+    out_digit = 1 - src_digit
+
+    def draw(k: float, w: float, digit: int) -> np.ndarray:
+        img = stroke(k, value=w)
+        if digit == 1:
+            img[20:27, 1:8] = 1.0  # far from the stroke: ink of the digit, not of the style
+        return img
+
+    src = np.stack([draw(k, w, d) for k, w, d in zip(slants, weights, src_digit, strict=True)])
+    out = np.stack([draw(k, w, d) for k, w, d in zip(slants, weights, out_digit, strict=True)])
+    raw = style_correlation(src, out)
+    within = style_correlation(src, out, src_digit, out_digit)
+    assert raw["ink_corr"] < 0.0  # the block flips sides: content, not style
+    assert within["ink_corr"] == raw["ink_corr"] and within["n"] == n
+    assert within["ink_corr_within_digit"] == pytest.approx(1.0)
+    same = style_correlation(src, src.copy(), src_digit, src_digit)
+    assert same["slant_corr_within_digit"] == pytest.approx(1.0)
+    assert same["ink_corr_within_digit"] == pytest.approx(1.0)
+    assert "ink_corr_within_digit" not in raw
+    with pytest.raises(ValueError, match="both"):
+        style_correlation(src, out, src_digit, None)
+    with pytest.raises(ValueError, match="labels"):
+        style_correlation(src, out, src_digit[:3], out_digit)

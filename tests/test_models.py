@@ -266,6 +266,78 @@ def test_pvae_swap_consistency_re_encodes_the_swapped_decoding():
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m.joint.parameters())
 
 
+def test_pvae_style_adversary_terms_and_who_they_train():
+    """alpha_adv: critics exist only when switched on; the loss adds alpha * mean(critic + adv) with
+    both terms the sum over modalities and over q's and r_m's style means of style_content_critic
+    (content: the other modality's r z^s mean); the critics learn only from their own loss."""
+    from dispart.objectives import style_content_critic
+
+    assert not hasattr(small_pvae(), "critics")
+    with pytest.raises(ValueError, match="alpha_adv"):
+        small_pvae(alpha_adv=-1.0)
+    torch.manual_seed(0)
+    m = small_pvae(alpha_adv=2.0)
+    assert {k.split(".")[1] for k in m.state_dict() if k.startswith("critics.")} == {"audio", "image"}
+    b, neg = batch(), torch.tensor([2, 0, 4, 1, 3])
+    q = m.joint(b)
+    r = {k: m.unimodal[k](b[k]) for k in ("audio", "image")}
+    critic, adv = m.style_adversary(q, r, ["audio", "image"])
+    exp_c, exp_e = torch.zeros(5), torch.zeros(5)
+    for k, other in (("audio", "image"), ("image", "audio")):
+        for means in (q[f"z_{k}"].mean, r[k][f"z_{k}"].mean):
+            c, e = style_content_critic(m.critics[k], means, r[other]["z_s"].mean)
+            exp_c, exp_e = exp_c + c, exp_e + e
+    assert torch.allclose(critic, exp_c) and torch.allclose(adv, exp_e)
+    torch.manual_seed(5)
+    out = m.loss(b, negative_index=neg)
+    m.alpha_adv = 0.0
+    torch.manual_seed(5)
+    base = m.loss(b, negative_index=neg)
+    extra = 2.0 * (out.terms["critic"].item() + out.terms["adv"].item())
+    assert out.loss.item() == pytest.approx(base.loss.item() + extra, rel=1e-5)
+    assert "critic" not in base.terms
+    m.alpha_adv = 2.0
+    m.zero_grad()
+    critic.mean().backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m.unimodal.parameters())
+    assert next(m.critics["audio"].parameters()).grad.abs().sum() > 0
+
+
+def test_pvae_style_content_correlation_term_and_what_it_moves():
+    """alpha_xcorr: + alpha * sum over m, n != m and (q's, r_m's) z^m means of
+    cross_correlation(z^m mean, r_n z^s mean); only the z^m heads learn from it (pre-encoders and
+    z^s heads do not), and the loss computes the same posteriors as without it."""
+    from dispart.objectives import cross_correlation
+
+    torch.manual_seed(0)
+    m = small_pvae(alpha_xcorr=3.0)
+    b, neg = batch(), torch.tensor([2, 0, 4, 1, 3])
+    q = m.joint(b)
+    r = {k: m.unimodal[k](b[k]) for k in ("audio", "image")}
+    features = {"q": m.joint.features(b), **{k: m.unimodal[k].pre(b[k]) for k in ("audio", "image")}}
+    assert torch.equal(m.joint.from_features(features["q"])["z_s"].mean, q["z_s"].mean)
+    got = m.style_content_correlation(features, r, ["audio", "image"])
+    expected = sum(cross_correlation(means, r[other]["z_s"].mean)
+                   for k, other in (("audio", "image"), ("image", "audio"))
+                   for means in (q[f"z_{k}"].mean, r[k][f"z_{k}"].mean))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    m.zero_grad()
+    got.backward()
+    moved = {n for n, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert moved and all(".heads.z_audio." in n or ".heads.z_image." in n for n in moved)
+    assert any(n.startswith("inference.joint.heads.z_audio") for n in moved)
+    assert any(n.startswith("inference.unimodal.image.heads.z_image") for n in moved)
+    torch.manual_seed(5)
+    out = m.loss(b, negative_index=neg)
+    m.alpha_xcorr = 0.0
+    torch.manual_seed(5)
+    base = m.loss(b, negative_index=neg)
+    assert out.loss.item() == pytest.approx(base.loss.item() + 3.0 * out.terms["xcorr"].item(), rel=1e-5)
+    assert "xcorr" not in base.terms
+    with pytest.raises(ValueError, match="alpha_xcorr"):
+        small_pvae(alpha_xcorr=-0.5)
+
+
 def test_padding_changes_no_loss_term_or_gradient():
     torch.manual_seed(0)
     m = small_pvae()

@@ -94,8 +94,9 @@ def test_quality_run_writes_quality_json(tmp_path_factory, data):
     # slant / ink correlation of style source and output (dispart.evaluation.image_style)
     assert saved["image_style"].keys() == {"within_image", "audio_to_image"}
     for entry in saved["image_style"].values():
-        assert entry.keys() == {"slant_corr", "ink_corr", "n"} and entry["n"] == 60
-        assert -1.0 <= entry["slant_corr"] <= 1.0 and -1.0 <= entry["ink_corr"] <= 1.0
+        assert entry.keys() == {"slant_corr", "ink_corr", "slant_corr_within_digit",
+                                "ink_corr_within_digit", "n"} and entry["n"] == 60
+        assert all(-1.0 <= v <= 1.0 for k, v in entry.items() if k != "n")
     assert saved["classifiers"]["image"]["test_accuracy"] > IMAGE_BOUND
     assert saved["speaker_probe_accuracy"].keys() == {"z_s", "z_audio"}
     # the Griffin-Lim check, recomputed independently: the first 30 of the 60 test utterances the

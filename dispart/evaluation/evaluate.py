@@ -199,6 +199,15 @@ def split_sets(data: ExperimentData, split: str) -> dict[str, ModalitySet]:
     return {m: data.split(m, split) for m in data.modalities}
 
 
+def default_stem(audio: str | Path | None) -> str:
+    """File stem of an evaluation in its run folder: ``evaluation`` for the run's own test split,
+    ``evaluation_audio_<stem>`` for the recordings at ``audio`` (``test.csv`` -> ``..._test``)."""
+    if audio is None:
+        return "evaluation"
+    name = Path(audio).stem or Path(audio).resolve().name
+    return "evaluation_audio_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
 def evaluate_run(
     run_dir: str | Path, audio: str | Path | None = None, layout: str = "auto",
     out: str | Path | None = None, progress: bool = True, curves: bool = True,
@@ -207,7 +216,9 @@ def evaluate_run(
     """Evaluate a run on its own test split, or on every utterance of ``audio`` (folder/CSV).
 
     Writes ``evaluation.json`` and ``evaluation.md`` into the run folder (or ``out`` stem),
-    atomically; the JSON records the ``weights_sha256`` of the model it was computed from.
+    atomically; the JSON records the ``weights_sha256`` of the model it was computed from. With
+    ``audio`` and no ``out`` the stem is ``evaluation_audio_<name of audio>``, so that the run's
+    own test-split evaluation is kept.
     ``data``: the run's already-loaded ExperimentData (its test split), to avoid loading it again.
     """
     run: Run = load_run(run_dir)
@@ -241,7 +252,7 @@ def evaluate_run(
     result["skipped_files"] = [{"path": p, "reason": r} for p, r in skipped]
     result["provenance"] = run.info.get("provenance", {})
     result["weights_sha256"] = run.weights_sha256
-    base = Path(out) if out else Path(run_dir) / "evaluation"
+    base = Path(out) if out else Path(run_dir) / default_stem(audio)
     write_run_output(base.with_suffix(".json"), result, run)
     text = rows_to_markdown([PurityRow(**r) for r in result["rows"]]) + "\n"
     probes = probes_to_markdown(result)

@@ -20,7 +20,9 @@ Generated samples are judged by the small digit classifiers of
   (:func:`dispart.evaluation.image_style.style_correlation`, on [0, 1] pixels, generated means
   clipped to [0, 1]) between the style-source image and the generated image, for within-image
   style transfer (``within_image``) and for SRC->image coherence with reference style
-  (``SRC_to_image``, e.g. ``audio_to_image``).
+  (``SRC_to_image``, e.g. ``audio_to_image``); also both within digit (``*_within_digit``:
+  each measure minus its mean over images of the same digit, so that ink mass, which depends
+  on the digit, measures style only);
 
 Accuracies are fractions in [0, 1]; chance is 1 / number of classes. Which latent is content
 and which is style comes from the model's declarations (:mod:`dispart.models.latents`).
@@ -75,10 +77,13 @@ def _other_label(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _image_style(sources: np.ndarray, idx: np.ndarray, generated: list[np.ndarray]
+def _image_style(sources: np.ndarray, idx: np.ndarray, generated: list[np.ndarray],
+                 source_labels: np.ndarray, output_labels: np.ndarray,
                  ) -> dict[str, float | int] | None:
     """Slant/ink correlation of the style sources ``sources[idx]`` with ``generated`` (both
-    brought to (N, H, W)), or None when the images are not 2-D (one channel) of one shape."""
+    brought to (N, H, W)), raw and within digit (``source_labels[idx]``: the style sources'
+    digits, ``output_labels``: the digits the outputs were asked for), or None when the images
+    are not 2-D (one channel) of one shape."""
     try:
         src = np.asarray(sources)[idx]
         out = np.stack(generated) if len(generated) else np.zeros_like(src)
@@ -87,7 +92,8 @@ def _image_style(sources: np.ndarray, idx: np.ndarray, generated: list[np.ndarra
     if src.ndim < 3 or int(np.prod(src.shape[1:-2])) != 1 or out.shape[-2:] != src.shape[-2:]:
         return None
     return style_correlation(src.reshape(len(src), *src.shape[-2:]),
-                             out.reshape(len(out), *out.shape[-2:]))
+                             out.reshape(len(out), *out.shape[-2:]),
+                             np.asarray(source_labels)[idx], np.asarray(output_labels))
 
 
 def _subset(n: int, max_items: int, rng: np.random.Generator) -> np.ndarray:
@@ -149,7 +155,8 @@ def quality_from_data(
                 z_ref = {content: lat[src][content], sty: lat[out_mod][sty][ref]}
                 gen = decode_batch(model, z_ref, out_mod, lengths_for(out_mod, ref))
                 entry["reference_style"] = judge(out_mod, gen, labels[src])
-                if out_mod == "image" and (st := _image_style(items["image"], ref, gen)):
+                if out_mod == "image" and (st := _image_style(items["image"], ref, gen,
+                                                                    labels["image"], labels[src])):
                     image_style[f"{src}_to_image"] = st
                 z_prior = rng.standard_normal(lat[out_mod][sty][ref].shape).astype(np.float32)
                 plen = np.full(n, train_len) if out_mod == "audio" else None
@@ -177,7 +184,7 @@ def quality_from_data(
             j = _other_label(labels[m], rng)
             z = {content: lat[m][content], sty: lat[m][sty][j]}
             gen = decode_batch(model, z, m, lengths_for(m, j))
-            if m == "image" and (st := _image_style(items["image"], j, gen)):
+            if m == "image" and (st := _image_style(items["image"], j, gen, labels[m], labels[m])):
                 image_style["within_image"] = st
             pred = np.asarray(classifiers[m].predict(gen))
             preservation[m] = {"n": int(len(j)),

@@ -5,9 +5,11 @@ x^m ~ N(decoder_m([z^s, z^m]), I).
 Inference models: multimodal q(z^s, z^1..z^M | X) = q(z^s | X) prod_m q(z^m | X) from the
 concatenated pre-encodings; unimodal r_m(z^s, z^m | x^m) = r_m(z^s | x^m) r_m(z^m | x^m) with
 pre-encoders of their own (not shared with q).
-Objective (maximised in the paper): L + a_CH * CH + a_CM * CM, eqs. (7)-(9). Three options that
+Objective (maximised in the paper): L + a_CH * CH + a_CM * CM, eqs. (7)-(9). Five options that
 are not the paper's, off by default (``PVAEConfig``): a KL weight on the style latents, a kernel
-independence penalty between z^s and each z^m, and a swap-and-re-encode consistency.
+independence penalty between z^s and each z^m, a swap-and-re-encode consistency, an adversary
+per style latent (critics ``critics[m]``, built only when it is on), and a penalty on the
+correlation of each z^m with the other modalities' z^s.
 
 Any number M >= 2 of modalities, and missing ones (docs/models.md): with every modality the
 paper's q is used; from one modality r_m; from a subset S of 2 <= |S| < M modalities z^s is
@@ -38,12 +40,15 @@ from dispart.nn.frames import zero_padding
 from dispart.nn.modality import build_decoder, build_pre_encoder
 from dispart.objectives import (
     coherence_kl,
+    cross_correlation,
     cross_modal_hinge,
     kernel_dependence,
     random_negatives,
+    style_content_critic,
 )
 
 SEMANTIC = "z_s"
+CRITIC_WIDTH = 128  # hidden units of the optional style critics (alpha_adv)
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,16 @@ class PVAEConfig:
     consistency: x~ = decode_m(z^s of another row, z^m of this row) re-encoded by r_m must give
     back that other row's z^s (squared distance to q's mean; the latents held fixed, so only
     the decoder and r_m learn from it): the decoder has to say what z^s says whatever z^m holds.
-    ``penalty_start``: training steps before those two terms switch on (the partition forms
+    ``alpha_adv`` weighs an adversary per style latent (``objectives.style_content_critic``): a
+    critic learns to tell from z^m's mean (of q and of r_m) which row's other-modality content
+    (the other unimodal z^s means, averaged over the other modalities) it is paired with, and the
+    encoders learn to leave it no preference: z^m should hold nothing of what another modality
+    also shows (the digit), with no labels. ``alpha_xcorr`` weighs the mean squared correlation
+    (``objectives.cross_correlation``) between z^m's means (q's and r_m's) and the other
+    modalities' unimodal z^s means, held fixed: paired only through the class, they are
+    correlated only through z^m's class means, which is what a linear probe reads. It trains the
+    z^m heads only (their inputs held fixed: the pre-encoders keep the content z^s needs).
+    ``penalty_start``: training steps before these four terms switch on (the partition forms
     under the paper's objective first). ``widths``: a network width per modality that overrides
     ``hidden`` for that modality's pre-encoders and decoder (e.g. ``{image: 512}`` beside a narrow
     speech LSTM: the image networks cost little next to the LSTMs)."""
@@ -77,6 +91,8 @@ class PVAEConfig:
     style_beta_on: str = "all"
     alpha_indep: float = 0.0
     alpha_swap: float = 0.0
+    alpha_adv: float = 0.0
+    alpha_xcorr: float = 0.0
     penalty_start: int = 0
     widths: dict[str, int] | None = None
 
@@ -115,7 +131,10 @@ class UnimodalInference(nn.Module):
         })
 
     def forward(self, x) -> dict[str, Independent]:
-        h = self.pre(x)
+        return self.from_features(self.pre(x))
+
+    def from_features(self, h: Tensor) -> dict[str, Independent]:
+        """The posteriors from the pre-encoding ``h`` (B, out_dim) of ``pre``."""
         return {name: head(h) for name, head in self.heads.items()}
 
 
@@ -134,7 +153,14 @@ class MultimodalInference(nn.Module):
         self.heads = nn.ModuleDict(heads)
 
     def forward(self, batch: Batch) -> dict[str, Independent]:
-        h = torch.cat([pre(batch[name]) for name, pre in self.pre.items()], dim=-1)
+        return self.from_features(self.features(batch))
+
+    def features(self, batch: Batch) -> Tensor:
+        """(B, sum of out_dim) the modalities' pre-encodings, concatenated."""
+        return torch.cat([pre(batch[name]) for name, pre in self.pre.items()], dim=-1)
+
+    def from_features(self, h: Tensor) -> dict[str, Independent]:
+        """The posteriors from the concatenated pre-encodings ``h``."""
         return {name: head(h) for name, head in self.heads.items()}
 
 
@@ -167,6 +193,8 @@ class PVAE(MultimodalModel):
         style_beta_on: str = "all",
         alpha_indep: float = 0.0,
         alpha_swap: float = 0.0,
+        alpha_adv: float = 0.0,
+        alpha_xcorr: float = 0.0,
         penalty_start: int = 0,
         widths: Mapping[str, int] | None = None,
     ) -> None:
@@ -176,10 +204,13 @@ class PVAE(MultimodalModel):
         self.semantic_dim, self.style_dim, self.hidden = semantic_dim, style_dim, hidden
         self.alpha_ch, self.alpha_cm, self.margin = alpha_ch, alpha_cm, margin
         self.allow_missing = allow_missing
-        if min(style_beta, alpha_indep, alpha_swap) < 0:
-            raise ValueError(f"pvae: style_beta ({style_beta}), alpha_indep ({alpha_indep}) and "
-                             f"alpha_swap ({alpha_swap}) must be >= 0")
+        weights = dict(style_beta=style_beta, alpha_indep=alpha_indep, alpha_swap=alpha_swap,
+                       alpha_adv=alpha_adv, alpha_xcorr=alpha_xcorr)
+        if min(weights.values()) < 0:
+            raise ValueError(f"pvae: {', '.join(f'{k} ({v})' for k, v in weights.items())} "
+                             "must be >= 0")
         self.style_beta, self.alpha_indep, self.alpha_swap = style_beta, alpha_indep, alpha_swap
+        self.alpha_adv, self.alpha_xcorr = alpha_adv, alpha_xcorr
         names = tuple(s.name for s in modalities)
         self.style_beta_on = style_beta_on
         self.beta_modalities = _beta_modalities(style_beta_on, names)
@@ -207,6 +238,10 @@ class PVAE(MultimodalModel):
         unimodal = {s.name: UnimodalInference(s, semantic_dim, style_dim, width[s.name])
                     for s in modalities}
         self.inference = PVAEInference(joint, unimodal)
+        if alpha_adv > 0:  # critics of the optional adversary (not the paper's; built last)
+            self.critics = nn.ModuleDict({m: nn.Sequential(
+                nn.Linear(style_dim, CRITIC_WIDTH), nn.ReLU(), nn.Linear(CRITIC_WIDTH, semantic_dim))
+                for m in names})
 
     @property
     def joint(self) -> MultimodalInference:
@@ -288,7 +323,13 @@ class PVAE(MultimodalModel):
 
     def _loss(self, batch: Batch, negative_index: Tensor | None) -> LossOutput:
         present = self.present(batch)
-        q = self.encode(batch)
+        full = len(present) == len(self.specs)
+        features: dict[str, Tensor] = {}  # pre-encodings, kept for alpha_xcorr's heads-only term
+        if full and self.alpha_xcorr > 0:
+            features["q"] = self.joint.features(batch)
+            q = self.joint.from_features(features["q"])
+        else:
+            q = self.encode(batch)
         out = self.elbo(batch, q, present)
         rec, kl_prior, elbo = out.rec, out.kl_total, out.value
         objective = elbo
@@ -299,7 +340,10 @@ class PVAE(MultimodalModel):
 
         b = next(iter(rec.values())).shape[0]
         need_r = len(present) >= 2 or self.alpha_indep > 0
-        r = {m: self.unimodal[m](batch[m]) for m in present} if need_r else {}
+        r = {}
+        for m in present if need_r else ():
+            features[m] = self.unimodal[m].pre(batch[m])
+            r[m] = self.unimodal[m].from_features(features[m])
         if len(present) >= 2:
             ch = coherence_kl(q, r)
         else:  # q is r_m itself
@@ -327,7 +371,53 @@ class PVAE(MultimodalModel):
             swap = self.swap_consistency(batch, means, other.to(kl_prior.device), present)
             loss = loss + self.alpha_swap * swap.mean()
             terms["swap"] = swap.mean()
+        if on and self.alpha_adv > 0 and len(present) >= 2 and b >= 2:
+            critic, adv = self.style_adversary(q, r, present)
+            loss = loss + self.alpha_adv * (critic + adv).mean()
+            terms["critic"], terms["adv"] = critic.mean(), adv.mean()
+        if on and self.alpha_xcorr > 0 and len(present) >= 2 and b >= 3:
+            xcorr = self.style_content_correlation(features, r, present)
+            loss = loss + self.alpha_xcorr * xcorr
+            terms["xcorr"] = xcorr
         return LossOutput(loss, terms)
+
+    def style_content_correlation(self, features: Mapping[str, Tensor],
+                                  r: Mapping[str, Mapping[str, Independent]],
+                                  modalities: Sequence[str]) -> Tensor:
+        """Scalar of ``alpha_xcorr``: sum over ``modalities`` m, over the two means of z^m (q's
+        and r_m's) and over the other modalities n of ``cross_correlation(mean z^m, mean r_n(z^s))``.
+
+        ``features``: the pre-encodings ("q": the joint one, when every modality is present;
+        m: r_m's). The z^m means are recomputed from them held fixed and r_n's z^s is held
+        fixed: the term moves the z^m heads only, which can drop the content's linear directions
+        from z^m but cannot take the content out of the pre-encodings z^s is read from."""
+        total = torch.zeros((), device=features[modalities[0]].device)
+        for m in modalities:
+            means = [self.unimodal[m].heads[style(m)](features[m].detach()).mean]
+            if "q" in features:
+                means.append(self.joint.heads[style(m)](features["q"].detach()).mean)
+            for n in modalities:
+                if n == m:
+                    continue
+                content = r[n][SEMANTIC].mean.detach()
+                for mean in means:
+                    total = total + cross_correlation(mean, content)
+        return total
+
+    def style_adversary(self, q: Mapping[str, Independent], r: Mapping[str, Mapping[str, Independent]],
+                        modalities: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """(B,) critic loss and (B,) encoder loss of ``alpha_adv``, summed over ``modalities`` m
+        and over the two means of z^m (q's and r_m's): ``style_content_critic`` of critic m
+        with the content = mean over the other modalities n of r_n's z^s mean."""
+        critic_total = encoder_total = None
+        for m in modalities:
+            content = torch.stack([r[n][SEMANTIC].mean for n in modalities if n != m]).mean(dim=0)
+            for source in (q[style(m)], r[m][style(m)]):
+                c, e = style_content_critic(self.critics[m], source.mean, content)
+                critic_total = c if critic_total is None else critic_total + c
+                encoder_total = e if encoder_total is None else encoder_total + e
+        assert critic_total is not None and encoder_total is not None
+        return critic_total, encoder_total
 
     def swap_consistency(self, batch: Batch, z: Mapping[str, Tensor], other: Tensor,
                          modalities: Sequence[str]) -> Tensor:
