@@ -47,13 +47,14 @@ sys.path.insert(0, str(ROOT))
 
 from tagged_runs import add_tagged_arguments, recorded_command, write_tagged_run  # noqa: E402
 
-from dispart.batches.pipeline import load_experiment_data  # noqa: E402
+from dispart.batches.pipeline import ExperimentData, load_experiment_data  # noqa: E402
 from dispart.config import load_config  # noqa: E402
 from dispart.data.locate import find_data  # noqa: E402
 from dispart.evaluation.evaluate import evaluate_run  # noqa: E402
 from dispart.evaluation.latents import modality_latents  # noqa: E402
 from dispart.files import read_json  # noqa: E402
 from dispart.generation.quality import quality_run  # noqa: E402
+from dispart.models.pvae import PVAE  # noqa: E402
 from dispart.objectives import cross_correlation  # noqa: E402
 from dispart.runs import load_run  # noqa: E402
 from dispart.training.run import train  # noqa: E402
@@ -106,22 +107,30 @@ def measures(result: dict[str, Any], quality: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def style_content_xcorr(run_dir: Path, max_images: int = 5000) -> dict[str, Any]:
+def style_content_xcorr(model: PVAE, data: ExperimentData, max_images: int = 5000) -> dict[str, Any]:
     """Training-split cross-correlation of speech z^a with the z^s of same-digit images (above)."""
-    run = load_run(run_dir)
-    data = load_experiment_data(run.config.data, progress=False, normalizers=run.normalizers)
     audio, image = data.split("audio", "train"), data.split("image", "train")
-    style = torch.as_tensor(modality_latents(run.model, "audio", audio.examples)["z_audio"])
+    style = torch.as_tensor(modality_latents(model, "audio", audio.examples)["z_audio"])
     y_audio = np.asarray(audio.labels)
     n_img = min(max_images, len(image.labels))
     y_image = np.asarray(image.labels)[:n_img]
-    content = modality_latents(run.model, "image", image.examples[:n_img])["z_s"]
+    content = modality_latents(model, "image", image.examples[:n_img])["z_s"]
     rng = np.random.default_rng(0)
     pair = np.array([rng.choice(np.flatnonzero(y_image == y)) for y in y_audio])
     paired = torch.as_tensor(content[pair])
     return {"paired": _r(cross_correlation(style, paired)),
             "shuffled": _r(cross_correlation(style, paired[rng.permutation(len(pair))])),
             "n": int(len(pair))}
+
+
+def measure_run(run_dir: Path) -> dict[str, Any]:
+    """Every measure of a trained run folder (evaluation, quality, style_content_xcorr), the run's
+    data loaded once for all three."""
+    run = load_run(run_dir)
+    data = load_experiment_data(run.config.data, progress=False, normalizers=run.normalizers)
+    result = evaluate_run(run_dir, progress=False, data=data)
+    quality = quality_run(run_dir, data=data)
+    return {**measures(result, quality), "style_content_xcorr": style_content_xcorr(run.model, data)}
 
 
 def score_again(out: Path, tag: str, command: str) -> int:
@@ -134,10 +143,7 @@ def score_again(out: Path, tag: str, command: str) -> int:
     if not (run / "model.safetensors").is_file():
         raise SystemExit(f"pvae_partition: the run folder {run} of tag {tag!r} holds no trained model")
     t0 = time.perf_counter()
-    result = evaluate_run(run, progress=False)
-    quality = quality_run(run)
-    entry.update(measures(result, quality))
-    entry["style_content_xcorr"] = style_content_xcorr(run)
+    entry.update(measure_run(run))
     entry["score_command"] = command
     seconds = round(time.perf_counter() - t0, 1)
     entry["wall_seconds"] = {**entry.get("wall_seconds", {}), "score_again": seconds}
@@ -168,13 +174,11 @@ def main() -> int:
     summary = train(cfg, args.run, overwrite=True)
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
-    result = evaluate_run(args.run, progress=False)
-    quality = quality_run(args.run)
+    measured = measure_run(Path(args.run))
     t_eval = time.perf_counter() - t0
     history = summary.get("history", [])
     entry = {"tag": args.tag, "command": command, "config": args.config, "overrides": args.overrides,
-             **measures(result, quality), "style_content_xcorr": style_content_xcorr(Path(args.run)),
-             "minutes_to_99": minutes_to(history),
+             **measured, "minutes_to_99": minutes_to(history),
              "epochs": int(summary["epochs"]), "steps": int(summary["global_step"]),
              "purity_during_training": history,
              "wall_seconds": {"train": round(t_train, 1), "evaluate_and_quality": round(t_eval, 1)},
