@@ -11,7 +11,10 @@
    for ``--epochs`` or ``--max-minutes`` (Lightning's max_time), whichever ends first, into
    ``--out-run``; or evaluates an existing run folder (``--run``).
 4. Table 1 on the first ``--eval-n`` test videos (all 2,664 by default): fix f / draw z_1:T
-   (attribute disagreement and KL-recon), fix z_1:T / draw f (action disagreement and KL).
+   (attribute disagreement and KL-recon), fix z_1:T / draw f (action disagreement and KL); and,
+   not the paper's, the same judged with the other latent taken from another test video instead
+   of the prior (``attribute_disagreement_swap_z``, ``action_disagreement_swap_f``) and plain
+   reconstructions (``reconstruction_disagreement``).
 Writes ``--out`` (benchmarks/results/dsae_sprites.json).
 """
 
@@ -63,7 +66,8 @@ def earlier_runs(path: Path, new: dict[str, Any]) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     old = read_json(path)
-    keep = ("attribute_disagreement_fix_f", "action_disagreement_fix_z", "attribute_kl_fix_f", "q",
+    keep = ("attribute_disagreement_fix_f", "action_disagreement_fix_z", "attribute_kl_fix_f",
+            "reconstruction_disagreement", "attribute_disagreement_swap_z", "action_disagreement_swap_f", "q",
             "train_minutes", "training", "model", "weights_sha256", "commands")
     runs = [r for r in old.get("other_runs", []) if r.get("weights_sha256") != new["weights_sha256"]]
     if old.get("weights_sha256") != new["weights_sha256"] and "attribute_disagreement_fix_f" in old:
@@ -146,6 +150,8 @@ def main() -> int:
         "action_kl_fix_z": scores["action_kl_fix_z"],
         "action_kl_random": scores["action_kl_random"],
         "reconstruction_disagreement": scores["reconstruction_disagreement"],
+        "attribute_disagreement_swap_z": scores["attribute_disagreement_swap_z"],
+        "action_disagreement_swap_f": scores["action_disagreement_swap_f"],
         "judge_accuracy": judge.meta.get("test_accuracy"),
         "judge_accuracy_on_scored_sources": scores.get("judge_accuracy_on_sources"),
         "attribute_label_error_fix_f": scores.get("attribute_label_error_fix_f"),

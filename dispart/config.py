@@ -299,11 +299,14 @@ RULES: dict[str, Rule] = {
     "model.alpha_swap": NONNEG,
     "model.alpha_adv": NONNEG,
     "model.alpha_xcorr": NONNEG,
+    "model.xcorr_momentum": between(0, 1, high_open=True),
+    "model.alpha_semantic_xcorr": NONNEG,
     "model.penalty_start": NONNEG,
     "model.alpha": NONNEG,
     "model.k": NONNEG,
     "model.lambdas": Rule(_nonnegative_weights, f"weights >= 0 for modalities in {list(MODALITIES)}"),
     "model.widths": Rule(_positive_widths, f"widths >= 1 for modalities in {list(MODALITIES)}"),
+    "model.style_dims": Rule(_positive_widths, f"sizes >= 1 for modalities in {list(MODALITIES)}"),
     "model.beta": NONNEG,
     "model.anneal_steps": NONNEG,
     "model.f_dim": COUNT,
@@ -315,6 +318,7 @@ RULES: dict[str, Rule] = {
     "model.frame_decoder": one_of("auto", "mlp", "lstm", "conv"),
     "model.beta_f": NONNEG,
     "model.beta_z": NONNEG,
+    "model.z_colour_jitter": Rule(lambda v: isinstance(v, bool), "true or false", "not a boolean"),
     # vq_vae (frame-wise VQ-VAE), and the same fields with the prefix vq_ in mdvae (its stage 1)
     **{f"model.{prefix}{key}": rule for prefix in ("", "vq_") for key, rule in (
         ("code_dim", COUNT), ("codebook_size", COUNT), ("hidden", COUNT), ("conv_width", COUNT),

@@ -101,6 +101,19 @@ def kernel_dependence(a: Tensor, b: Tensor, eps: float = 1e-12) -> Tensor:
     return (kc * lc).sum() / (kc.pow(2).sum().sqrt() * lc.pow(2).sum().sqrt() + eps)
 
 
+def correlation_matrix(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """(Da, Db) Pearson correlations across the batch between the columns of ``a`` (B, Da) and
+    of ``b`` (B, Db), B >= 3."""
+    if a.shape[0] != b.shape[0] or a.shape[0] < 3:
+        raise ValueError(f"cross_correlation needs two batches of the same size >= 3, got "
+                         f"{a.shape[0]} and {b.shape[0]} rows")
+    a = a - a.mean(dim=0, keepdim=True)
+    b = b - b.mean(dim=0, keepdim=True)
+    a = a / (a.pow(2).sum(dim=0, keepdim=True).sqrt() + eps)
+    b = b / (b.pow(2).sum(dim=0, keepdim=True).sqrt() + eps)
+    return a.T @ b
+
+
 def cross_correlation(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     """Mean over every pair of columns (i, j) of the squared Pearson correlation across the batch
     between ``a[:, i]`` (B, Da) and ``b[:, j]`` (B, Db): a scalar in [0, 1], 0 when no column of
@@ -111,14 +124,21 @@ def cross_correlation(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     cross-covariance of ``a`` with it is the between-class term, so it vanishes when ``a``'s class
     means are equal. Correlations, not covariances: scaling a column of ``a`` up cannot lower it.
     """
-    if a.shape[0] != b.shape[0] or a.shape[0] < 3:
-        raise ValueError(f"cross_correlation needs two batches of the same size >= 3, got "
-                         f"{a.shape[0]} and {b.shape[0]} rows")
-    a = a - a.mean(dim=0, keepdim=True)
-    b = b - b.mean(dim=0, keepdim=True)
-    a = a / (a.pow(2).sum(dim=0, keepdim=True).sqrt() + eps)
-    b = b / (b.pow(2).sum(dim=0, keepdim=True).sqrt() + eps)
-    return (a.T @ b).pow(2).mean()
+    return correlation_matrix(a, b, eps).pow(2).mean()
+
+
+def running_cross_correlation(batch: Tensor, running: Tensor) -> Tensor:
+    """mean(running * batch): the mean squared correlation estimated from two independent
+    estimates of the correlation matrix, ``batch`` (Da, Db, ``correlation_matrix`` of this
+    batch, carrying the gradient) and ``running`` (Da, Db, held fixed: an average over earlier
+    batches). Its expectation is the squared correlation itself, without the 1 / B that
+    ``cross_correlation`` adds for independent columns; its gradient, running * d(batch) (up to
+    the mean), follows the correlation that persists over batches rather than this batch's noise.
+    """
+    if batch.shape != running.shape:
+        raise ValueError(f"running_cross_correlation needs matrices of one shape, got "
+                         f"{tuple(batch.shape)} and {tuple(running.shape)}")
+    return (running.detach() * batch).mean()
 
 
 def style_content_critic(critic: nn.Module, style_means: Tensor, content: Tensor) -> tuple[Tensor, Tensor]:

@@ -20,7 +20,7 @@ from dispart.batches.modality import ModalitySpec
 from dispart.batches.pipeline import load_experiment_data
 from dispart.config import load_config
 from dispart.models import build_model
-from dispart.models.dsae import DSAE, DSAEConfig, conv_layers
+from dispart.models.dsae import DSAE, JITTER_GAIN, DSAEConfig, colour_jitter, conv_layers
 from dispart.models.registry import REGISTRY
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -230,6 +230,51 @@ def test_shapes_64x64_rgb_video(q):
     assert tuple(y.shape) == (2, 8, 3, 64, 64) and (y[1, 5:] == 0).all()
     s = model.generate(8, n=3, generator=torch.Generator().manual_seed(1))
     assert tuple(s.x.shape) == (3, 8, 3, 64, 64)
+
+
+def test_colour_jitter_shuffles_and_scales_channels_per_sequence():
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(40, 2, 3, 2, 2)
+    x[:, :, 0], x[:, :, 1], x[:, :, 2] = 0.2, 0.5, 0.8
+    x[:, 1, :, 0, 0] = 0.0  # a black pixel
+    y = colour_jitter(x, generator=g)
+    assert y.shape == x.shape and (y[:, 1, :, 0, 0] == 0).all()
+    low, high = JITTER_GAIN
+    for b in range(40):
+        values = y[b, 0, :, 1, 1]
+        assert torch.equal(y[b, :, :, 1, 1], values.expand(2, 3))  # one recolouring per sequence
+        # each output channel is one input channel times a gain in range
+        sources = torch.tensor([0.2, 0.5, 0.8])
+        ratios = values[:, None] / sources[None, :]
+        fits = (ratios >= low - 1e-6) & (ratios <= high + 1e-6)
+        assert fits.any(dim=1).all()
+    orders = {tuple(torch.argsort(y[b, 0, :, 1, 1]).tolist()) for b in range(40)}
+    assert len(orders) > 3  # channels change places, not only brightness
+    with pytest.raises(ValueError, match="B, T, C, H, W"):
+        colour_jitter(torch.zeros(2, 3, 4, 4))
+
+
+@pytest.mark.parametrize("q", ["factorised", "full"])
+def test_z_colour_jitter_reaches_q_z_only_and_only_in_training(q):
+    spec = ModalitySpec("video", "frames", (3, 16, 16), frame_rate=15.0)
+    plain = tiny(q, spec=spec, conv_width=4)
+    jit = tiny(q, spec=spec, conv_width=4, z_colour_jitter=True)
+    jit.load_state_dict(plain.state_dict())
+    g = torch.Generator().manual_seed(0)
+    x = {"video": Sequences(torch.rand(3, 4, 3, 16, 16, generator=g), torch.tensor([4, 4, 2]))}
+    with torch.no_grad():
+        for m in (plain, jit):
+            m.train()
+        qp = plain.infer(x)[0]
+        torch.manual_seed(1)
+        qj = jit.infer(x)[0]
+        assert torch.equal(qj["f"].mean, qp["f"].mean)  # q(f) reads the true frames
+        assert not torch.allclose(qj["z"].mean, qp["z"].mean)  # q(z) reads recoloured ones
+        jit.eval(), plain.eval()
+        assert torch.equal(jit.encode(x)["z"].mean, plain.encode(x)["z"].mean)
+    assert jit.config.z_colour_jitter is True
+    with pytest.raises(ValueError, match="z_colour_jitter needs colour image frames"):
+        tiny(z_colour_jitter=True)
 
 
 # --------------------------------------------------------------------------- generation helpers

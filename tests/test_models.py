@@ -231,6 +231,30 @@ def test_pvae_widths_set_one_modality_s_networks_and_keep_the_others_at_hidden()
             small_pvae(widths=bad)
 
 
+def test_pvae_style_dims_size_one_style_latent_and_keep_the_others_at_style_dim():
+    m = small_pvae(style_dims={"audio": 1}, alpha_xcorr=1.0, xcorr_momentum=0.5, alpha_adv=1.0)
+    assert m.latents["z_audio"].size == 1 and m.latents["z_image"].size == 2
+    assert m.joint.heads["z_audio"].linear.out_features == 2 * 1  # mean and log-variance
+    assert m.joint.heads["z_image"].linear.out_features == 2 * 2
+    assert m.unimodal["audio"].heads["z_audio"].linear.out_features == 2
+    assert m.decoders["audio"].lstm.input_size == 3 + 1 and m.decoders["image"].fc[0].in_features == 3 + 2
+    assert m.xcorr_audio_image_r.shape == (1, 3) and m.xcorr_image_audio_q.shape == (2, 3)
+    assert m.critics["audio"][0].in_features == 1
+    assert m.config.style_dims == {"audio": 1}
+    m.train()
+    out = m.loss(batch(), negative_index=torch.tensor([1, 2, 3, 4, 0]))
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    with torch.no_grad():
+        assert tuple(m.encode(batch())["z_audio"].mean.shape) == (5, 1)
+    same = small_pvae(style_dims={"audio": 2})  # equal to style_dim: the paper's layout
+    assert {k: v.shape for k, v in same.state_dict().items()} == \
+        {k: v.shape for k, v in small_pvae().state_dict().items()}
+    for bad in ({"video": 8}, {"audio": 0}):
+        with pytest.raises(ValueError, match="style_dims"):
+            small_pvae(style_dims=bad)
+
+
 def test_pvae_swap_consistency_re_encodes_the_swapped_decoding():
     torch.manual_seed(0)
     m = small_pvae(alpha_swap=3.0)
@@ -336,6 +360,85 @@ def test_pvae_style_content_correlation_term_and_what_it_moves():
     assert "xcorr" not in base.terms
     with pytest.raises(ValueError, match="alpha_xcorr"):
         small_pvae(alpha_xcorr=-0.5)
+
+
+def test_pvae_semantic_style_correlation_term_and_what_it_moves():
+    """alpha_semantic_xcorr: + alpha * sum over m and (q's, r_m's) means of
+    cross_correlation(z^s mean, same row's z^m mean); only the z^s heads learn from it."""
+    from dispart.objectives import cross_correlation
+
+    torch.manual_seed(0)
+    m = small_pvae(alpha_semantic_xcorr=2.0)
+    b, neg = batch(), torch.tensor([2, 0, 4, 1, 3])
+    q = m.joint(b)
+    r = {k: m.unimodal[k](b[k]) for k in ("audio", "image")}
+    features = {"q": m.joint.features(b), **{k: m.unimodal[k].pre(b[k]) for k in ("audio", "image")}}
+    got = m.semantic_style_correlation(features, ["audio", "image"])
+    expected = sum(cross_correlation(post["z_s"].mean, post[f"z_{k}"].mean)
+                   for k in ("audio", "image") for post in (q, r[k]))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    m.zero_grad()
+    got.backward()
+    moved = {n for n, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert moved and all(".heads.z_s." in n for n in moved)
+    assert any(n.startswith("inference.joint.heads.z_s") for n in moved)
+    assert any(n.startswith("inference.unimodal.audio.heads.z_s") for n in moved)
+    torch.manual_seed(5)
+    out = m.loss(b, negative_index=neg)
+    m.alpha_semantic_xcorr = 0.0
+    torch.manual_seed(5)
+    base = m.loss(b, negative_index=neg)
+    assert out.loss.item() == pytest.approx(base.loss.item() + 2.0 * out.terms["semantic_xcorr"].item(),
+                                            rel=1e-5)
+    assert out.terms["semantic_xcorr"].item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="alpha_semantic_xcorr"):
+        small_pvae(alpha_semantic_xcorr=-1.0)
+
+
+def test_pvae_running_style_content_correlation_updates_and_saves_its_averages():
+    """xcorr_momentum: the first training batch scores mean(C * C) of each term's correlation
+    matrix C and stores C; the next scores mean(A * C') against that average A and stores
+    mom * A + (1 - mom) * C'; evaluation reads the averages without changing them; the averages
+    travel with the state dict."""
+    from dispart.objectives import correlation_matrix
+
+    torch.manual_seed(0)
+    m = small_pvae(alpha_xcorr=2.0, xcorr_momentum=0.75)
+    assert int(m.xcorr_batches) == 0 and len(m.xcorr_terms(["audio", "image"])) == 4
+
+    def terms(b):
+        q, r = m.joint(b), {k: m.unimodal[k](b[k]) for k in ("audio", "image")}
+        features = {"q": m.joint.features(b), **{k: m.unimodal[k].pre(b[k]) for k in ("audio", "image")}}
+        mats = {f"{k}_{o}_{w}": correlation_matrix(post[f"z_{k}"].mean, r[o]["z_s"].mean).detach()
+                for k, o in (("audio", "image"), ("image", "audio"))
+                for w, post in (("r", r[k]), ("q", q))}
+        return features, r, mats
+
+    m.train()
+    b1, b2 = batch(seed=1), batch(seed=2)
+    features, r, c1 = terms(b1)
+    got = m.style_content_correlation(features, r, ["audio", "image"])
+    assert got.item() == pytest.approx(sum((c * c).mean().item() for c in c1.values()), rel=1e-5)
+    assert int(m.xcorr_batches) == 1
+    for key, c in c1.items():
+        assert torch.allclose(getattr(m, f"xcorr_{key}"), c)
+    features, r, c2 = terms(b2)
+    got = m.style_content_correlation(features, r, ["audio", "image"])
+    assert got.item() == pytest.approx(sum((c1[k] * c2[k]).mean().item() for k in c1), rel=1e-5)
+    got.backward()  # the averages were updated after the term was computed
+    for key in c1:
+        assert torch.allclose(getattr(m, f"xcorr_{key}"), 0.75 * c1[key] + 0.25 * c2[key], atol=1e-6)
+    saved = {k: v.clone() for k, v in m.state_dict().items() if k.startswith("xcorr_")}
+    assert set(saved) == {f"xcorr_{k}" for k in c1} | {"xcorr_batches"}
+    m.eval()
+    m.style_content_correlation(*terms(b1)[:2], ["audio", "image"])
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in saved.items())
+    other = small_pvae(alpha_xcorr=2.0, xcorr_momentum=0.75)
+    other.load_state_dict(m.state_dict())
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in saved.items())
+    assert not any(k.startswith("xcorr_") for k in small_pvae(alpha_xcorr=2.0).state_dict())
+    with pytest.raises(ValueError, match="xcorr_momentum"):
+        small_pvae(alpha_xcorr=1.0, xcorr_momentum=1.0)
 
 
 def test_padding_changes_no_loss_term_or_gradient():

@@ -12,6 +12,7 @@ from dispart.distributions import UnitGaussianLikelihood, kl_to_prior
 from dispart.nn.encoders import diag_gaussian
 from dispart.objectives import (
     coherence_kl,
+    correlation_matrix,
     cross_correlation,
     cross_modal_hinge,
     kernel_dependence,
@@ -20,6 +21,7 @@ from dispart.objectives import (
     kl_sum_to_prior,
     random_negatives,
     rbf_kernel,
+    running_cross_correlation,
     style_content_critic,
 )
 
@@ -287,3 +289,32 @@ def test_cross_correlation_hand_computed_and_scale_free():
     assert cross_correlation(x, 3 * x).item() == pytest.approx(1.0, rel=1e-6)
     with pytest.raises(ValueError, match="same size >= 3"):
         cross_correlation(x[:2], y[:2])
+
+
+def test_running_cross_correlation_has_no_floor_of_one_over_b():
+    """For independent columns each batch's mean squared correlation sits near 1 / B; the product
+    of two independent estimates averages to the true value, 0; for a persistent correlation rho
+    both estimate rho^2."""
+    g = torch.Generator().manual_seed(0)
+    plain, running = [], []
+    previous = None
+    for _ in range(400):
+        a, b = torch.randn(16, 4, generator=g), torch.randn(16, 3, generator=g)
+        now = correlation_matrix(a, b)
+        plain.append(cross_correlation(a, b).item())
+        if previous is not None:
+            running.append(running_cross_correlation(now, previous).item())
+        previous = now
+    assert np.mean(plain) == pytest.approx(1 / 15, rel=0.15)
+    assert abs(np.mean(running)) < 0.004
+    rho, shared = 0.6, torch.randn(4000, 1, generator=g)
+    a = rho * shared + (1 - rho**2) ** 0.5 * torch.randn(4000, 1, generator=g)
+    c1, c2 = correlation_matrix(a[:2000], shared[:2000]), correlation_matrix(a[2000:], shared[2000:])
+    assert running_cross_correlation(c1, c2).item() == pytest.approx(rho**2, abs=0.03)
+    c = torch.tensor([[0.5, -0.2]], requires_grad=True)
+    value = running_cross_correlation(c, torch.tensor([[0.4, 0.1]]))
+    assert value.item() == pytest.approx((0.5 * 0.4 - 0.2 * 0.1) / 2)
+    value.backward()
+    assert torch.allclose(c.grad, torch.tensor([[0.2, 0.05]]))
+    with pytest.raises(ValueError, match="one shape"):
+        running_cross_correlation(c, torch.zeros(2, 1))

@@ -150,6 +150,45 @@ def test_table1_exact_numbers_with_a_fake_model_and_judge() -> None:
     assert out["judge_accuracy_on_sources"] == {h: 1.0 for h in HEADS}
     assert out["attribute_label_error_fix_f"]["body"] == 3 / 8
     assert out["action_label_error_fix_z"] == 1 / 8
+    # a split that does not leak: the swaps fail only where the fake cannot draw
+    assert out["attribute_disagreement_swap_z"] == {"body": 3 / 8, "bottom": 0.0, "top": 0.0, "hair": 0.0}
+    assert out["action_disagreement_swap_f"] == 1 / 8
+
+
+class LeakyDSAE(FakeDSAE):
+    """The fake whose z_1:T also carries the body (its second column), which the decoder draws
+    from z whenever z is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.latents = declare(Latent("f", N_ATTR, ("video",), role="style"),
+                               Latent("z", 2, ("video",), dynamic=True))
+
+    def encode(self, batch: dict) -> dict[str, Independent]:
+        q = super().encode(batch)
+        z = q["z"].mean
+        body = q["f"].mean[:, None, :1].expand(-1, z.shape[1], 1)
+        return {"f": q["f"], "z": Independent(Normal(torch.cat([z, body], -1), 1.0), 1)}
+
+    def generate(self, lengths: torch.Tensor, f: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> SimpleNamespace:
+        if z is not None and f is not None:
+            f = f.clone()
+            f[:, 0] = z[:, 0, 1]
+        return super().generate(lengths, f, None if z is None else z[..., :1], generator)
+
+
+def test_table1_swaps_show_a_leaking_split() -> None:
+    """Row i takes the other latent of row (i + 4) mod 8 (one batch of 8): with the body in z_1:T,
+    fixing f and swapping z_1:T draws the partner's body."""
+    bodies = [0, 1, 5, 5, 2, 3, 4, 5]
+    actions = [0, 8, 1, 2, 3, 4, 5, 6]
+    videos = np.stack([_video([b, 1, 2, 3], a) for b, a in zip(bodies, actions, strict=True)])
+    out = table1(LeakyDSAE(), FakeJudge(), videos, seed=0, batch=8)
+    # drawn bodies: the partners' [2, 3, 4, 5, 0, 1, 5, 5] with 5 -> 4; only row 6 keeps its own
+    assert out["attribute_disagreement_swap_z"]["body"] == 7 / 8
+    assert out["attribute_disagreement_swap_z"]["top"] == 0.0
+    assert out["action_disagreement_swap_f"] == 1 / 8
 
 
 def test_table1_is_a_pure_function_of_the_seed() -> None:

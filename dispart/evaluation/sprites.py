@@ -338,15 +338,21 @@ def _latent_names(model: Any) -> tuple[str, str]:
 def judged_videos(model: Any, videos: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
     """The three videos Table 1 judges, from one encoding of ``videos`` (N, T, C, H, W), as decoded
     means (N, T, C, H, W): "fix_f" (a: f = mean of q(f | x_1:T), z_1:T ~ the LSTM prior), "fix_z"
-    (b: z_1:T = mean of q(z_1:T | .), f ~ p(f)) and "reconstruction" (f and z_1:T both q's means;
-    draws nothing). ``generator`` draws the prior samples, (a) before (b)."""
+    (b: z_1:T = mean of q(z_1:T | .), f ~ p(f)), "reconstruction" (f and z_1:T both q's means;
+    draws nothing), and the two swaps, which draw nothing either: "swap_z" (f of row i, z_1:T of
+    row (i + N // 2) mod N, both q's means) and "swap_f" (z_1:T of row i, f of that other row).
+    The swaps tell a split that leaks (the other row's z_1:T brings its identity along) from
+    prior samples the decoder does not know. ``generator`` draws the prior samples, (a) before (b)."""
     f_name, z_name = _latent_names(model)
     lengths = torch.full((len(videos),), videos.shape[1], dtype=torch.long)
     q = model.encode({model.modality: Sequences(videos, lengths)})
     f, z = q[f_name].mean, q[z_name].mean
+    other = torch.roll(torch.arange(len(videos)), -(len(videos) // 2))
     return {"fix_f": model.generate(lengths, f=f, generator=generator).x,
             "fix_z": model.generate(lengths, z=z, generator=generator).x,
-            "reconstruction": model.generate(lengths, f=f, z=z).x}
+            "reconstruction": model.generate(lengths, f=f, z=z).x,
+            "swap_z": model.generate(lengths, f=f, z=z[other]).x,
+            "swap_f": model.generate(lengths, f=f[other], z=z).x}
 
 
 def table1(model: Any, judge: SpriteJudge, videos: np.ndarray | Tensor, seed: int = 0, batch: int = 64,
@@ -359,7 +365,10 @@ def table1(model: Any, judge: SpriteJudge, videos: np.ndarray | Tensor, seed: in
     from q: whether a failure is the reconstruction's or the split's); with ``labels`` (head ->
     (N,) ints) also the judge's accuracy on the sources and the fraction of generated videos
     judged as the source's true label (``*_label_error_*``). One generator seeded with ``seed``
-    draws every prior sample.
+    draws every prior sample. ``attribute_disagreement_swap_z`` and ``action_disagreement_swap_f``
+    judge the swaps of ``judged_videos`` (the other latent from another video of the same batch
+    instead of the prior): a low swap score beside a high prior one means the prior's samples,
+    not a leaking split, cause the disagreement.
     """
     gen = torch.Generator().manual_seed(seed)
     was = model.training
@@ -367,6 +376,8 @@ def table1(model: Any, judge: SpriteJudge, videos: np.ndarray | Tensor, seed: in
     src: dict[str, list[np.ndarray]] = {h: [] for h in judge.net.heads}
     fix_f: dict[str, list[np.ndarray]] = {h: [] for h in ATTRIBUTE_HEADS}
     fix_z: list[np.ndarray] = []
+    swap_z: dict[str, list[np.ndarray]] = {h: [] for h in ATTRIBUTE_HEADS}
+    swap_f: list[np.ndarray] = []
     recon: dict[str, list[np.ndarray]] = {h: [] for h in judge.net.heads}
     try:
         for i in range(0, len(videos), batch):
@@ -378,6 +389,10 @@ def table1(model: Any, judge: SpriteJudge, videos: np.ndarray | Tensor, seed: in
             for h in ATTRIBUTE_HEADS:
                 fix_f[h].append(gf[h])
             fix_z.append(judge.log_proba(made["fix_z"])["action"])
+            gs = judge.log_proba(made["swap_z"])
+            for h in ATTRIBUTE_HEADS:
+                swap_z[h].append(gs[h])
+            swap_f.append(judge.log_proba(made["swap_f"])["action"])
             for h, v in judge.log_proba(made["reconstruction"]).items():
                 recon[h].append(v)
     finally:
@@ -394,6 +409,9 @@ def table1(model: Any, judge: SpriteJudge, videos: np.ndarray | Tensor, seed: in
         "action_kl_fix_z": kl_recon(z, s["action"]),
         "action_kl_random": kl_random(s["action"]),
         "reconstruction_disagreement": {h: disagreement(np.concatenate(v), s[h]) for h, v in recon.items()},
+        "attribute_disagreement_swap_z": {h: disagreement(np.concatenate(swap_z[h]), s[h])
+                                          for h in ATTRIBUTE_HEADS},
+        "action_disagreement_swap_f": disagreement(np.concatenate(swap_f), s["action"]),
     }
     if labels is not None:
         out["judge_accuracy_on_sources"] = {h: float(np.mean(s[h].argmax(1) == labels[h])) for h in s}

@@ -77,6 +77,11 @@ class DSAEConfig:
         conv_width: channels of the convolution stacks of image frames.
         beta_f, beta_z: weights of KL(q(f) || p(f)) and of the dynamic KL in the training loss
             (1, 1: the paper's ELBO; the logged "elbo" term is always the unweighted ELBO).
+        z_colour_jitter: image frames only, not the paper's: in training, q(z_t | .) reads the
+            frames with their colour channels shuffled and scaled per sequence
+            (:func:`colour_jitter`) while q(f | x_1:T) and the likelihood see the true frames, so
+            z_1:T cannot say which colours a character wears and the decoder must take them
+            from f. Evaluation and generation encode the true frames.
     """
 
     f_dim: int = 16
@@ -89,6 +94,24 @@ class DSAEConfig:
     conv_width: int = 64
     beta_f: float = 1.0
     beta_z: float = 1.0
+    z_colour_jitter: bool = False
+
+
+JITTER_GAIN = (0.6, 1.4)  # range of the per-channel gains of colour_jitter
+
+
+def colour_jitter(frames: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """(B, T, C, H, W) frames in [0, 1] -> the same frames with, per sequence, the C channels in
+    a random order and each scaled by a gain uniform in ``JITTER_GAIN``, clipped to [0, 1]
+    (zeros stay zero: padding and black background are kept)."""
+    if frames.dim() != 5:
+        raise ValueError(f"colour_jitter needs (B, T, C, H, W) frames, got {tuple(frames.shape)}")
+    b, _, c = frames.shape[:3]
+    order = torch.argsort(torch.rand(b, c, generator=generator, device=frames.device), dim=1)
+    shuffled = torch.gather(frames, 2, order[:, None, :, None, None].expand_as(frames))
+    low, high = JITTER_GAIN
+    gain = low + (high - low) * torch.rand(b, 1, c, 1, 1, generator=generator, device=frames.device)
+    return (shuffled * gain.to(frames.dtype)).clamp(0.0, 1.0)
 
 
 def conv_layers(image_shape: Sequence[int]) -> int:
@@ -168,7 +191,7 @@ class DSAE(MultimodalModel):
     def __init__(self, modalities: Sequence[ModalitySpec], f_dim: int = 16, z_dim: int = 16,
                  hidden: int = 256, prior_hidden: int = 256, q: str = "factorised",
                  frame_encoder: str = "auto", frame_decoder: str = "auto", conv_width: int = 64,
-                 beta_f: float = 1.0, beta_z: float = 1.0) -> None:
+                 beta_f: float = 1.0, beta_z: float = 1.0, z_colour_jitter: bool = False) -> None:
         super().__init__(modalities)
         kinds = [s.kind for s in modalities]
         if len(modalities) != 1 or kinds[0] not in ("sequence", "frames"):
@@ -184,6 +207,10 @@ class DSAE(MultimodalModel):
             if isinstance(b, bool) or not isinstance(b, (int, float)) or not b >= 0:
                 raise ValueError(f"dsae: {field} must be a number >= 0, got {b!r}")
         spec = modalities[0]
+        if z_colour_jitter and (spec.kind != "frames" or spec.shape[0] < 2):
+            raise ValueError(f"dsae: z_colour_jitter needs colour image frames; {spec.name!r} is a "
+                             f"{spec.kind!r} modality of shape {tuple(spec.shape)}")
+        self.z_colour_jitter = bool(z_colour_jitter)
         enc = _choice(frame_encoder, ENCODERS[spec.kind], "frame_encoder", spec.kind)
         dec = _choice(frame_decoder, DECODERS[spec.kind], "frame_decoder", spec.kind)
         if spec.kind == "frames" and conv_layers(spec.shape) == 0:
@@ -234,10 +261,13 @@ class DSAE(MultimodalModel):
         x = self._input(batch)
         h = self.inference.features(x)
         q_f = self.inference.q_f(h, x.lengths)
+        h_z = h
+        if self.z_colour_jitter and self.training:  # q(z) reads recoloured frames (see DSAEConfig)
+            h_z = self.inference.features(Sequences(colour_jitter(x.data), x.lengths))
         if self.q == "factorised":
-            return {STATIC: q_f, DYNAMIC: self.inference.q_z(h, x.lengths)}, {}
+            return {STATIC: q_f, DYNAMIC: self.inference.q_z(h_z, x.lengths)}, {}
         f = q_f.rsample() if draw_f else q_f.mean
-        q_z = self.inference.q_z(h, x.lengths, f)
+        q_z = self.inference.q_z(h_z, x.lengths, f)
         return {STATIC: q_f, DYNAMIC: q_z}, ({STATIC: f} if draw_f else {})
 
     def encode(self, batch: Batch) -> dict[str, Independent]:

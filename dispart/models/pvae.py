@@ -40,10 +40,12 @@ from dispart.nn.frames import zero_padding
 from dispart.nn.modality import build_decoder, build_pre_encoder
 from dispart.objectives import (
     coherence_kl,
+    correlation_matrix,
     cross_correlation,
     cross_modal_hinge,
     kernel_dependence,
     random_negatives,
+    running_cross_correlation,
     style_content_critic,
 )
 
@@ -75,10 +77,20 @@ class PVAEConfig:
     modalities' unimodal z^s means, held fixed: paired only through the class, they are
     correlated only through z^m's class means, which is what a linear probe reads. It trains the
     z^m heads only (their inputs held fixed: the pre-encoders keep the content z^s needs).
-    ``penalty_start``: training steps before these four terms switch on (the partition forms
+    ``xcorr_momentum`` > 0 replaces each batch's squared correlations (which cannot fall below
+    about 1 / B) by ``objectives.running_cross_correlation`` against an average of the
+    correlation matrices of earlier training batches (kept in buffers, saved with the weights,
+    updated in training mode only, each new batch with weight 1 - momentum).
+    ``alpha_semantic_xcorr`` weighs the mirror term within each modality: the mean squared
+    correlation between z^s's means (q's and r_m's) and the same row's z^m means, held fixed; it
+    trains the z^s heads only, so that z^s can drop what z^m holds (the speaker, once z^m holds no
+    digit) without the pre-encoders losing it.
+    ``penalty_start``: training steps before these terms switch on (the partition forms
     under the paper's objective first). ``widths``: a network width per modality that overrides
     ``hidden`` for that modality's pre-encoders and decoder (e.g. ``{image: 512}`` beside a narrow
-    speech LSTM: the image networks cost little next to the LSTMs)."""
+    speech LSTM: the image networks cost little next to the LSTMs). ``style_dims``: a size of z^m
+    per modality that overrides ``style_dim`` (e.g. ``{audio: 4}``: a small speech style beside a
+    32-dim image style; not the paper's)."""
 
     semantic_dim: int = 32
     style_dim: int = 32
@@ -93,8 +105,11 @@ class PVAEConfig:
     alpha_swap: float = 0.0
     alpha_adv: float = 0.0
     alpha_xcorr: float = 0.0
+    xcorr_momentum: float = 0.0
+    alpha_semantic_xcorr: float = 0.0
     penalty_start: int = 0
     widths: dict[str, int] | None = None
+    style_dims: dict[str, int] | None = None
 
 
 def style(modality: str) -> str:
@@ -142,14 +157,16 @@ class MultimodalInference(nn.Module):
     """q(z^s, z^1..z^M | X): pre-encoders per modality, concatenated, one head per latent."""
 
     def __init__(
-        self, specs: Sequence[ModalitySpec], semantic_dim: int, style_dim: int, widths: Mapping[str, int]
+        self, specs: Sequence[ModalitySpec], semantic_dim: int, style_dims: Mapping[str, int],
+        widths: Mapping[str, int]
     ) -> None:
-        """``widths``: modality name -> width of its pre-encoder."""
+        """``style_dims``: modality name -> size of its style latent; ``widths``: modality name ->
+        width of its pre-encoder."""
         super().__init__()
         self.pre = nn.ModuleDict({s.name: build_pre_encoder(s, widths[s.name]) for s in specs})
         width = sum(p.out_dim for p in self.pre.values())
         heads = {SEMANTIC: GaussianHead(width, semantic_dim)}
-        heads.update({style(s.name): GaussianHead(width, style_dim) for s in specs})
+        heads.update({style(s.name): GaussianHead(width, style_dims[s.name]) for s in specs})
         self.heads = nn.ModuleDict(heads)
 
     def forward(self, batch: Batch) -> dict[str, Independent]:
@@ -195,8 +212,11 @@ class PVAE(MultimodalModel):
         alpha_swap: float = 0.0,
         alpha_adv: float = 0.0,
         alpha_xcorr: float = 0.0,
+        xcorr_momentum: float = 0.0,
+        alpha_semantic_xcorr: float = 0.0,
         penalty_start: int = 0,
         widths: Mapping[str, int] | None = None,
+        style_dims: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(modalities)
         if len(modalities) < 2:
@@ -205,12 +225,17 @@ class PVAE(MultimodalModel):
         self.alpha_ch, self.alpha_cm, self.margin = alpha_ch, alpha_cm, margin
         self.allow_missing = allow_missing
         weights = dict(style_beta=style_beta, alpha_indep=alpha_indep, alpha_swap=alpha_swap,
-                       alpha_adv=alpha_adv, alpha_xcorr=alpha_xcorr)
+                       alpha_adv=alpha_adv, alpha_xcorr=alpha_xcorr,
+                       alpha_semantic_xcorr=alpha_semantic_xcorr)
         if min(weights.values()) < 0:
             raise ValueError(f"pvae: {', '.join(f'{k} ({v})' for k, v in weights.items())} "
                              "must be >= 0")
         self.style_beta, self.alpha_indep, self.alpha_swap = style_beta, alpha_indep, alpha_swap
         self.alpha_adv, self.alpha_xcorr = alpha_adv, alpha_xcorr
+        self.alpha_semantic_xcorr = alpha_semantic_xcorr
+        if not 0.0 <= xcorr_momentum < 1.0:
+            raise ValueError(f"pvae: xcorr_momentum ({xcorr_momentum}) must be in [0, 1)")
+        self.xcorr_momentum = float(xcorr_momentum)
         names = tuple(s.name for s in modalities)
         self.style_beta_on = style_beta_on
         self.beta_modalities = _beta_modalities(style_beta_on, names)
@@ -223,24 +248,35 @@ class PVAE(MultimodalModel):
                              f"widths >= 1, got {own}")
         self.widths = own or None  # the config's value (None: every modality at ``hidden``)
         width = {m: own.get(m, hidden) for m in names}
+        own_dims = {m: int(d) for m, d in (style_dims or {}).items()}
+        if set(own_dims) - set(names) or any(d < 1 for d in own_dims.values()):
+            raise ValueError(f"pvae: style_dims must map modalities of this model {list(names)} to "
+                             f"sizes >= 1, got {own_dims}")
+        self.style_dims = own_dims or None  # the config's value (None: every z^m at ``style_dim``)
+        dims = {m: own_dims.get(m, style_dim) for m in names}
         if self.penalty_start:  # training steps seen, saved with the weights (resume continues)
             self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        if alpha_xcorr > 0 and self.xcorr_momentum > 0:  # running correlation matrices, per term
+            for m in names:
+                for key in self.xcorr_terms(names, m):
+                    self.register_buffer(f"xcorr_{key}", torch.zeros(dims[m], semantic_dim))
+            self.register_buffer("xcorr_batches", torch.zeros((), dtype=torch.long))
         self.latents = declare(
             Latent(SEMANTIC, semantic_dim, names, "content", symbol="z^s"),
-            *(Latent(style(m), style_dim, (m,), "style", symbol=style_symbol(m)) for m in names),
+            *(Latent(style(m), dims[m], (m,), "style", symbol=style_symbol(m)) for m in names),
         )
         # Generative model p(z^s) prod_m p(z^m) p(x^m | z^s, z^m). Modules are built in this
         # order (decoders, q, r_m) so that a seed gives the same initial weights as before.
-        decoders = {s.name: build_decoder(s, semantic_dim + style_dim, width[s.name]) for s in modalities}
+        decoders = {s.name: build_decoder(s, semantic_dim + dims[s.name], width[s.name]) for s in modalities}
         self.generative = Generative(standard_priors(self.latents), decoders)
         # Inference models q (multimodal) and r_m (unimodal).
-        joint = MultimodalInference(modalities, semantic_dim, style_dim, width)
-        unimodal = {s.name: UnimodalInference(s, semantic_dim, style_dim, width[s.name])
+        joint = MultimodalInference(modalities, semantic_dim, dims, width)
+        unimodal = {s.name: UnimodalInference(s, semantic_dim, dims[s.name], width[s.name])
                     for s in modalities}
         self.inference = PVAEInference(joint, unimodal)
         if alpha_adv > 0:  # critics of the optional adversary (not the paper's; built last)
             self.critics = nn.ModuleDict({m: nn.Sequential(
-                nn.Linear(style_dim, CRITIC_WIDTH), nn.ReLU(), nn.Linear(CRITIC_WIDTH, semantic_dim))
+                nn.Linear(dims[m], CRITIC_WIDTH), nn.ReLU(), nn.Linear(CRITIC_WIDTH, semantic_dim))
                 for m in names})
 
     @property
@@ -324,8 +360,8 @@ class PVAE(MultimodalModel):
     def _loss(self, batch: Batch, negative_index: Tensor | None) -> LossOutput:
         present = self.present(batch)
         full = len(present) == len(self.specs)
-        features: dict[str, Tensor] = {}  # pre-encodings, kept for alpha_xcorr's heads-only term
-        if full and self.alpha_xcorr > 0:
+        features: dict[str, Tensor] = {}  # pre-encodings, kept for the heads-only xcorr terms
+        if full and (self.alpha_xcorr > 0 or self.alpha_semantic_xcorr > 0):
             features["q"] = self.joint.features(batch)
             q = self.joint.from_features(features["q"])
         else:
@@ -339,7 +375,7 @@ class PVAE(MultimodalModel):
             objective = elbo - (self.style_beta - 1.0) * kl_style
 
         b = next(iter(rec.values())).shape[0]
-        need_r = len(present) >= 2 or self.alpha_indep > 0
+        need_r = len(present) >= 2 or self.alpha_indep > 0 or self.alpha_semantic_xcorr > 0
         r = {}
         for m in present if need_r else ():
             features[m] = self.unimodal[m].pre(batch[m])
@@ -379,29 +415,69 @@ class PVAE(MultimodalModel):
             xcorr = self.style_content_correlation(features, r, present)
             loss = loss + self.alpha_xcorr * xcorr
             terms["xcorr"] = xcorr
+        if on and self.alpha_semantic_xcorr > 0 and b >= 3:
+            own = self.semantic_style_correlation(features, present)
+            loss = loss + self.alpha_semantic_xcorr * own
+            terms["semantic_xcorr"] = own
         return LossOutput(loss, terms)
+
+    @staticmethod
+    def xcorr_terms(modalities: Sequence[str], style_of: str | None = None) -> list[str]:
+        """Names "<m>_<n>_<r|q>" of ``alpha_xcorr``'s terms: z^m's mean of r_m or q against r_n's
+        z^s, for every ordered pair m != n (only m = ``style_of`` when given)."""
+        return [f"{m}_{n}_{which}" for m in modalities if style_of in (None, m)
+                for n in modalities if n != m for which in ("r", "q")]
 
     def style_content_correlation(self, features: Mapping[str, Tensor],
                                   r: Mapping[str, Mapping[str, Independent]],
                                   modalities: Sequence[str]) -> Tensor:
         """Scalar of ``alpha_xcorr``: sum over ``modalities`` m, over the two means of z^m (q's
-        and r_m's) and over the other modalities n of ``cross_correlation(mean z^m, mean r_n(z^s))``.
+        and r_m's) and over the other modalities n of ``cross_correlation(mean z^m, mean r_n(z^s))``
+        (with ``xcorr_momentum``: ``running_cross_correlation`` of this batch's correlation matrix
+        against the running one, which a training batch then updates).
 
         ``features``: the pre-encodings ("q": the joint one, when every modality is present;
         m: r_m's). The z^m means are recomputed from them held fixed and r_n's z^s is held
         fixed: the term moves the z^m heads only, which can drop the content's linear directions
         from z^m but cannot take the content out of the pre-encodings z^s is read from."""
         total = torch.zeros((), device=features[modalities[0]].device)
+        running = self.xcorr_momentum > 0
+        first = running and int(self.xcorr_batches) == 0
         for m in modalities:
-            means = [self.unimodal[m].heads[style(m)](features[m].detach()).mean]
+            means = {"r": self.unimodal[m].heads[style(m)](features[m].detach()).mean}
             if "q" in features:
-                means.append(self.joint.heads[style(m)](features["q"].detach()).mean)
+                means["q"] = self.joint.heads[style(m)](features["q"].detach()).mean
             for n in modalities:
                 if n == m:
                     continue
                 content = r[n][SEMANTIC].mean.detach()
-                for mean in means:
-                    total = total + cross_correlation(mean, content)
+                for which, mean in means.items():
+                    if not running:
+                        total = total + cross_correlation(mean, content)
+                        continue
+                    now = correlation_matrix(mean, content)
+                    average = getattr(self, f"xcorr_{m}_{n}_{which}")
+                    total = total + running_cross_correlation(now, now if first else average.clone())
+                    if self.training:
+                        new = now.detach() if first else (
+                            self.xcorr_momentum * average + (1 - self.xcorr_momentum) * now.detach())
+                        average.copy_(new)
+        if running and self.training:
+            self.xcorr_batches += 1
+        return total
+
+    def semantic_style_correlation(self, features: Mapping[str, Tensor], modalities: Sequence[str]) -> Tensor:
+        """Scalar of ``alpha_semantic_xcorr``: sum over ``modalities`` m of
+        ``cross_correlation(mean r_m(z^s), mean r_m(z^m))`` and, when q's pre-encoding is in
+        ``features`` ("q"), of the same for q's means. The z^s means are recomputed from the
+        pre-encodings held fixed and the z^m means are held fixed: only the z^s heads move."""
+        total = torch.zeros((), device=features[modalities[0]].device)
+        sources = [(self.unimodal[m].heads, features[m], m) for m in modalities]
+        if "q" in features:
+            sources += [(self.joint.heads, features["q"], m) for m in modalities]
+        for heads, h, m in sources:
+            h = h.detach()
+            total = total + cross_correlation(heads[SEMANTIC](h).mean, heads[style(m)](h).mean.detach())
         return total
 
     def style_adversary(self, q: Mapping[str, Independent], r: Mapping[str, Mapping[str, Independent]],
