@@ -327,6 +327,36 @@ def test_pvae_style_adversary_terms_and_who_they_train():
     assert next(m.critics["audio"].parameters()).grad.abs().sum() > 0
 
 
+def _posteriors_and_features(m, b):
+    """q's posteriors, each r_m's, and the pre-encodings ("q" and per modality) of batch ``b``."""
+    q = m.joint(b)
+    r = {k: m.unimodal[k](b[k]) for k in ("audio", "image")}
+    features = {"q": m.joint.features(b), **{k: m.unimodal[k].pre(b[k]) for k in ("audio", "image")}}
+    return q, r, features
+
+
+def _moved_by(m, value):
+    """Names of m's parameters that get a nonzero gradient from the scalar ``value``."""
+    m.zero_grad()
+    value.backward()
+    return {n for n, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+def _check_added_term(m, b, neg, field: str, term: str) -> float:
+    """With ``m.<field>`` = w, the loss is the loss without the term + w * terms[term] (same
+    draws), and the term is not logged without it; returns terms[term]."""
+    weight = getattr(m, field)
+    torch.manual_seed(5)
+    out = m.loss(b, negative_index=neg)
+    setattr(m, field, 0.0)
+    torch.manual_seed(5)
+    base = m.loss(b, negative_index=neg)
+    setattr(m, field, weight)
+    assert out.loss.item() == pytest.approx(base.loss.item() + weight * out.terms[term].item(), rel=1e-5)
+    assert term not in base.terms
+    return out.terms[term].item()
+
+
 def test_pvae_style_content_correlation_term_and_what_it_moves():
     """alpha_xcorr: + alpha * sum over m, n != m and (q's, r_m's) z^m means of
     cross_correlation(z^m mean, r_n z^s mean); only the z^m heads learn from it (pre-encoders and
@@ -336,28 +366,18 @@ def test_pvae_style_content_correlation_term_and_what_it_moves():
     torch.manual_seed(0)
     m = small_pvae(alpha_xcorr=3.0)
     b, neg = batch(), torch.tensor([2, 0, 4, 1, 3])
-    q = m.joint(b)
-    r = {k: m.unimodal[k](b[k]) for k in ("audio", "image")}
-    features = {"q": m.joint.features(b), **{k: m.unimodal[k].pre(b[k]) for k in ("audio", "image")}}
+    q, r, features = _posteriors_and_features(m, b)
     assert torch.equal(m.joint.from_features(features["q"])["z_s"].mean, q["z_s"].mean)
     got = m.style_content_correlation(features, r, ["audio", "image"])
     expected = sum(cross_correlation(means, r[other]["z_s"].mean)
                    for k, other in (("audio", "image"), ("image", "audio"))
                    for means in (q[f"z_{k}"].mean, r[k][f"z_{k}"].mean))
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
-    m.zero_grad()
-    got.backward()
-    moved = {n for n, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    moved = _moved_by(m, got)
     assert moved and all(".heads.z_audio." in n or ".heads.z_image." in n for n in moved)
     assert any(n.startswith("inference.joint.heads.z_audio") for n in moved)
     assert any(n.startswith("inference.unimodal.image.heads.z_image") for n in moved)
-    torch.manual_seed(5)
-    out = m.loss(b, negative_index=neg)
-    m.alpha_xcorr = 0.0
-    torch.manual_seed(5)
-    base = m.loss(b, negative_index=neg)
-    assert out.loss.item() == pytest.approx(base.loss.item() + 3.0 * out.terms["xcorr"].item(), rel=1e-5)
-    assert "xcorr" not in base.terms
+    _check_added_term(m, b, neg, "alpha_xcorr", "xcorr")
     with pytest.raises(ValueError, match="alpha_xcorr"):
         small_pvae(alpha_xcorr=-0.5)
 
@@ -370,27 +390,17 @@ def test_pvae_semantic_style_correlation_term_and_what_it_moves():
     torch.manual_seed(0)
     m = small_pvae(alpha_semantic_xcorr=2.0)
     b, neg = batch(), torch.tensor([2, 0, 4, 1, 3])
-    q = m.joint(b)
-    r = {k: m.unimodal[k](b[k]) for k in ("audio", "image")}
-    features = {"q": m.joint.features(b), **{k: m.unimodal[k].pre(b[k]) for k in ("audio", "image")}}
+    q, r, features = _posteriors_and_features(m, b)
     got = m.semantic_style_correlation(features, ["audio", "image"])
     expected = sum(cross_correlation(post["z_s"].mean, post[f"z_{k}"].mean)
                    for k in ("audio", "image") for post in (q, r[k]))
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
-    m.zero_grad()
-    got.backward()
-    moved = {n for n, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    moved = _moved_by(m, got)
     assert moved and all(".heads.z_s." in n for n in moved)
     assert any(n.startswith("inference.joint.heads.z_s") for n in moved)
     assert any(n.startswith("inference.unimodal.audio.heads.z_s") for n in moved)
-    torch.manual_seed(5)
-    out = m.loss(b, negative_index=neg)
-    m.alpha_semantic_xcorr = 0.0
-    torch.manual_seed(5)
-    base = m.loss(b, negative_index=neg)
-    assert out.loss.item() == pytest.approx(base.loss.item() + 2.0 * out.terms["semantic_xcorr"].item(),
-                                            rel=1e-5)
-    assert out.terms["semantic_xcorr"].item() == pytest.approx(expected.item(), rel=1e-5)
+    logged = _check_added_term(m, b, neg, "alpha_semantic_xcorr", "semantic_xcorr")
+    assert logged == pytest.approx(expected.item(), rel=1e-5)
     with pytest.raises(ValueError, match="alpha_semantic_xcorr"):
         small_pvae(alpha_semantic_xcorr=-1.0)
 
@@ -407,8 +417,7 @@ def test_pvae_running_style_content_correlation_updates_and_saves_its_averages()
     assert int(m.xcorr_batches) == 0 and len(m.xcorr_terms(["audio", "image"])) == 4
 
     def terms(b):
-        q, r = m.joint(b), {k: m.unimodal[k](b[k]) for k in ("audio", "image")}
-        features = {"q": m.joint.features(b), **{k: m.unimodal[k].pre(b[k]) for k in ("audio", "image")}}
+        q, r, features = _posteriors_and_features(m, b)
         mats = {f"{k}_{o}_{w}": correlation_matrix(post[f"z_{k}"].mean, r[o]["z_s"].mean).detach()
                 for k, o in (("audio", "image"), ("image", "audio"))
                 for w, post in (("r", r[k]), ("q", q))}
