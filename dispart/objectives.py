@@ -105,8 +105,8 @@ def correlation_matrix(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     """(Da, Db) Pearson correlations across the batch between the columns of ``a`` (B, Da) and
     of ``b`` (B, Db), B >= 3."""
     if a.shape[0] != b.shape[0] or a.shape[0] < 3:
-        raise ValueError(f"cross_correlation needs two batches of the same size >= 3, got "
-                         f"{a.shape[0]} and {b.shape[0]} rows")
+        raise ValueError(f"correlation_matrix / cross_correlation need two batches of the same size "
+                         f">= 3, got {a.shape[0]} and {b.shape[0]} rows")
     a = a - a.mean(dim=0, keepdim=True)
     b = b - b.mean(dim=0, keepdim=True)
     a = a / (a.pow(2).sum(dim=0, keepdim=True).sqrt() + eps)

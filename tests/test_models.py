@@ -391,7 +391,7 @@ def test_pvae_semantic_style_correlation_term_and_what_it_moves():
     m = small_pvae(alpha_semantic_xcorr=2.0)
     b, neg = batch(), torch.tensor([2, 0, 4, 1, 3])
     q, r, features = _posteriors_and_features(m, b)
-    got = m.semantic_style_correlation(features, ["audio", "image"])
+    got = m.semantic_style_correlation(features, q, r, ["audio", "image"])
     expected = sum(cross_correlation(post["z_s"].mean, post[f"z_{k}"].mean)
                    for k in ("audio", "image") for post in (q, r[k]))
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)

@@ -416,7 +416,7 @@ class PVAE(MultimodalModel):
             loss = loss + self.alpha_xcorr * xcorr
             terms["xcorr"] = xcorr
         if on and self.alpha_semantic_xcorr > 0 and b >= 3:
-            own = self.semantic_style_correlation(features, present)
+            own = self.semantic_style_correlation(features, q if "q" in features else None, r, present)
             loss = loss + self.alpha_semantic_xcorr * own
             terms["semantic_xcorr"] = own
         return LossOutput(loss, terms)
@@ -466,18 +466,21 @@ class PVAE(MultimodalModel):
             self.xcorr_batches += 1
         return total
 
-    def semantic_style_correlation(self, features: Mapping[str, Tensor], modalities: Sequence[str]) -> Tensor:
+    def semantic_style_correlation(self, features: Mapping[str, Tensor], q: Mapping[str, Independent] | None,
+                                   r: Mapping[str, Mapping[str, Independent]],
+                                   modalities: Sequence[str]) -> Tensor:
         """Scalar of ``alpha_semantic_xcorr``: sum over ``modalities`` m of
-        ``cross_correlation(mean r_m(z^s), mean r_m(z^m))`` and, when q's pre-encoding is in
-        ``features`` ("q"), of the same for q's means. The z^s means are recomputed from the
-        pre-encodings held fixed and the z^m means are held fixed: only the z^s heads move."""
+        ``cross_correlation(mean r_m(z^s), mean r_m(z^m))`` and, with q (computed from
+        ``features["q"]``), of the same for q's means. The z^s means are recomputed from the
+        pre-encodings held fixed and the z^m means (from ``q`` and ``r``) are held fixed: only the
+        z^s heads move."""
         total = torch.zeros((), device=features[modalities[0]].device)
-        sources = [(self.unimodal[m].heads, features[m], m) for m in modalities]
-        if "q" in features:
-            sources += [(self.joint.heads, features["q"], m) for m in modalities]
-        for heads, h, m in sources:
-            h = h.detach()
-            total = total + cross_correlation(heads[SEMANTIC](h).mean, heads[style(m)](h).mean.detach())
+        sources = [(self.unimodal[m].heads, features[m], r[m], m) for m in modalities]
+        if q is not None:
+            sources += [(self.joint.heads, features["q"], q, m) for m in modalities]
+        for heads, h, post, m in sources:
+            semantic = heads[SEMANTIC](h.detach()).mean
+            total = total + cross_correlation(semantic, post[style(m)].mean.detach())
         return total
 
     def style_adversary(self, q: Mapping[str, Independent], r: Mapping[str, Mapping[str, Independent]],
