@@ -167,6 +167,26 @@ def style_content_critic(critic: nn.Module, style_means: Tensor, content: Tensor
     return critic_loss, encoder_loss
 
 
+def label_confusion(classifier: nn.Module, z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """An adversary that reads a nuisance label from a latent, and the encoder's answer: (B,), (B,).
+
+    ``classifier`` maps z (B, D) to logits over the K classes of ``labels`` (B,) int64 in [0, K).
+
+    - ``critic_loss[b] = -log softmax(g(z_b))[labels_b]`` with z held fixed: trains g only, to
+      read the label from z (it can when z holds it);
+    - ``encoder_loss[b] = -(1/K) sum_k log softmax(g(z_b))[k]`` with g's weights held fixed:
+      trains the encoder only, towards g's uniform guess (minimum log K, reached when g cannot
+      prefer any class): the "confusion" loss, a bounded alternative to reversing g's gradient.
+    """
+    if z.dim() != 2 or labels.shape != (z.shape[0],):
+        raise ValueError(f"label_confusion needs z (B, D) and labels (B,), got {tuple(z.shape)} and "
+                         f"{tuple(labels.shape)}")
+    critic_loss = nn.functional.cross_entropy(classifier(z.detach()), labels, reduction="none")
+    frozen = {name: w.detach() for name, w in classifier.named_parameters()}
+    encoder_loss = -torch.log_softmax(functional_call(classifier, frozen, (z,)), dim=1).mean(dim=1)
+    return critic_loss, encoder_loss
+
+
 def kl_sum_to_prior(posteriors: Mapping[str, Independent]) -> Tensor:
     """sum over latents of KL(q(latent) || N(0, I)), per sample (B,)."""
     terms = [kl_to_prior(q) for q in posteriors.values()]

@@ -17,7 +17,7 @@ from model_helpers import (
 )
 
 from dispart.batches.batch import Sequences
-from dispart.batches.modality import DIGIT_IMAGE, SPEECH, ModalitySpec
+from dispart.batches.modality import DIGIT_IMAGE, DIGIT_LABEL, SPEECH, ModalitySpec
 from dispart.models import JMVAE, PVAE, VAE, build_model
 from dispart.objectives import cross_modal_hinge
 
@@ -610,3 +610,75 @@ def test_decode_is_likelihood_mean_of_decoder_parameters():
     assert torch.allclose(img, torch.sigmoid(bern.decode_params(z, "image")))  # Bernoulli mean
     with pytest.raises(ValueError, match="categorical likelihood goes with kind"):
         ModalitySpec("image", "image", (1, 28, 28), "categorical")
+
+
+def test_pvae_speaker_adversary_terms_and_who_they_train():
+    """alpha_speaker: the critic exists only when switched on and needs >= 2 speaker classes and
+    an "audio" modality; the loss adds alpha * mean(critic + adv), both the sum of label_confusion
+    over the z^s means that hear the voice (q's and r_audio's, not r_image's) against the batch's
+    "speaker"; the critic learns only from its own loss, the encoders only from theirs (never
+    r_image); a batch without (valid) speakers is a clear error."""
+    from dispart.objectives import label_confusion
+
+    assert not hasattr(small_pvae(), "speaker_critic") and small_pvae().extra_inputs == ()
+    with pytest.raises(ValueError, match="speaker_classes"):
+        small_pvae(alpha_speaker=1.0)
+    with pytest.raises(ValueError, match="alpha_speaker"):
+        small_pvae(alpha_speaker=-1.0, speaker_classes=3)
+    with pytest.raises(ValueError, match="'audio' modality"):
+        PVAE([DIGIT_IMAGE, DIGIT_LABEL], alpha_speaker=1.0, speaker_classes=3)
+    torch.manual_seed(0)
+    m = small_pvae(alpha_speaker=2.0, speaker_classes=3)
+    assert m.extra_inputs == ("speaker",)
+    b, neg = {**batch(), "speaker": torch.tensor([0, 2, 1, 1, 0])}, torch.tensor([2, 0, 4, 1, 3])
+    q = m.joint(b)
+    r = {k: m.unimodal[k](b[k]) for k in ("audio", "image")}
+    means = [q["z_s"].mean, r["audio"]["z_s"].mean]
+    critic, adv = m.speaker_adversary(b, means)
+    exp = [label_confusion(m.speaker_critic, z, b["speaker"]) for z in means]
+    assert torch.allclose(critic, sum(c for c, _ in exp)) and torch.allclose(adv, sum(e for _, e in exp))
+    torch.manual_seed(5)
+    out = m.loss(b, negative_index=neg)
+    m.alpha_speaker = 0.0
+    torch.manual_seed(5)
+    base = m.loss(b, negative_index=neg)
+    m.alpha_speaker = 2.0
+    extra = 2.0 * (out.terms["speaker_critic"].item() + out.terms["speaker_adv"].item())
+    assert out.loss.item() == pytest.approx(base.loss.item() + extra, rel=1e-5)
+    assert "speaker_critic" not in base.terms
+    assert out.terms["speaker_adv"].item() == pytest.approx(adv.mean().item(), rel=1e-5)
+    critic_params = {n for n, _ in m.named_parameters() if n.startswith("speaker_critic.")}
+    assert _moved_by(m, critic.mean()) == critic_params
+    moved = _moved_by(m, adv.mean())
+    assert moved and not any(n.startswith("speaker_critic.") for n in moved)
+    assert any(n.startswith("inference.unimodal.audio.") for n in moved)
+    assert any(n.startswith("inference.joint.") for n in moved)
+    assert not any(n.startswith("inference.unimodal.image.") for n in moved)
+    with pytest.raises(ValueError, match="'speaker'"):
+        m.loss(batch(), negative_index=neg)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        m.loss({**batch(), "speaker": torch.tensor([0, 3, 1, 1, 0])}, negative_index=neg)
+
+
+def test_pvae_speaker_correlation_term_and_what_it_moves():
+    """speaker_penalty="xcorr": no critic; + alpha * sum over q and r_audio of
+    cross_correlation(z^s mean, one-hot speaker); only their z^s heads learn from it."""
+    from dispart.objectives import cross_correlation
+
+    with pytest.raises(ValueError, match="speaker_penalty"):
+        small_pvae(alpha_speaker=1.0, speaker_classes=3, speaker_penalty="probe")
+    torch.manual_seed(0)
+    m = small_pvae(alpha_speaker=3.0, speaker_classes=3, speaker_penalty="xcorr")
+    assert not hasattr(m, "speaker_critic") and m.extra_inputs == ("speaker",)
+    speakers = torch.tensor([0, 2, 1, 1, 0])
+    b, neg = {**batch(), "speaker": speakers}, torch.tensor([2, 0, 4, 1, 3])
+    q, r, features = _posteriors_and_features(m, b)
+    onehot = torch.nn.functional.one_hot(speakers, 3).float()
+    expected = sum(cross_correlation(z, onehot).item() for z in (q["z_s"].mean, r["audio"]["z_s"].mean))
+    assert expected > 0.05
+    assert _check_added_term(m, b, neg, "alpha_speaker", "speaker_xcorr") == pytest.approx(expected, rel=1e-5)
+    sources = [(m.unimodal["audio"].heads, features["audio"]), (m.joint.heads, features["q"])]
+    moved = _moved_by(m, m.speaker_correlation(b, sources))
+    assert moved and all(".heads.z_s." in n for n in moved), sorted(moved)
+    assert {n.split(".")[1] for n in moved} == {"joint", "unimodal"}
+    assert not any(n.startswith("inference.unimodal.image.") for n in moved)

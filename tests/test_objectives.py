@@ -19,6 +19,7 @@ from dispart.objectives import (
     kl_dynamic,
     kl_static,
     kl_sum_to_prior,
+    label_confusion,
     random_negatives,
     rbf_kernel,
     running_cross_correlation,
@@ -318,3 +319,28 @@ def test_running_cross_correlation_has_no_floor_of_one_over_b():
     assert torch.allclose(c.grad, torch.tensor([[0.2, 0.05]]))
     with pytest.raises(ValueError, match="one shape"):
         running_cross_correlation(c, torch.zeros(2, 1))
+
+
+def test_label_confusion_hand_computed_and_who_learns_from_what():
+    """logits = W z + w0: the critic's loss is the cross-entropy of each row's label, the
+    encoder's the cross-entropy to the uniform over classes; the critic's loss moves only the
+    classifier, the encoder's only z."""
+    classifier = torch.nn.Linear(2, 3)
+    with torch.no_grad():
+        classifier.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, -1.0]]))
+        classifier.bias.copy_(torch.tensor([0.5, 0.0, -0.5]))
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    labels = torch.tensor([2, 1])
+    c_loss, e_loss = label_confusion(classifier, z, labels)
+    # row 0: logits (1.5, 0, 0.5); row 1: (0.5, 2, -1.5)
+    lse0 = math.log(math.exp(1.5) + 1 + math.exp(0.5))
+    lse1 = math.log(math.exp(0.5) + math.exp(2) + math.exp(-1.5))
+    assert c_loss.tolist() == pytest.approx([lse0 - 0.5, lse1 - 2.0], rel=1e-6)
+    assert e_loss.tolist() == pytest.approx([lse0 - 2.0 / 3, lse1 - 1.0 / 3], rel=1e-6)
+    c_loss.sum().backward()
+    assert z.grad is None and classifier.weight.grad.abs().sum() > 0
+    classifier.zero_grad()
+    e_loss.sum().backward()
+    assert z.grad.abs().sum() > 0 and classifier.weight.grad is None
+    with pytest.raises(ValueError, match="label_confusion"):
+        label_confusion(classifier, z, torch.tensor([0, 1, 2]))

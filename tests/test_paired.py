@@ -158,3 +158,18 @@ def test_unimodal_datasets(sample_features: FeatureSet, mnist_train: tuple) -> N
     assert ib["label"].tolist() == ilabels[:10].tolist()
     with pytest.raises(DataError, match=r"\['x'\]"):
         UnimodalImages(images[:2], ["1", "x"], classes=audio.classes)
+
+
+def test_speaker_indices_in_items_and_batches(paired: PairedDigits, sample_features: FeatureSet,
+                                              mnist_train: tuple) -> None:
+    """Each item carries its utterance's speaker as an index into the sorted speakers; a batch
+    has them as (B,) int64 (what PVAE's speaker adversary reads); without speakers there are none."""
+    speakers = [u.speaker for u in sample_features.utterances]
+    assert paired.speaker_names == sorted(set(speakers)) and len(paired.speaker_names) >= 2
+    items = [paired[i] for i in range(len(paired))]
+    assert [paired.speaker_names[it["speaker"]] for it in items] == speakers
+    b = collate_paired(items[:7])
+    assert b["speaker"].dtype == torch.int64 and b["speaker"].tolist() == [it["speaker"] for it in items[:7]]
+    plain = PairedDigits(sample_features.features, [u.label for u in sample_features.utterances],
+                         *mnist_train)
+    assert "speaker" not in plain[0] and "speaker" not in collate_paired([plain[0], plain[1]])

@@ -164,3 +164,24 @@ def test_cosine_lr_schedule_decays_to_zero_over_the_runs_steps(trained, tmp_path
     constant = torch.load(trained[0] / "checkpoints" / "last.ckpt", weights_only=True)
     assert not constant["lr_schedulers"]
     assert constant["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-3
+
+
+def test_speaker_adversary_trains_end_to_end_with_the_datas_speakers(trained, tmp_path, capsys):
+    """model.alpha_speaker on the sample: the run takes speaker_classes from the training speech
+    (saved in run.json, so the run loads), logs the adversary's terms; a speaker_classes that
+    disagrees with the data is a ConfigError naming both numbers."""
+    _, cache = trained
+    run = tmp_path / "spk"
+    assert main(["train", "tests/sample.yaml", "--out", str(run), "train.max_steps=3",
+                 "model.alpha_speaker=5", f"data.cache_dir={cache}", *FAST]) == 0
+    data = load_experiment_data(load_run(run).config.data, progress=False)
+    speakers = set(data.split("audio", "train").speakers)
+    model = load_run(run).model
+    assert model.speaker_classes == len(speakers) >= 2
+    assert model.speaker_critic[-1].out_features == len(speakers)
+    logged = (run / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/speaker_critic" in logged and "train/speaker_adv" in logged
+    assert main(["train", "tests/sample.yaml", "--out", str(tmp_path / "bad"), "train.max_steps=1",
+                 "model.alpha_speaker=5", f"model.speaker_classes={len(speakers) + 1}",
+                 f"data.cache_dir={cache}", *FAST]) == 2
+    assert f"model.speaker_classes={len(speakers) + 1}" in capsys.readouterr().err

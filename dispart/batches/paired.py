@@ -80,7 +80,8 @@ class PairedDigits(Dataset):
         speakers: optional speaker of each utterance (kept in ``self.speakers``).
 
     Items are ``dict(audio=(T, D) float32, image=(1, 28, 28) float32, label=int class index,
-    index=int)``; ``classes`` maps class index -> name, ``pairing[i]`` is the image index of
+    index=int)``, and ``speaker=int`` (index into ``speaker_names``, the sorted speakers) when
+    speakers are given; ``classes`` maps class index -> name, ``pairing[i]`` is the image index of
     utterance ``i`` this epoch. With DataLoader workers, call :meth:`set_epoch` before creating
     the epoch's iterator and do not use ``persistent_workers`` (workers copy the dataset).
     """
@@ -124,6 +125,10 @@ class PairedDigits(Dataset):
         self.labels = _class_index(audio_labels, self.classes, "audio")
         self.image_labels = _class_index(image_labels, self.classes, "images")
         self.speakers = None if speakers is None else [str(s) for s in speakers]
+        self.speaker_names: list[str] = sorted(set(self.speakers or []))
+        where = {name: k for k, name in enumerate(self.speaker_names)}
+        self.speaker_index = None if self.speakers is None else np.array(
+            [where[s] for s in self.speakers], dtype=np.int64)
         self.lengths: list[int] = [int(a.shape[0]) for a in self.audio]
         self.seed = int(seed)
         self._pool = [np.flatnonzero(self.image_labels == c) for c in range(len(self.classes))]
@@ -145,26 +150,32 @@ class PairedDigits(Dataset):
         return len(self.audio)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {
+        item = {
             "audio": self.audio[i],
             "image": self.images[self.pairing[i]][None],
             "label": int(self.labels[i]),
             "index": int(i),
         }
+        if self.speaker_index is not None:
+            item["speaker"] = int(self.speaker_index[i])
+        return item
 
 
 def collate_paired(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Batch items of :class:`PairedDigits`.
 
     Returns ``{"audio": Sequences (B, T_max, D), "image": (B, 1, 28, 28) float32,
-    "label": (B,) int64, "index": (B,) int64}``.
+    "label": (B,) int64, "index": (B,) int64}``, and "speaker" (B,) int64 when every item has it.
     """
-    return {
+    out = {
         "audio": Sequences.from_list([it["audio"] for it in items]),
         "image": torch.from_numpy(np.stack([it["image"] for it in items])).float(),
         "label": torch.tensor([it["label"] for it in items], dtype=torch.int64),
         "index": torch.tensor([it["index"] for it in items], dtype=torch.int64),
     }
+    if all("speaker" in it for it in items):
+        out["speaker"] = torch.tensor([it["speaker"] for it in items], dtype=torch.int64)
+    return out
 
 
 class ExamplePairs(Dataset):

@@ -175,6 +175,12 @@ class MultimodalModel(nn.Module, ABC):
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.specs)
 
+    @property
+    def extra_inputs(self) -> tuple[str, ...]:
+        """Metadata keys of a batch (``METADATA_KEYS``) that ``loss`` reads besides the modalities
+        and their masks; none by default (PVAE's speaker penalty reads "speaker")."""
+        return ()
+
     # ----------------------------------------------------------------------------- batches
     def present(self, batch: Batch) -> tuple[str, ...]:
         """The model's modalities present in ``batch``; unknown keys other than metadata are errors.

@@ -5,11 +5,13 @@ x^m ~ N(decoder_m([z^s, z^m]), I).
 Inference models: multimodal q(z^s, z^1..z^M | X) = q(z^s | X) prod_m q(z^m | X) from the
 concatenated pre-encodings; unimodal r_m(z^s, z^m | x^m) = r_m(z^s | x^m) r_m(z^m | x^m) with
 pre-encoders of their own (not shared with q).
-Objective (maximised in the paper): L + a_CH * CH + a_CM * CM, eqs. (7)-(9). Five options that
-are not the paper's, off by default (``PVAEConfig``): a KL weight on the style latents, a kernel
+Objective (maximised in the paper): L + a_CH * CH + a_CM * CM, eqs. (7)-(9). Options that are
+not the paper's, off by default (``PVAEConfig``): a KL weight on the style latents, a kernel
 independence penalty between z^s and each z^m, a swap-and-re-encode consistency, an adversary
-per style latent (critics ``critics[m]``, built only when it is on), and a penalty on the
-correlation of each z^m with the other modalities' z^s.
+per style latent (critics ``critics[m]``, built only when it is on), a penalty on the
+correlation of each z^m with the other modalities' z^s, and a speaker penalty on z^s (the only
+one that reads labels, the batch's "speaker" indices: a critic ``speaker_critic`` or a closed-form
+correlation).
 
 Any number M >= 2 of modalities, and missing ones (docs/models.md): with every modality the
 paper's q is used; from one modality r_m; from a subset S of 2 <= |S| < M modalities z^s is
@@ -44,12 +46,16 @@ from dispart.objectives import (
     cross_correlation,
     cross_modal_hinge,
     kernel_dependence,
+    label_confusion,
     random_negatives,
     running_cross_correlation,
     style_content_critic,
 )
 
 SEMANTIC = "z_s"
+SPEAKER = "speaker"  # batch key of the (B,) speaker indices that alpha_speaker reads
+SPEAKER_PENALTIES = ("critic", "xcorr")
+SPEECH = "audio"  # the modality whose speaker "speaker" names
 CRITIC_WIDTH = 128  # hidden units of the optional style critics (alpha_adv)
 
 
@@ -90,7 +96,18 @@ class PVAEConfig:
     ``hidden`` for that modality's pre-encoders and decoder (e.g. ``{image: 512}`` beside a narrow
     speech LSTM: the image networks cost little next to the LSTMs). ``style_dims``: a size of z^m
     per modality that overrides ``style_dim`` (e.g. ``{audio: 4}``: a small speech style beside a
-    32-dim image style; not the paper's)."""
+    32-dim image style; not the paper's).
+    ``alpha_speaker`` weighs a speaker penalty on the z^s means that hear the voice, q's and
+    r_audio's; the one option that uses labels: each row's speaker, batch key "speaker", (B,)
+    indices into the ``speaker_classes`` training speakers, which the run fills in from the data.
+    ``speaker_penalty`` says which:
+    "critic" (``objectives.label_confusion``): a critic learns to tell the speaker from those
+    means and the encoders learn to leave it guessing uniformly; "xcorr":
+    the mean squared correlation (``objectives.cross_correlation``) of those z^s means with the
+    speakers' one-hot columns, computed like ``alpha_semantic_xcorr`` from the pre-encodings held
+    fixed (the z^s heads only learn from it: the pre-encoders keep the voice for z^m). Either way
+    z^s should hold the digit, not who said it (speakers never heard); ``penalty_start`` delays
+    it too."""
 
     semantic_dim: int = 32
     style_dim: int = 32
@@ -110,6 +127,9 @@ class PVAEConfig:
     penalty_start: int = 0
     widths: dict[str, int] | None = None
     style_dims: dict[str, int] | None = None
+    alpha_speaker: float = 0.0
+    speaker_classes: int = 0
+    speaker_penalty: str = "critic"
 
 
 def style(modality: str) -> str:
@@ -217,6 +237,9 @@ class PVAE(MultimodalModel):
         penalty_start: int = 0,
         widths: Mapping[str, int] | None = None,
         style_dims: Mapping[str, int] | None = None,
+        alpha_speaker: float = 0.0,
+        speaker_classes: int = 0,
+        speaker_penalty: str = "critic",
     ) -> None:
         super().__init__(modalities)
         if len(modalities) < 2:
@@ -226,13 +249,24 @@ class PVAE(MultimodalModel):
         self.allow_missing = allow_missing
         weights = dict(style_beta=style_beta, alpha_indep=alpha_indep, alpha_swap=alpha_swap,
                        alpha_adv=alpha_adv, alpha_xcorr=alpha_xcorr,
-                       alpha_semantic_xcorr=alpha_semantic_xcorr)
+                       alpha_semantic_xcorr=alpha_semantic_xcorr, alpha_speaker=alpha_speaker)
         if min(weights.values()) < 0:
             raise ValueError(f"pvae: {', '.join(f'{k} ({v})' for k, v in weights.items())} "
                              "must be >= 0")
         self.style_beta, self.alpha_indep, self.alpha_swap = style_beta, alpha_indep, alpha_swap
         self.alpha_adv, self.alpha_xcorr = alpha_adv, alpha_xcorr
         self.alpha_semantic_xcorr = alpha_semantic_xcorr
+        self.alpha_speaker, self.speaker_classes = alpha_speaker, int(speaker_classes)
+        if alpha_speaker > 0 and self.speaker_classes < 2:
+            raise ValueError(f"pvae: alpha_speaker > 0 needs speaker_classes >= 2 (the number of training "
+                             f"speakers; a run fills it in from the data), got {speaker_classes}")
+        if speaker_penalty not in SPEAKER_PENALTIES:
+            raise ValueError(f"pvae: speaker_penalty must be one of {SPEAKER_PENALTIES}, "
+                             f"got {speaker_penalty!r}")
+        self.speaker_penalty = speaker_penalty
+        if alpha_speaker > 0 and SPEECH not in [m.name for m in modalities]:
+            raise ValueError(f"pvae: alpha_speaker penalises the speaker of the {SPEECH!r} modality, which "
+                             f"this model lacks ({[m.name for m in modalities]})")
         if not 0.0 <= xcorr_momentum < 1.0:
             raise ValueError(f"pvae: xcorr_momentum ({xcorr_momentum}) must be in [0, 1)")
         self.xcorr_momentum = float(xcorr_momentum)
@@ -278,6 +312,14 @@ class PVAE(MultimodalModel):
             self.critics = nn.ModuleDict({m: nn.Sequential(
                 nn.Linear(dims[m], CRITIC_WIDTH), nn.ReLU(), nn.Linear(CRITIC_WIDTH, semantic_dim))
                 for m in names})
+        if alpha_speaker > 0 and speaker_penalty == "critic":  # the optional speaker critic (built last)
+            self.speaker_critic = nn.Sequential(nn.Linear(semantic_dim, CRITIC_WIDTH), nn.ReLU(),
+                                                nn.Linear(CRITIC_WIDTH, self.speaker_classes))
+
+    @property
+    def extra_inputs(self) -> tuple[str, ...]:
+        """Batch keys besides the modalities that ``loss`` reads: "speaker" with ``alpha_speaker``."""
+        return (SPEAKER,) if self.alpha_speaker > 0 else ()
 
     @property
     def joint(self) -> MultimodalInference:
@@ -361,7 +403,8 @@ class PVAE(MultimodalModel):
         present = self.present(batch)
         full = len(present) == len(self.specs)
         features: dict[str, Tensor] = {}  # pre-encodings, kept for the heads-only xcorr terms
-        if full and (self.alpha_xcorr > 0 or self.alpha_semantic_xcorr > 0):
+        speaker_xcorr = self.alpha_speaker > 0 and self.speaker_penalty == "xcorr"
+        if full and (self.alpha_xcorr > 0 or self.alpha_semantic_xcorr > 0 or speaker_xcorr):
             features["q"] = self.joint.features(batch)
             q = self.joint.from_features(features["q"])
         else:
@@ -375,7 +418,7 @@ class PVAE(MultimodalModel):
             objective = elbo - (self.style_beta - 1.0) * kl_style
 
         b = next(iter(rec.values())).shape[0]
-        need_r = len(present) >= 2 or self.alpha_indep > 0 or self.alpha_semantic_xcorr > 0
+        need_r = len(present) >= 2 or self.alpha_indep > 0 or self.alpha_semantic_xcorr > 0 or speaker_xcorr
         r = {}
         for m in present if need_r else ():
             features[m] = self.unimodal[m].pre(batch[m])
@@ -419,7 +462,55 @@ class PVAE(MultimodalModel):
             own = self.semantic_style_correlation(features, q if "q" in features else None, r, present)
             loss = loss + self.alpha_semantic_xcorr * own
             terms["semantic_xcorr"] = own
+        spoken = on and self.alpha_speaker > 0 and SPEECH in present  # z^s of q and r_audio hear the voice
+        if spoken and speaker_xcorr and b >= 3:
+            sources = [(self.unimodal[SPEECH].heads, features[SPEECH])]
+            if "q" in features:
+                sources.append((self.joint.heads, features["q"]))
+            speaker = self.speaker_correlation(batch, sources)
+            loss = loss + self.alpha_speaker * speaker
+            terms["speaker_xcorr"] = speaker
+        elif spoken and not speaker_xcorr:
+            means = [q[SEMANTIC].mean, *([r[SPEECH][SEMANTIC].mean] if SPEECH in r else [])]
+            critic, adv = self.speaker_adversary(batch, means)
+            loss = loss + self.alpha_speaker * (critic + adv).mean()
+            terms["speaker_critic"], terms["speaker_adv"] = critic.mean(), adv.mean()
         return LossOutput(loss, terms)
+
+    def speaker_correlation(self, batch: Batch, sources: Sequence[tuple[nn.ModuleDict, Tensor]]) -> Tensor:
+        """Scalar of ``alpha_speaker`` with ``speaker_penalty="xcorr"``: sum over ``sources``
+        (z^s heads, their pre-encodings (B, H)) of ``cross_correlation`` between the z^s mean
+        recomputed from the pre-encoding held fixed and the one-hot (B, speaker_classes) of the
+        batch's speakers (columns of speakers absent from the batch count 0)."""
+        device = sources[0][1].device
+        onehot = nn.functional.one_hot(self.batch_speakers(batch, device), self.speaker_classes).float()
+        total = torch.zeros((), device=device)
+        for heads, h in sources:
+            total = total + cross_correlation(heads[SEMANTIC](h.detach()).mean, onehot)
+        return total
+
+    def batch_speakers(self, batch: Batch, device: torch.device) -> Tensor:
+        """(B,) int64 speaker indices of ``batch`` (key "speaker"), checked against speaker_classes."""
+        speakers = batch.get(SPEAKER)
+        if speakers is None:
+            raise ValueError("pvae: alpha_speaker needs each batch's 'speaker' (B,) indices; this "
+                             "data gives none (speech with speakers, paired by label)")
+        speakers = torch.as_tensor(speakers, dtype=torch.long, device=device)
+        if speakers.numel() and not 0 <= int(speakers.min()) <= int(speakers.max()) < self.speaker_classes:
+            raise ValueError(f"pvae: batch 'speaker' indices must be in [0, {self.speaker_classes}) "
+                             f"(speaker_classes), got {int(speakers.min())}..{int(speakers.max())}")
+        return speakers
+
+    def speaker_adversary(self, batch: Batch, means: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """(B,) critic loss and (B,) encoder loss of ``alpha_speaker``: ``label_confusion`` of
+        ``speaker_critic`` summed over ``means`` (z^s means, (B, D_s) each) against the batch's
+        "speaker" indices."""
+        speakers = self.batch_speakers(batch, means[0].device)
+        critic_total = encoder_total = torch.zeros(len(speakers), device=means[0].device)
+        for mean in means:
+            c, e = label_confusion(self.speaker_critic, mean, speakers)
+            critic_total, encoder_total = critic_total + c, encoder_total + e
+        return critic_total, encoder_total
 
     @staticmethod
     def xcorr_terms(modalities: Sequence[str], style_of: str | None = None) -> list[str]:

@@ -25,8 +25,10 @@ class LitModel(L.LightningModule):
         self.model = build_model(model_hparams)
 
     def _inputs(self, batch: dict) -> dict:
-        """The model's modalities (and their ``<m>:present`` masks, when rows lack some)."""
-        keys = [*self.model.modalities, *(mask_key(m) for m in self.model.modalities)]
+        """The model's modalities (and their ``<m>:present`` masks, when rows lack some), and the
+        metadata its loss reads (``extra_inputs``, e.g. "speaker")."""
+        keys = [*self.model.modalities, *(mask_key(m) for m in self.model.modalities),
+                *self.model.extra_inputs]
         return {k: batch[k] for k in keys if k in batch}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -96,12 +96,36 @@ def model_hparams(cfg: ExperimentConfig, data: ExperimentData | None = None) -> 
         raise ConfigError(f"model.name: {e}") from None
     hparams = {"name": m.name, "modalities": [specs[name].to_dict() for name in m.modalities],
                **dataclasses.asdict(params)}
+    if hparams.get("alpha_speaker", 0) > 0:
+        hparams["speaker_classes"] = _speaker_classes(hparams["speaker_classes"], data)
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             build_model(hparams)
     except ValueError as e:
         raise ConfigError(f"model ({m.name}, modalities {m.modalities}): {e}") from None
     return hparams
+
+
+def _speaker_classes(configured: int, data: ExperimentData | None) -> int:
+    """``model.speaker_classes`` of the speaker penalty (``model.alpha_speaker``): the number of
+    speakers of the training speech (0 in the config: taken from the data; another number than
+    the data's is a ConfigError). Without data (the early check of the config) a stand-in >= 2."""
+    if data is None:
+        return max(2, configured)
+    if data.pairing != "label" or "audio" not in data.sets:
+        raise ConfigError("model.alpha_speaker reads the speaker of each utterance: it needs speech "
+                          "paired with images by label (data.pairing=label)")
+    speakers = data.split("audio", "train").speakers
+    if not speakers or any(s is None or str(s) == "" for s in speakers):
+        raise ConfigError("model.alpha_speaker: the training speech has no speaker for some utterances")
+    found = len(set(map(str, speakers)))
+    if found < 2:
+        raise ConfigError(f"model.alpha_speaker: the training speech has {found} speaker; a speaker "
+                          "penalty needs at least 2")
+    if configured and configured != found:
+        raise ConfigError(f"model.speaker_classes={configured} but the training speech has {found} "
+                          "speakers (leave it 0 to take the data's)")
+    return found
 
 
 COUNT_NAMES = {"audio": "speech"}  # modality -> its name in run.json's n_<name>_<split> counts
