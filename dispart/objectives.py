@@ -141,6 +141,12 @@ def running_cross_correlation(batch: Tensor, running: Tensor) -> Tensor:
     return (running.detach() * batch).mean()
 
 
+def _with_weights_fixed(module: nn.Module, x: Tensor) -> Tensor:
+    """``module(x)`` with the module's weights held fixed: the gradient reaches ``x`` only."""
+    frozen = {name: w.detach() for name, w in module.named_parameters()}
+    return functional_call(module, frozen, (x,))
+
+
 def style_content_critic(critic: nn.Module, style_means: Tensor, content: Tensor) -> tuple[Tensor, Tensor]:
     """Adversarial InfoNCE between a style latent and the content of the other modality: (B,), (B,).
 
@@ -161,8 +167,7 @@ def style_content_critic(critic: nn.Module, style_means: Tensor, content: Tensor
     own = torch.arange(len(target), device=target.device)
     critic_logits = critic(style_means.detach()) @ target.T
     critic_loss = nn.functional.cross_entropy(critic_logits, own, reduction="none")
-    frozen = {name: w.detach() for name, w in critic.named_parameters()}
-    encoder_logits = functional_call(critic, frozen, (style_means,)) @ target.T
+    encoder_logits = _with_weights_fixed(critic, style_means) @ target.T
     encoder_loss = -torch.log_softmax(encoder_logits, dim=1).mean(dim=1)
     return critic_loss, encoder_loss
 
@@ -182,8 +187,7 @@ def label_confusion(classifier: nn.Module, z: Tensor, labels: Tensor) -> tuple[T
         raise ValueError(f"label_confusion needs z (B, D) and labels (B,), got {tuple(z.shape)} and "
                          f"{tuple(labels.shape)}")
     critic_loss = nn.functional.cross_entropy(classifier(z.detach()), labels, reduction="none")
-    frozen = {name: w.detach() for name, w in classifier.named_parameters()}
-    encoder_loss = -torch.log_softmax(functional_call(classifier, frozen, (z,)), dim=1).mean(dim=1)
+    encoder_loss = -torch.log_softmax(_with_weights_fixed(classifier, z), dim=1).mean(dim=1)
     return critic_loss, encoder_loss
 
 

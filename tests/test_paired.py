@@ -163,7 +163,7 @@ def test_unimodal_datasets(sample_features: FeatureSet, mnist_train: tuple) -> N
 def test_speaker_indices_in_items_and_batches(paired: PairedDigits, sample_features: FeatureSet,
                                               mnist_train: tuple) -> None:
     """Each item carries its utterance's speaker as an index into the sorted speakers; a batch
-    has them as (B,) int64 (what PVAE's speaker adversary reads); without speakers there are none."""
+    has them as (B,) int64 (what PVAE's speaker penalty reads); without speakers there are none."""
     speakers = [u.speaker for u in sample_features.utterances]
     assert paired.speaker_names == sorted(set(speakers)) and len(paired.speaker_names) >= 2
     items = [paired[i] for i in range(len(paired))]

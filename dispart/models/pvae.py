@@ -132,6 +132,13 @@ class PVAEConfig:
     speaker_penalty: str = "critic"
 
 
+def heads_only_mean(heads: nn.ModuleDict, latent: str, features: Tensor) -> Tensor:
+    """(B, D) mean of ``latent`` from ``heads`` applied to pre-encodings held fixed: a term built on
+    it trains that head only (the heads-only penalties: alpha_xcorr, alpha_semantic_xcorr, the
+    speaker's xcorr)."""
+    return heads[latent](features.detach()).mean
+
+
 def style(modality: str) -> str:
     """Name of the style latent of ``modality``, e.g. "z_audio"."""
     return f"z_{modality}"
@@ -486,7 +493,7 @@ class PVAE(MultimodalModel):
         onehot = nn.functional.one_hot(self.batch_speakers(batch, device), self.speaker_classes).float()
         total = torch.zeros((), device=device)
         for heads, h in sources:
-            total = total + cross_correlation(heads[SEMANTIC](h.detach()).mean, onehot)
+            total = total + cross_correlation(heads_only_mean(heads, SEMANTIC, h), onehot)
         return total
 
     def batch_speakers(self, batch: Batch, device: torch.device) -> Tensor:
@@ -496,9 +503,11 @@ class PVAE(MultimodalModel):
             raise ValueError("pvae: alpha_speaker needs each batch's 'speaker' (B,) indices; this "
                              "data gives none (speech with speakers, paired by label)")
         speakers = torch.as_tensor(speakers, dtype=torch.long, device=device)
-        if speakers.numel() and not 0 <= int(speakers.min()) <= int(speakers.max()) < self.speaker_classes:
-            raise ValueError(f"pvae: batch 'speaker' indices must be in [0, {self.speaker_classes}) "
-                             f"(speaker_classes), got {int(speakers.min())}..{int(speakers.max())}")
+        if speakers.numel():
+            low, high = (int(v) for v in torch.aminmax(speakers))  # one pass, one device sync
+            if low < 0 or high >= self.speaker_classes:
+                raise ValueError(f"pvae: batch 'speaker' indices must be in [0, {self.speaker_classes}) "
+                                 f"(speaker_classes), got {low}..{high}")
         return speakers
 
     def speaker_adversary(self, batch: Batch, means: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -535,9 +544,9 @@ class PVAE(MultimodalModel):
         running = self.xcorr_momentum > 0
         first = running and int(self.xcorr_batches) == 0
         for m in modalities:
-            means = {"r": self.unimodal[m].heads[style(m)](features[m].detach()).mean}
+            means = {"r": heads_only_mean(self.unimodal[m].heads, style(m), features[m])}
             if "q" in features:
-                means["q"] = self.joint.heads[style(m)](features["q"].detach()).mean
+                means["q"] = heads_only_mean(self.joint.heads, style(m), features["q"])
             for n in modalities:
                 if n == m:
                     continue
@@ -570,7 +579,7 @@ class PVAE(MultimodalModel):
         if q is not None:
             sources += [(self.joint.heads, features["q"], q, m) for m in modalities]
         for heads, h, post, m in sources:
-            semantic = heads[SEMANTIC](h.detach()).mean
+            semantic = heads_only_mean(heads, SEMANTIC, h)
             total = total + cross_correlation(semantic, post[style(m)].mean.detach())
         return total
 
