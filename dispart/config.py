@@ -304,6 +304,7 @@ RULES: dict[str, Rule] = {
     "model.alpha_speaker": NONNEG,
     "model.speaker_classes": NONNEG,
     "model.speaker_penalty": one_of("critic", "xcorr"),
+    "model.sequence_encoder": one_of("lstm", "bilstm"),
     "model.penalty_start": NONNEG,
     "model.alpha": NONNEG,
     "model.k": NONNEG,

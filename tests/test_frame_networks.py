@@ -22,6 +22,7 @@ from dispart.nn.frames import (
     FrameLSTMEncoder,
     FrameMLPDecoder,
     FramewiseEncoder,
+    MeanBiLSTMEncoder,
     SequenceSummary,
     last_valid,
     masked_mean,
@@ -163,6 +164,32 @@ def test_bidirectional_state_depends_on_later_frames_not_on_padding() -> None:
         assert (later > 0) == bidirectional  # frames after t=1 reach frame 1 only backwards
         assert data.grad[0, 5:].abs().sum().item() == 0.0  # padding never does
         assert data.grad[1].abs().sum().item() == 0.0  # nor other sequences
+
+
+def test_mean_bilstm_encoder_is_its_parts_and_ignores_padding() -> None:
+    """PVAE's "bilstm" reader: a ReLU layer per frame, a 2-layer bi-directional FrameLSTMEncoder of
+    hidden // 2 units per direction, the mean over valid frames; each sequence gives what it gives
+    alone, padding gets no gradient, every valid frame (later ones too) does."""
+    torch.manual_seed(4)
+    enc = MeanBiLSTMEncoder(D, H)
+    lstm = enc.summary.encoder
+    assert enc.out_dim == H and lstm.hidden == H // 2 and lstm.bidirectional and len(lstm.forward_lstms) == 2
+    lengths = [5, 2, 4]
+    x = _seqs(lengths, seed=5, garbage=50.0, extra=2)
+    data = x.data.clone().requires_grad_(True)
+    out = enc(Sequences(data, x.lengths))
+    assert out.shape == (3, H)
+    for b, n in enumerate(lengths):
+        frames = x.data[b : b + 1, :n]
+        states = enc.summary.encoder(Sequences(torch.relu(enc.frame[0](frames)), torch.tensor([n])))
+        torch.testing.assert_close(out[b], states[0].mean(dim=0), atol=1e-6, rtol=1e-5)
+    out[0].sum().backward()
+    assert data.grad[0, 5:].abs().sum().item() == 0.0 and data.grad[1:].abs().sum().item() == 0.0
+    assert torch.all(data.grad[0, :5].abs().sum(-1) > 0)
+    with pytest.raises(ValueError, match="even"):
+        MeanBiLSTMEncoder(D, 7)
+    with pytest.raises(ValueError, match="MeanBiLSTMEncoder expects Sequences"):
+        enc(torch.zeros(2, 3, D))
 
 
 def test_summaries_by_hand() -> None:

@@ -405,6 +405,70 @@ def test_pvae_semantic_style_correlation_term_and_what_it_moves():
         small_pvae(alpha_semantic_xcorr=-1.0)
 
 
+def test_pvae_sequence_encoder_bilstm_reads_speech_in_q_and_r_audio():
+    """model.sequence_encoder="bilstm": q's and r_audio's speech pre-encoders are MeanBiLSTMEncoders
+    (images keep theirs); the loss trains; an unknown reader is a clear error naming it."""
+    from dispart.nn.encoders import SequenceEncoder
+    from dispart.nn.frames import MeanBiLSTMEncoder
+
+    torch.manual_seed(0)
+    m = small_pvae(sequence_encoder="bilstm")
+    assert isinstance(m.unimodal["audio"].pre, MeanBiLSTMEncoder)
+    assert isinstance(m.joint.pre["audio"], MeanBiLSTMEncoder)
+    assert not isinstance(m.unimodal["image"].pre, MeanBiLSTMEncoder)
+    assert isinstance(small_pvae().unimodal["audio"].pre, SequenceEncoder)
+    out = m.loss(batch())
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and m.unimodal["audio"].pre.frame[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="sequence_encoder.*'gru'"):
+        small_pvae(sequence_encoder="gru")
+
+
+def test_pvae_running_speaker_correlation_updates_and_saves_its_averages():
+    """xcorr_momentum with the speaker's xcorr: per source (q, r_audio) the first training batch
+    scores mean(C * C) of the (D_s, speakers) correlation matrix C and stores it, the next scores
+    mean(A * C') against the average A and stores mom * A + (1 - mom) * C'; evaluation leaves the
+    averages alone; they travel with the state dict; without momentum there are none."""
+    from dispart.objectives import correlation_matrix
+
+    torch.manual_seed(0)
+    m = small_pvae(alpha_speaker=3.0, speaker_classes=3, speaker_penalty="xcorr", xcorr_momentum=0.6)
+    assert m.running_speaker and int(m.speaker_xcorr_batches) == 0
+    assert not small_pvae(alpha_speaker=3.0, speaker_classes=3, speaker_penalty="critic",
+                          xcorr_momentum=0.6).running_speaker
+
+    def step(seed, speakers):
+        b = {**batch(seed=seed), "speaker": torch.tensor(speakers)}
+        q, r, features = _posteriors_and_features(m, b)
+        onehot = torch.nn.functional.one_hot(torch.tensor(speakers), 3).float()
+        mats = {"r": correlation_matrix(r["audio"]["z_s"].mean, onehot).detach(),
+                "q": correlation_matrix(q["z_s"].mean, onehot).detach()}
+        sources = {"r": (m.unimodal["audio"].heads, features["audio"]), "q": (m.joint.heads, features["q"])}
+        return m.speaker_correlation(b, sources), mats
+
+    m.train()
+    got, c1 = step(1, [0, 2, 1, 1, 0])
+    assert got.item() == pytest.approx(sum((c * c).mean().item() for c in c1.values()), rel=1e-5)
+    assert int(m.speaker_xcorr_batches) == 1
+    for which, c in c1.items():
+        assert torch.allclose(getattr(m, f"speaker_xcorr_{which}"), c)
+    got, c2 = step(2, [1, 1, 2, 0, 0])
+    assert got.item() == pytest.approx(sum((c1[k] * c2[k]).mean().item() for k in c1), rel=1e-5)
+    for which in c1:
+        want = 0.6 * c1[which] + 0.4 * c2[which]
+        assert torch.allclose(getattr(m, f"speaker_xcorr_{which}"), want, atol=1e-6)
+    saved = {k: v.clone() for k, v in m.state_dict().items() if k.startswith("speaker_xcorr")}
+    assert set(saved) == {"speaker_xcorr_q", "speaker_xcorr_r", "speaker_xcorr_batches"}
+    m.eval()
+    step(3, [2, 0, 1, 2, 1])
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in saved.items())
+    other = small_pvae(alpha_speaker=3.0, speaker_classes=3, speaker_penalty="xcorr", xcorr_momentum=0.6)
+    other.load_state_dict(m.state_dict())
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in saved.items())
+    plain = small_pvae(alpha_speaker=3.0, speaker_classes=3, speaker_penalty="xcorr")
+    assert not any(k.startswith("speaker_xcorr") for k in plain.state_dict())
+
+
 def test_pvae_running_style_content_correlation_updates_and_saves_its_averages():
     """xcorr_momentum: the first training batch scores mean(C * C) of each term's correlation
     matrix C and stores C; the next scores mean(A * C') against that average A and stores
@@ -677,7 +741,7 @@ def test_pvae_speaker_correlation_term_and_what_it_moves():
     expected = sum(cross_correlation(z, onehot).item() for z in (q["z_s"].mean, r["audio"]["z_s"].mean))
     assert expected > 0.05
     assert _check_added_term(m, b, neg, "alpha_speaker", "speaker_xcorr") == pytest.approx(expected, rel=1e-5)
-    sources = [(m.unimodal["audio"].heads, features["audio"]), (m.joint.heads, features["q"])]
+    sources = {"r": (m.unimodal["audio"].heads, features["audio"]), "q": (m.joint.heads, features["q"])}
     moved = _moved_by(m, m.speaker_correlation(b, sources))
     assert moved and all(".heads.z_s." in n for n in moved), sorted(moved)
     assert {n.split(".")[1] for n in moved} == {"joint", "unimodal"}

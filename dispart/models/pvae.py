@@ -86,7 +86,8 @@ class PVAEConfig:
     ``xcorr_momentum`` > 0 replaces each batch's squared correlations (which cannot fall below
     about 1 / B) by ``objectives.running_cross_correlation`` against an average of the
     correlation matrices of earlier training batches (kept in buffers, saved with the weights,
-    updated in training mode only, each new batch with weight 1 - momentum).
+    updated in training mode only, each new batch with weight 1 - momentum), for alpha_xcorr's
+    terms and the speaker's xcorr alike.
     ``alpha_semantic_xcorr`` weighs the mirror term within each modality: the mean squared
     correlation between z^s's means (q's and r_m's) and the same row's z^m means, held fixed; it
     trains the z^s heads only, so that z^s can drop what z^m holds (the speaker, once z^m holds no
@@ -107,7 +108,10 @@ class PVAEConfig:
     speakers' one-hot columns, computed like ``alpha_semantic_xcorr`` from the pre-encodings held
     fixed (the z^s heads only learn from it: the pre-encoders keep the voice for z^m). Either way
     z^s should hold the digit, not who said it (speakers never heard); ``penalty_start`` delays
-    it too."""
+    it too.
+    ``sequence_encoder``: the reader of speech in q and r_audio: "lstm" (the paper's: one LSTM, its
+    last valid state) or "bilstm" (not the paper's: ``nn.frames.MeanBiLSTMEncoder``, two
+    bidirectional LSTM layers averaged over frames, a better reader of unseen voices)."""
 
     semantic_dim: int = 32
     style_dim: int = 32
@@ -130,6 +134,7 @@ class PVAEConfig:
     alpha_speaker: float = 0.0
     speaker_classes: int = 0
     speaker_penalty: str = "critic"
+    sequence_encoder: str = "lstm"
 
 
 def heads_only_mean(heads: nn.ModuleDict, latent: str, features: Tensor) -> Tensor:
@@ -164,9 +169,10 @@ def _beta_modalities(style_beta_on: str, names: Sequence[str]) -> frozenset[str]
 class UnimodalInference(nn.Module):
     """r_m(z^s, z^m | x^m): a pre-encoder of its own and one Gaussian head per latent."""
 
-    def __init__(self, spec: ModalitySpec, semantic_dim: int, style_dim: int, hidden: int) -> None:
+    def __init__(self, spec: ModalitySpec, semantic_dim: int, style_dim: int, hidden: int,
+                 sequence_encoder: str = "lstm") -> None:
         super().__init__()
-        self.pre = build_pre_encoder(spec, hidden)
+        self.pre = build_pre_encoder(spec, hidden, sequence_encoder)
         self.heads = nn.ModuleDict({
             SEMANTIC: GaussianHead(self.pre.out_dim, semantic_dim),
             style(spec.name): GaussianHead(self.pre.out_dim, style_dim),
@@ -185,12 +191,13 @@ class MultimodalInference(nn.Module):
 
     def __init__(
         self, specs: Sequence[ModalitySpec], semantic_dim: int, style_dims: Mapping[str, int],
-        widths: Mapping[str, int]
+        widths: Mapping[str, int], sequence_encoder: str = "lstm"
     ) -> None:
         """``style_dims``: modality name -> size of its style latent; ``widths``: modality name ->
-        width of its pre-encoder."""
+        width of its pre-encoder; ``sequence_encoder``: the reader of sequence modalities."""
         super().__init__()
-        self.pre = nn.ModuleDict({s.name: build_pre_encoder(s, widths[s.name]) for s in specs})
+        self.pre = nn.ModuleDict({s.name: build_pre_encoder(s, widths[s.name], sequence_encoder)
+                                  for s in specs})
         width = sum(p.out_dim for p in self.pre.values())
         heads = {SEMANTIC: GaussianHead(width, semantic_dim)}
         heads.update({style(s.name): GaussianHead(width, style_dims[s.name]) for s in specs})
@@ -247,6 +254,7 @@ class PVAE(MultimodalModel):
         alpha_speaker: float = 0.0,
         speaker_classes: int = 0,
         speaker_penalty: str = "critic",
+        sequence_encoder: str = "lstm",
     ) -> None:
         super().__init__(modalities)
         if len(modalities) < 2:
@@ -271,6 +279,7 @@ class PVAE(MultimodalModel):
             raise ValueError(f"pvae: speaker_penalty must be one of {SPEAKER_PENALTIES}, "
                              f"got {speaker_penalty!r}")
         self.speaker_penalty = speaker_penalty
+        self.sequence_encoder = sequence_encoder
         if alpha_speaker > 0 and SPEECH not in [m.name for m in modalities]:
             raise ValueError(f"pvae: alpha_speaker penalises the speaker of the {SPEECH!r} modality, which "
                              f"this model lacks ({[m.name for m in modalities]})")
@@ -302,6 +311,11 @@ class PVAE(MultimodalModel):
                 for key in self.xcorr_terms(names, m):
                     self.register_buffer(f"xcorr_{key}", torch.zeros(dims[m], semantic_dim))
             self.register_buffer("xcorr_batches", torch.zeros((), dtype=torch.long))
+        if self.running_speaker:  # running (D_s, speakers) correlation matrices of q's and r_audio's z^s
+            for which in ("q", "r"):
+                self.register_buffer(f"speaker_xcorr_{which}",
+                                     torch.zeros(semantic_dim, self.speaker_classes))
+            self.register_buffer("speaker_xcorr_batches", torch.zeros((), dtype=torch.long))
         self.latents = declare(
             Latent(SEMANTIC, semantic_dim, names, "content", symbol="z^s"),
             *(Latent(style(m), dims[m], (m,), "style", symbol=style_symbol(m)) for m in names),
@@ -311,8 +325,8 @@ class PVAE(MultimodalModel):
         decoders = {s.name: build_decoder(s, semantic_dim + dims[s.name], width[s.name]) for s in modalities}
         self.generative = Generative(standard_priors(self.latents), decoders)
         # Inference models q (multimodal) and r_m (unimodal).
-        joint = MultimodalInference(modalities, semantic_dim, dims, width)
-        unimodal = {s.name: UnimodalInference(s, semantic_dim, dims[s.name], width[s.name])
+        joint = MultimodalInference(modalities, semantic_dim, dims, width, sequence_encoder)
+        unimodal = {s.name: UnimodalInference(s, semantic_dim, dims[s.name], width[s.name], sequence_encoder)
                     for s in modalities}
         self.inference = PVAEInference(joint, unimodal)
         if alpha_adv > 0:  # critics of the optional adversary (not the paper's; built last)
@@ -322,6 +336,11 @@ class PVAE(MultimodalModel):
         if alpha_speaker > 0 and speaker_penalty == "critic":  # the optional speaker critic (built last)
             self.speaker_critic = nn.Sequential(nn.Linear(semantic_dim, CRITIC_WIDTH), nn.ReLU(),
                                                 nn.Linear(CRITIC_WIDTH, self.speaker_classes))
+
+    @property
+    def running_speaker(self) -> bool:
+        """The speaker's xcorr is estimated against running correlation matrices (xcorr_momentum)."""
+        return self.alpha_speaker > 0 and self.speaker_penalty == "xcorr" and self.xcorr_momentum > 0
 
     @property
     def extra_inputs(self) -> tuple[str, ...]:
@@ -471,9 +490,9 @@ class PVAE(MultimodalModel):
             terms["semantic_xcorr"] = own
         spoken = on and self.alpha_speaker > 0 and SPEECH in present  # z^s of q and r_audio hear the voice
         if spoken and speaker_xcorr and b >= 3:
-            sources = [(self.unimodal[SPEECH].heads, features[SPEECH])]
+            sources = {"r": (self.unimodal[SPEECH].heads, features[SPEECH])}
             if "q" in features:
-                sources.append((self.joint.heads, features["q"]))
+                sources["q"] = (self.joint.heads, features["q"])
             speaker = self.speaker_correlation(batch, sources)
             loss = loss + self.alpha_speaker * speaker
             terms["speaker_xcorr"] = speaker
@@ -484,17 +503,38 @@ class PVAE(MultimodalModel):
             terms["speaker_critic"], terms["speaker_adv"] = critic.mean(), adv.mean()
         return LossOutput(loss, terms)
 
-    def speaker_correlation(self, batch: Batch, sources: Sequence[tuple[nn.ModuleDict, Tensor]]) -> Tensor:
+    def speaker_correlation(self, batch: Batch,
+                            sources: Mapping[str, tuple[nn.ModuleDict, Tensor]]) -> Tensor:
         """Scalar of ``alpha_speaker`` with ``speaker_penalty="xcorr"``: sum over ``sources``
-        (z^s heads, their pre-encodings (B, H)) of ``cross_correlation`` between the z^s mean
-        recomputed from the pre-encoding held fixed and the one-hot (B, speaker_classes) of the
-        batch's speakers (columns of speakers absent from the batch count 0)."""
-        device = sources[0][1].device
+        ("r": r_audio, "q": q; their z^s heads and pre-encodings (B, H)) of ``cross_correlation``
+        between the z^s mean recomputed from the pre-encoding held fixed and the one-hot
+        (B, speaker_classes) of the batch's speakers (columns of speakers absent from the batch
+        count 0); with ``xcorr_momentum``, ``running_cross_correlation`` against that source's
+        running matrix, which a training batch then updates."""
+        device = next(iter(sources.values()))[1].device
         onehot = nn.functional.one_hot(self.batch_speakers(batch, device), self.speaker_classes).float()
         total = torch.zeros((), device=device)
-        for heads, h in sources:
-            total = total + cross_correlation(heads_only_mean(heads, SEMANTIC, h), onehot)
+        for which, (heads, h) in sources.items():
+            mean = heads_only_mean(heads, SEMANTIC, h)
+            if not self.running_speaker:
+                total = total + cross_correlation(mean, onehot)
+                continue
+            first = int(self.speaker_xcorr_batches) == 0
+            total = total + self.running_term(getattr(self, f"speaker_xcorr_{which}"),
+                                              correlation_matrix(mean, onehot), first)
+        if self.running_speaker and self.training:
+            self.speaker_xcorr_batches += 1
         return total
+
+    def running_term(self, average: Tensor, now: Tensor, first: bool) -> Tensor:
+        """``running_cross_correlation`` of this batch's correlation matrix ``now`` against the
+        buffer ``average`` (against ``now`` itself on the first batch); in training mode the
+        buffer then takes ``now`` with weight 1 - xcorr_momentum (all of it on the first batch)."""
+        value = running_cross_correlation(now, now if first else average.clone())
+        if self.training:
+            average.copy_(now.detach() if first else
+                          self.xcorr_momentum * average + (1 - self.xcorr_momentum) * now.detach())
+        return value
 
     def batch_speakers(self, batch: Batch, device: torch.device) -> Tensor:
         """(B,) int64 speaker indices of ``batch`` (key "speaker"), checked against speaker_classes."""
@@ -555,13 +595,8 @@ class PVAE(MultimodalModel):
                     if not running:
                         total = total + cross_correlation(mean, content)
                         continue
-                    now = correlation_matrix(mean, content)
-                    average = getattr(self, f"xcorr_{m}_{n}_{which}")
-                    total = total + running_cross_correlation(now, now if first else average.clone())
-                    if self.training:
-                        new = now.detach() if first else (
-                            self.xcorr_momentum * average + (1 - self.xcorr_momentum) * now.detach())
-                        average.copy_(new)
+                    total = total + self.running_term(getattr(self, f"xcorr_{m}_{n}_{which}"),
+                                                      correlation_matrix(mean, content), first)
         if running and self.training:
             self.xcorr_batches += 1
         return total

@@ -5,7 +5,8 @@ per sequence), these keep the time axis:
 
 - :class:`FrameLSTMEncoder`: (B, T, D) :class:`Sequences` -> (B, T, H) states, uni- or
   bi-directional; :class:`SequenceSummary` / :func:`last_valid` / :func:`masked_mean` turn
-  them into one vector per sequence (a static head such as DSAE's q(f | x_1:T)).
+  them into one vector per sequence (a static head such as DSAE's q(f | x_1:T));
+  :class:`MeanBiLSTMEncoder` is such a reader as a pre-encoder (PVAE's "bilstm" speech reader).
 - :class:`FrameGaussianHead`: (B, T, H) -> a diagonal Gaussian with batch shape (B, T),
   event shape (D,), for q(z_t | ...).
 - :class:`FrameLSTMDecoder`, :class:`FrameMLPDecoder`: per-frame latents (B, T, Dz) plus static
@@ -151,6 +152,28 @@ class SequenceSummary(nn.Module):
             return masked_mean(states, x.lengths)
         h = self.encoder.hidden
         return torch.cat([last_valid(states[..., :h], x.lengths), states[:, 0, h:]], dim=-1)
+
+
+class MeanBiLSTMEncoder(nn.Module):
+    """A stronger speech reader than the paper's (PVAE ``sequence_encoder="bilstm"``; not in its
+    Appendix B): (B, T, D) Sequences -> (B, hidden), a ReLU layer of hidden // 2 units per frame,
+    then a ``layers``-layer bi-directional :class:`FrameLSTMEncoder` of hidden // 2 units per
+    direction, averaged over valid frames (:class:`SequenceSummary` "mean"). Padding changes
+    nothing, as for every encoder here."""
+
+    def __init__(self, input_dim: int, hidden: int = 512, layers: int = 2) -> None:
+        super().__init__()
+        if hidden < 2 or hidden % 2:
+            raise ValueError(f"MeanBiLSTMEncoder: hidden must be even and >= 2, got {hidden}")
+        half = hidden // 2
+        self.input_dim, self.out_dim = input_dim, hidden
+        self.frame = nn.Sequential(nn.Linear(input_dim, half), nn.ReLU())
+        self.summary = SequenceSummary(FrameLSTMEncoder(half, half, bidirectional=True, num_layers=layers),
+                                       mode="mean")
+
+    def forward(self, x: Sequences) -> Tensor:
+        x = _check_sequences(x, self.input_dim, "MeanBiLSTMEncoder")
+        return self.summary(Sequences(self.frame(x.data), x.lengths))
 
 
 # --- per-frame Gaussian heads ---------------------------------------------------------------------

@@ -23,7 +23,7 @@ from dispart.batches.batch import Sequences
 from dispart.batches.modality import ModalitySpec, as_one_hot
 from dispart.nn.decoders import ImageDecoder, SequenceDecoder
 from dispart.nn.encoders import ImageEncoder, SequenceEncoder
-from dispart.nn.frames import FrameLSTMEncoder, SequenceSummary
+from dispart.nn.frames import FrameLSTMEncoder, MeanBiLSTMEncoder, SequenceSummary
 from dispart.nn.video import ConvImageDecoder, VideoDecoder, VideoEncoder
 
 # Convolution channels of the per-frame networks of "frames" modalities: those of the PVAE image
@@ -125,9 +125,18 @@ class ClipDecoder(nn.Module):
         return self.frames(h, (), lengths)  # runs on valid frames only
 
 
-def build_pre_encoder(spec: ModalitySpec, hidden: int = 512) -> nn.Module:
-    """Observation -> (B, hidden) vector; the module exposes ``out_dim``."""
+SEQUENCE_ENCODERS = ("lstm", "bilstm")
+
+
+def build_pre_encoder(spec: ModalitySpec, hidden: int = 512, sequence_encoder: str = "lstm") -> nn.Module:
+    """Observation -> (B, hidden) vector; the module exposes ``out_dim``. ``sequence_encoder`` picks
+    the reader of "sequence" modalities: "lstm" (the paper's, :class:`SequenceEncoder`) or
+    "bilstm" (:class:`~dispart.nn.frames.MeanBiLSTMEncoder`)."""
+    if sequence_encoder not in SEQUENCE_ENCODERS:
+        raise ValueError(f"sequence_encoder must be one of {SEQUENCE_ENCODERS}, got {sequence_encoder!r}")
     if spec.kind == "sequence":
+        if sequence_encoder == "bilstm":
+            return MeanBiLSTMEncoder(spec.shape[0], hidden)
         return SequenceEncoder(spec.shape[0], hidden)
     if spec.kind == "frames":
         return ClipEncoder(spec.shape, hidden)
