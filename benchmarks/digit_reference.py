@@ -64,8 +64,11 @@ class DigitNet(nn.Module):
     def embed(self, x: Sequences) -> Tensor:
         return self.emb(self.pre(x))
 
+    def logits(self, embedding: Tensor) -> Tensor:
+        return self.out(torch.relu(embedding))
+
     def forward(self, x: Sequences) -> Tensor:
-        return self.out(torch.relu(self.embed(x)))
+        return self.logits(self.embed(x))
 
 
 ARCHS = {"pvae": "lstm", "bilstm": "bilstm"}  # --arch -> build_pre_encoder's sequence_encoder
@@ -83,7 +86,7 @@ def scores(net: DigitNet, split: ModalitySet, classes: list[str]) -> dict[str, f
             x = Sequences.from_list([split.examples[j] for j in idx])
             e = net.embed(x)
             emb[idx] = e.numpy()
-            pred[idx] = net.out(torch.relu(e)).argmax(1).numpy()
+            pred[idx] = net.logits(e).argmax(1).numpy()
     net.train()
     y = np.array([classes.index(str(label)) for label in split.labels])
     return {"accuracy": round(float((pred == y).mean()), 4),

@@ -35,7 +35,9 @@ from dispart.data.corpus import LAYOUTS
 from dispart.data.splits import parse_split
 from dispart.errors import ConfigError
 from dispart.files import atomic_write
+from dispart.models.pvae import SPEAKER_PENALTIES
 from dispart.models.registry import REGISTRY, entry
+from dispart.nn.modality import SEQUENCE_ENCODERS
 
 DEFAULT_MODEL = "pvae"
 
@@ -303,8 +305,8 @@ RULES: dict[str, Rule] = {
     "model.alpha_semantic_xcorr": NONNEG,
     "model.alpha_speaker": NONNEG,
     "model.speaker_classes": NONNEG,
-    "model.speaker_penalty": one_of("critic", "xcorr"),
-    "model.sequence_encoder": one_of("lstm", "bilstm"),
+    "model.speaker_penalty": one_of(*SPEAKER_PENALTIES),
+    "model.sequence_encoder": one_of(*SEQUENCE_ENCODERS),
     "model.penalty_start": NONNEG,
     "model.alpha": NONNEG,
     "model.k": NONNEG,

@@ -514,15 +514,16 @@ class PVAE(MultimodalModel):
         device = next(iter(sources.values()))[1].device
         onehot = nn.functional.one_hot(self.batch_speakers(batch, device), self.speaker_classes).float()
         total = torch.zeros((), device=device)
+        running = self.running_speaker
+        first = running and int(self.speaker_xcorr_batches) == 0
         for which, (heads, h) in sources.items():
             mean = heads_only_mean(heads, SEMANTIC, h)
-            if not self.running_speaker:
+            if not running:
                 total = total + cross_correlation(mean, onehot)
                 continue
-            first = int(self.speaker_xcorr_batches) == 0
             total = total + self.running_term(getattr(self, f"speaker_xcorr_{which}"),
                                               correlation_matrix(mean, onehot), first)
-        if self.running_speaker and self.training:
+        if running and self.training:
             self.speaker_xcorr_batches += 1
         return total
 
