@@ -82,7 +82,8 @@ def dsae_loss(model: DSAE, frames: np.ndarray, idx: torch.Tensor) -> tuple[torch
 
 def train(model: DeterministicDynamicsVAE | DSAE, frames: np.ndarray, args: argparse.Namespace) -> dict:
     """Adam on random batches. LSTM-f/-c: each row's encoder sees all frames, or with probability
-    ``args.prefix_fraction`` a random prefix of 1 .. T frames (the decoder always rebuilds all T);
+    ``args.prefix_fraction`` a random prefix of 1 .. T frames (the decoder always rebuilds all T),
+    the KL terms weighted up from 0 over the first ``args.kl_warmup`` steps (if > 0);
     DSAE: its ELBO on whole sequences (q(z_s | .) is per frame, so a prefix is inferred alike)."""
     name = model.dynamics if isinstance(model, DeterministicDynamicsVAE) else f"dsae ({model.q} q)"
     gen = torch.Generator().manual_seed(args.seed)
@@ -99,7 +100,8 @@ def train(model: DeterministicDynamicsVAE | DSAE, frames: np.ndarray, args: argp
             observed = torch.full((args.batch_size,), t_total)
             cut = torch.rand(args.batch_size, generator=gen) < args.prefix_fraction
             observed[cut] = torch.randint(1, t_total + 1, (int(cut.sum()),), generator=gen)
-            loss, terms = model.loss(x, observed)
+            warm = min(1.0, (step + 1) / args.kl_warmup) if args.kl_warmup > 0 else 1.0
+            loss, terms = model.loss(x, observed, kl_weight=warm)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -127,6 +129,8 @@ def main() -> int:
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--frame-hidden", type=int, default=256)
     ap.add_argument("--prefix-fraction", type=float, default=0.5)
+    ap.add_argument("--kl-warmup", type=int, default=0,
+                    help="LSTM-f/-c: KL weight rises linearly from 0 to 1 over this many steps (0: none)")
     ap.add_argument("--eval-n", type=int, default=1000, help="test sequences scored (first N)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)

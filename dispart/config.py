@@ -30,14 +30,14 @@ from typing import Any, Union
 
 import yaml
 
-from dispart.data.config import DataConfig
+from dispart.data.config import BINARIZE, DataConfig
 from dispart.data.corpus import LAYOUTS
 from dispart.data.splits import parse_split
 from dispart.errors import ConfigError
 from dispart.files import atomic_write
 from dispart.models.pvae import SPEAKER_PENALTIES
 from dispart.models.registry import REGISTRY, entry
-from dispart.nn.modality import SEQUENCE_ENCODERS
+from dispart.nn.modality import ACTIVATIONS, SEQUENCE_ENCODERS
 
 DEFAULT_MODEL = "pvae"
 
@@ -281,7 +281,7 @@ RULES: dict[str, Rule] = {
     "data.cache_dir": NON_EMPTY,
     "data.on_error": one_of("raise", "skip"),
     "data.num_workers": NONNEG,
-    "data.binarize": one_of("none", "stochastic", "threshold"),
+    "data.binarize": one_of(*BINARIZE),
     "data.paired_fraction": between(0, 1),
     "data.unpaired": one_of("split", "drop"),
     "model.name": Rule(lambda v: v in REGISTRY, f"one of {list(MODEL_NAMES)}", "unknown model"),
@@ -307,6 +307,7 @@ RULES: dict[str, Rule] = {
     "model.speaker_classes": NONNEG,
     "model.speaker_penalty": one_of(*SPEAKER_PENALTIES),
     "model.sequence_encoder": one_of(*SEQUENCE_ENCODERS),
+    "model.activation": one_of(*ACTIVATIONS),
     "model.penalty_start": NONNEG,
     "model.alpha": NONNEG,
     "model.k": NONNEG,

@@ -249,6 +249,25 @@ def test_one_training_step_lowers_the_loss(cls, small):
     assert 0.5 * 30 * 1024 * math.log(2) < float(before) < 2 * 30 * 1024 * math.log(2)
 
 
+def test_kl_warmup_weighs_only_the_kl_terms_and_logs_the_true_negative_elbo(small):
+    m = LSTMf(**TINY)
+    x = torch.from_numpy(small.frames[:4]).float()[:, :, None]
+
+    def run(weight: float):
+        torch.manual_seed(3)  # the same posterior draws for every weight
+        return m.loss(x, kl_weight=weight)
+
+    full, t1 = run(1.0)
+    half, t_half = run(0.5)
+    none, _ = run(0.0)
+    kl = t1["kl_z"] + t1["kl_f"]
+    assert float(kl) > 0.05  # large enough for the weights to tell apart at abs=1e-3
+    assert float(full) == pytest.approx(float(t1["rec"] + kl), abs=1e-3)
+    assert float(half) == pytest.approx(float(t1["rec"] + 0.5 * kl), abs=1e-3)
+    assert float(none) == pytest.approx(float(t1["rec"]), abs=1e-3)
+    assert float(t_half["loss"]) == pytest.approx(float(full), abs=1e-3)  # logged: -ELBO
+
+
 # ----------------------------------------------------------------------------- prediction error
 
 def _moving_dot(n: int = 3, t: int = 6, w: int = 8) -> torch.Tensor:

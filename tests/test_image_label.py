@@ -37,6 +37,51 @@ def test_binarized_images_are_a_fixed_draw_of_the_intensities():
         load_experiment_data(load_config(None, ["data.binarize=yes"]).data, speech=False)
 
 
+def test_dynamic_binarisation_redraws_training_images_every_epoch_and_nothing_else():
+    cfg = load_config("configs/mnist_label_mvae.yaml", ["data.binarize=dynamic"])
+    data = load_experiment_data(cfg.data, speech=False)
+    fixed = load_experiment_data(load_config("configs/mnist_label_mvae.yaml").data, speech=False)
+    train_set = data.split("image", "train")
+    # Evaluation sees the fixed draw of "stochastic" (train and test); training, new draws.
+    for split in ("train", "test"):
+        assert np.array_equal(data.split("image", split).examples, fixed.split("image", split).examples)
+    assert "intensity" not in data.split("image", "test").meta
+    p = np.stack(train_set.meta["intensity"])
+    assert p.shape == (len(train_set), 28, 28) and 0 < p.mean() < 1 and set(np.unique(p)) > {0.0, 1.0}
+    specs = modality_specs(cfg)
+    assert specs["image"].likelihood == "bernoulli"
+    dm = ImageLabelDataModule(data, [specs["image"], specs["label"]], batch_size=50, seed=3, redraw=True)
+    dm.setup()
+    first = np.stack([dm.dataset[i]["image"] for i in range(200)])
+    again = np.stack([dm.dataset[i]["image"] for i in range(200)])
+    assert first.shape == (200, 784) and set(np.unique(first)) == {0.0, 1.0}
+    assert np.array_equal(first, again)  # a function of (seed, epoch, index): resumes draw the same
+    assert [dm.dataset[i]["label"] for i in range(5)] == [int(y) for y in train_set.labels[:5]]
+    draws = []
+    for epoch in range(1, 41):
+        dm.set_epoch(epoch)
+        draws.append(np.stack([dm.dataset[i]["image"] for i in range(200)]))
+    assert not np.array_equal(draws[0], first)
+    # Over 41 draws a pixel is on about as often as its intensity, never where it is 0.
+    on = np.mean([first, *draws], axis=0)
+    p200 = p[:200].reshape(200, 784)
+    assert on[p200 == 0].max() == 0.0 and on[p200 == 1].min() == 1.0
+    assert np.abs(on - p200).mean() < 0.02
+    # Without redraw (data.binarize=stochastic) the items are the fixed draw.
+    plain = ImageLabelDataModule(data, [specs["image"], specs["label"]], batch_size=50)
+    plain.setup()
+    assert np.array_equal(plain.dataset[7]["image"], train_set.examples[7].reshape(784))
+    with pytest.raises(ConfigError, match="data.binarize=dynamic"):
+        ImageLabelDataModule(fixed, [specs["image"], specs["label"]], redraw=True).setup()
+
+
+def test_dynamic_binarisation_is_refused_where_images_are_not_redrawn(tmp_path):
+    with pytest.raises(ConfigError, match="data.binarize=dynamic .*image \\+ label"):
+        train(load_config(None, ["data.binarize=dynamic", *FAST]), tmp_path / "p")
+    with pytest.raises(ConfigError, match="data.binarize"):
+        load_config(None, ["data.binarize=dynamically"])
+
+
 def _counts(dm):
     dm.setup()
     rows = [dm.dataset[i] for i in range(len(dm.dataset))]

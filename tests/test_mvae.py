@@ -218,3 +218,20 @@ def test_build_model_round_trips():
     rebuilt = build_model(h)
     rebuilt.load_state_dict(m.state_dict())
     assert rebuilt.hparams() == h and type(rebuilt) is MVAE
+
+
+def test_swish_activation_replaces_every_relu_of_the_mlp_experts_and_decoders():
+    torch.manual_seed(0)
+    specs = [vec("image", 784), LAB]
+    swish = MVAE(specs, latent_dim=4, hidden=8, activation="swish")
+    relu = MVAE(specs, latent_dim=4, hidden=8)
+    acts = [type(mod) for mod in swish.modules() if isinstance(mod, (torch.nn.ReLU, torch.nn.SiLU))]
+    assert acts == [torch.nn.SiLU] * 8  # 2 per expert, 2 per decoder, two modalities
+    assert not any(isinstance(mod, torch.nn.SiLU) for mod in relu.modules())
+    # The same layer computes x * sigmoid(x), and the choice travels with the model's hparams.
+    x = torch.linspace(-3, 3, 7)
+    assert torch.allclose(swish.experts["label"].pre.net[1](x), x * torch.sigmoid(x))
+    rebuilt = build_model(swish.hparams())
+    assert rebuilt.activation == "swish" and swish.hparams()["activation"] == "swish"
+    with pytest.raises(ValueError, match="activation must be one of"):
+        MVAE(specs, latent_dim=4, hidden=8, activation="gelu")

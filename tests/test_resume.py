@@ -37,7 +37,8 @@ PVAE = ["tests/sample.yaml", "model.hidden=16", "train.batch_size=64", "train.ep
 MVAE = ["configs/mnist_label_mvae.yaml", "model.hidden=16", "model.latent_dim=8",
         "model.anneal_steps=5", "data.paired_fraction=0.5", "train.batch_size=200",
         "train.epochs=3", "train.progress_bar=false",
-        "train.lr_schedule=cosine"]  # 6 steps an epoch, weakly supervised; the lr schedule resumes too
+        "train.lr_schedule=cosine", "data.binarize=dynamic"]
+# 6 steps an epoch, weakly supervised; the lr schedule and the per-epoch image draws resume too
 EPOCH_FILE = re.compile(r"epoch\d+\.ckpt")
 
 

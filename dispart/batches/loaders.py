@@ -41,7 +41,7 @@ from dispart.batches.corpus import (  # noqa: F401 (re-exported: loaders are reg
 from dispart.batches.labels import binarize
 from dispart.batches.modality import ModalitySpec
 from dispart.batches.sets import ImageSet, ModalitySet, SpeechSet
-from dispart.data.config import DataConfig
+from dispart.data.config import BINARIZE, DataConfig
 from dispart.data.corpus import Utterance, scan_corpus
 from dispart.data.grid import GRID_TEST_EVERY, grid_split, read_align, read_clip, scan_grid, sentence
 from dispart.data.mnist import N_CLASSES, load_mnist
@@ -141,13 +141,12 @@ def load_speech(cfg: DataConfig, progress: bool = True) -> Corpus:
 
 # --------------------------------------------------------------------------- MNIST
 
-BINARIZE = ("none", "stochastic", "threshold")
 BINARIZE_SEED = 0  # one fixed draw, so every model of a comparison sees the same binary images
 
 
 def binarize_images(images: np.ndarray, mode: str, seed: int = BINARIZE_SEED) -> np.ndarray:
-    """(N, 28, 28) intensities in [0, 1] -> {0, 1} float32 ("stochastic": pixel ~ Bernoulli(x),
-    drawn once with ``seed``; "threshold": x > 0.5); ``mode="none"`` returns the input."""
+    """(N, 28, 28) intensities in [0, 1] -> {0, 1} float32 ("stochastic" and "dynamic": pixel ~
+    Bernoulli(x), drawn once with ``seed``; "threshold": x > 0.5); ``mode="none"`` returns the input."""
     if mode == "none":
         return images
     t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
@@ -157,13 +156,19 @@ def binarize_images(images: np.ndarray, mode: str, seed: int = BINARIZE_SEED) ->
 
 
 def load_images(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
-    """MNIST train and test sets, binarised as ``cfg.binarize`` says (test with another seed)."""
+    """MNIST train and test sets, binarised as ``cfg.binarize`` says (test with another seed).
+
+    With "dynamic" the training set also keeps each image's intensities, ``meta["intensity"]``
+    ((28, 28) float32 each), from which training draws new binary images every epoch
+    (:class:`dispart.training.datamodule.LabelledImages`).
+    """
     mnist = load_mnist(image_source(cfg))
     sets = []
     for i, split in enumerate(("train", "test")):
         images, labels = mnist[split]
+        meta = {"intensity": list(images)} if cfg.binarize == "dynamic" and split == "train" else {}
         sets.append(ImageSet(binarize_images(images, cfg.binarize, BINARIZE_SEED + i),
-                             [str(int(y)) for y in labels]))
+                             [str(int(y)) for y in labels], meta=meta))
     return sets[0], sets[1]
 
 

@@ -101,8 +101,9 @@ class SpeechSet(ModalitySet):
 class ImageSet(ModalitySet):
     """``images`` (N, 28, 28) float32 in [0, 1]; ``labels`` as class-name strings (compatibility name)."""
 
-    def __init__(self, images: np.ndarray, labels: list[str], ids: list[str] | None = None) -> None:
-        super().__init__(images, labels, list(ids) if ids else [])
+    def __init__(self, images: np.ndarray, labels: list[str], ids: list[str] | None = None,
+                 meta: dict[str, list[Any]] | None = None) -> None:
+        super().__init__(images, labels, list(ids) if ids else [], meta=dict(meta or {}))
 
     @property
     def images(self) -> np.ndarray:

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# data.binarize: "none" (intensities, Gaussian pixels), "stochastic" (one fixed Bernoulli draw),
+# "threshold" (> 0.5), "dynamic" (training images redrawn every epoch, everything else sees the
+# fixed draw of "stochastic")
+BINARIZE = ("none", "stochastic", "threshold", "dynamic")
+
 
 @dataclass
 class DataConfig:
@@ -44,6 +49,6 @@ class DataConfig:
     cache_dir: str | None = None  # default: $DISPART_CACHE or ~/.cache/dispart
     on_error: str = "raise"  # "raise" at the first bad file, or "skip" and report the count
     num_workers: int = 0
-    binarize: str = "none"  # images: "none" | "stochastic" (one fixed Bernoulli draw) | "threshold" (> 0.5)
+    binarize: str = "none"  # images: one of BINARIZE (above)
     paired_fraction: float = 1.0  # image+label runs: fraction of training examples kept paired
     unpaired: str = "split"  # the rest: "split" into image-only and label-only halves | "drop"

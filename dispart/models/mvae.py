@@ -52,7 +52,8 @@ class MVAEConfig:
     """MVAE / MVAE-Q hyper-parameters (the quotient is fixed by the model name, not here).
 
     k: random subsets in the sub-sampled objective; lambdas: per-modality likelihood weights
-    (None: 1 for every modality); beta: KL weight after annealing over ``anneal_steps`` steps.
+    (None: 1 for every modality); beta: KL weight after annealing over ``anneal_steps`` steps;
+    activation: of the MLP experts and decoders ("relu", or "swish" as the reference code).
     """
 
     latent_dim: int = 96
@@ -61,14 +62,15 @@ class MVAEConfig:
     lambdas: dict[str, float] | None = None
     beta: float = 1.0
     anneal_steps: int = 0
+    activation: str = "relu"
 
 
 class Expert(nn.Module):
     """q~(z | x^m): a pre-encoder and a head emitting (mean, raw log-variance)."""
 
-    def __init__(self, spec: ModalitySpec, latent_dim: int, hidden: int) -> None:
+    def __init__(self, spec: ModalitySpec, latent_dim: int, hidden: int, activation: str = "relu") -> None:
         super().__init__()
-        self.pre = build_pre_encoder(spec, hidden)
+        self.pre = build_pre_encoder(spec, hidden, activation=activation)
         self.head = ExpertHead(self.pre.out_dim, latent_dim)
 
     def forward(self, x: Modality) -> tuple[Tensor, Tensor]:
@@ -94,9 +96,10 @@ def random_subsets(names: Sequence[str], k: int, generator: torch.Generator | No
 class MVAEInference(nn.Module):
     """MVAE's inference model: one expert q~(z | x^m) per modality (``experts``)."""
 
-    def __init__(self, specs: Sequence[ModalitySpec], latent_dim: int, hidden: int) -> None:
+    def __init__(self, specs: Sequence[ModalitySpec], latent_dim: int, hidden: int,
+                 activation: str = "relu") -> None:
         super().__init__()
-        self.experts = nn.ModuleDict({s.name: Expert(s, latent_dim, hidden) for s in specs})
+        self.experts = nn.ModuleDict({s.name: Expert(s, latent_dim, hidden, activation) for s in specs})
 
 
 class MVAE(MultimodalModel):
@@ -114,9 +117,11 @@ class MVAE(MultimodalModel):
         lambdas: Mapping[str, float] | None = None,
         beta: float = 1.0,
         anneal_steps: int = 0,
+        activation: str = "relu",
         quotient: bool = False,
     ) -> None:
         super().__init__(modalities)
+        self.activation = activation
         self.latent_dim, self.hidden, self.k = latent_dim, hidden, int(k)
         self.beta, self.anneal_steps, self.quotient = float(beta), int(anneal_steps), bool(quotient)
         self.latents = declare(Latent(LATENT, latent_dim, tuple(self.specs), "content", symbol="z"))
@@ -130,8 +135,8 @@ class MVAE(MultimodalModel):
             self.name = "mvae_q"
         # Experts before decoders, and registered first: the same initial weights for a seed
         # and the same parameter order (optimizer states of older checkpoints) as before.
-        self.inference = MVAEInference(modalities, latent_dim, hidden)
-        decoders = {s.name: build_decoder(s, latent_dim, hidden) for s in modalities}
+        self.inference = MVAEInference(modalities, latent_dim, hidden, activation)
+        decoders = {s.name: build_decoder(s, latent_dim, hidden, activation) for s in modalities}
         self.generative = Generative(standard_priors(self.latents), decoders)
         # Training steps seen, for beta annealing; saved with the weights so resuming continues.
         self.register_buffer("anneal_step", torch.zeros((), dtype=torch.long))

@@ -107,9 +107,12 @@ class DeterministicDynamicsVAE(nn.Module):
         return self.frame_decoder(hf.reshape(-1, hf.shape[-1])).view(z.shape[0], steps, *self.frame_shape)
 
     # ------------------------------------------------------------------ objective
-    def loss(self, x: Tensor, n_observed: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, x: Tensor, n_observed: Tensor | None = None,
+             kl_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
         """Negative ELBO per sequence (nats), batch mean: q reads the first ``n_observed[b]``
-        frames (default all), the decoder reconstructs all T. x: (B, T, C, H, W) in {0, 1}."""
+        frames (default all), the decoder reconstructs all T. x: (B, T, C, H, W) in {0, 1}.
+        ``kl_weight`` < 1 weighs both KL terms down (warm-up); the logged "loss" is the true
+        -ELBO either way."""
         q_z, q_f = self.encode(x, n_observed)
         z, f = q_z.rsample(), q_f.rsample()
         logits = self.decode_logits(z, f, x.shape[1])
@@ -117,9 +120,10 @@ class DeterministicDynamicsVAE(nn.Module):
         zeros_z, zeros_f = torch.zeros_like(z), torch.zeros_like(f)
         kl_z = kl_divergence(q_z, Independent(Normal(zeros_z, torch.ones_like(z)), 1))
         kl_f = kl_divergence(q_f, Independent(Normal(zeros_f, torch.ones_like(f)), 1))
-        loss = (kl_z + kl_f - rec).mean()
+        neg_elbo = (kl_z + kl_f - rec).mean()
+        loss = (kl_weight * (kl_z + kl_f) - rec).mean() if kl_weight != 1.0 else neg_elbo
         return loss, {"rec": -rec.mean().detach(), "kl_z": kl_z.mean().detach(),
-                      "kl_f": kl_f.mean().detach(), "loss": loss.detach()}
+                      "kl_f": kl_f.mean().detach(), "loss": neg_elbo.detach()}
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()

@@ -32,14 +32,28 @@ FRAME_ENCODER_CHANNELS = (4, 8)
 FRAME_DECODER_CHANNELS = (16, 8)
 
 
-class MLPEncoder(nn.Module):
-    """(B, D) vectors (or (B,) class indices when ``categorical``) -> (B, hidden): two ReLU layers."""
+# The activations of the MLP networks ("vector" and "categorical" modalities): "relu", or "swish"
+# (x * sigmoid(x), as MVAE's reference code uses).
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "swish": nn.SiLU}
 
-    def __init__(self, input_dim: int, hidden: int = 512, categorical: bool = False) -> None:
+
+def _activation(name: str) -> type[nn.Module]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
+class MLPEncoder(nn.Module):
+    """(B, D) vectors (or (B,) class indices when ``categorical``) -> (B, hidden): two layers with
+    ``activation`` (see ACTIVATIONS)."""
+
+    def __init__(self, input_dim: int, hidden: int = 512, categorical: bool = False,
+                 activation: str = "relu") -> None:
         super().__init__()
         self.input_dim, self.out_dim, self.categorical = input_dim, hidden, categorical
-        self.net = nn.Sequential(nn.Linear(input_dim, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, hidden), nn.ReLU())
+        act = _activation(activation)
+        self.net = nn.Sequential(nn.Linear(input_dim, hidden), act(),
+                                 nn.Linear(hidden, hidden), act())
 
     def forward(self, x: Tensor) -> Tensor:
         x = as_one_hot(x, self.input_dim) if self.categorical else x.float()
@@ -47,13 +61,16 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """(B, L) latent -> (B, D) likelihood parameters (means or logits): two ReLU layers + linear."""
+    """(B, L) latent -> (B, D) likelihood parameters (means or logits): two layers with
+    ``activation`` (see ACTIVATIONS) + linear."""
 
-    def __init__(self, latent_dim: int, output_dim: int, hidden: int = 512) -> None:
+    def __init__(self, latent_dim: int, output_dim: int, hidden: int = 512,
+                 activation: str = "relu") -> None:
         super().__init__()
         self.output_dim = output_dim
-        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, hidden), nn.ReLU(),
+        act = _activation(activation)
+        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), act(),
+                                 nn.Linear(hidden, hidden), act(),
                                  nn.Linear(hidden, output_dim))
 
     def forward(self, z: Tensor) -> Tensor:
@@ -128,10 +145,13 @@ class ClipDecoder(nn.Module):
 SEQUENCE_ENCODERS = ("lstm", "bilstm")
 
 
-def build_pre_encoder(spec: ModalitySpec, hidden: int = 512, sequence_encoder: str = "lstm") -> nn.Module:
+def build_pre_encoder(spec: ModalitySpec, hidden: int = 512, sequence_encoder: str = "lstm",
+                      activation: str = "relu") -> nn.Module:
     """Observation -> (B, hidden) vector; the module exposes ``out_dim``. ``sequence_encoder`` picks
     the reader of "sequence" modalities: "lstm" (the paper's, :class:`SequenceEncoder`) or
-    "bilstm" (:class:`~dispart.nn.frames.MeanBiLSTMEncoder`)."""
+    "bilstm" (:class:`~dispart.nn.frames.MeanBiLSTMEncoder`); ``activation`` that of the MLPs of
+    "categorical" and "vector" modalities (the other networks keep their ReLUs)."""
+    _activation(activation)
     if sequence_encoder not in SEQUENCE_ENCODERS:
         raise ValueError(f"sequence_encoder must be one of {SEQUENCE_ENCODERS}, got {sequence_encoder!r}")
     if spec.kind == "sequence":
@@ -143,14 +163,18 @@ def build_pre_encoder(spec: ModalitySpec, hidden: int = 512, sequence_encoder: s
     if spec.kind == "image":
         return ImageEncoder(spec.shape, hidden=hidden)  # type: ignore[arg-type]
     if spec.kind in ("categorical", "vector"):
-        return MLPEncoder(spec.shape[0], hidden, categorical=spec.kind == "categorical")
+        return MLPEncoder(spec.shape[0], hidden, categorical=spec.kind == "categorical",
+                          activation=activation)
     raise ValueError(f"modality {spec.name!r}: unknown kind {spec.kind!r}")
 
 
-def build_decoder(spec: ModalitySpec, latent_dim: int, hidden: int = 512) -> nn.Module:
+def build_decoder(spec: ModalitySpec, latent_dim: int, hidden: int = 512,
+                  activation: str = "relu") -> nn.Module:
     """(B, latent_dim) [+ (B,) lengths for "sequence" and "frames"] -> likelihood parameters with
     the observation's shape (means for Gaussian likelihoods, logits for Bernoulli and categorical
-    ones): (B, max(lengths), *spec.shape) for the dynamic kinds, zero past each length."""
+    ones): (B, max(lengths), *spec.shape) for the dynamic kinds, zero past each length.
+    ``activation``: that of the MLPs of "categorical" and "vector" modalities."""
+    _activation(activation)
     if spec.kind == "sequence":
         return SequenceDecoder(latent_dim, spec.shape[0], hidden)
     if spec.kind == "frames":
@@ -158,6 +182,6 @@ def build_decoder(spec: ModalitySpec, latent_dim: int, hidden: int = 512) -> nn.
     if spec.kind == "image":
         return ImageDecoder(latent_dim, spec.shape, hidden=hidden)  # type: ignore[arg-type]
     if spec.kind in ("categorical", "vector"):
-        return MLPDecoder(latent_dim, spec.shape[0], hidden)
+        return MLPDecoder(latent_dim, spec.shape[0], hidden, activation)
     raise ValueError(f"modality {spec.name!r}: unknown kind {spec.kind!r}")
 

@@ -259,17 +259,40 @@ class EpochPairing(L.Callback):
 
 
 class LabelledImages(Dataset):
-    """MNIST as two modalities: items ``{"image": array of ``shape``, "label": int class}``."""
+    """MNIST as two modalities: items ``{"image": array of ``shape``, "label": int class}``.
 
-    def __init__(self, images: ModalitySet, shape: Sequence[int]) -> None:
+    ``redraw=True`` (``data.binarize=dynamic``): item ``i`` of epoch ``e`` is a new binary image,
+    pixel ~ Bernoulli(intensity), drawn from ``(seed, e, i)`` alone (so a resumed run draws the
+    same images), from the set's ``meta["intensity"]``.
+    """
+
+    def __init__(self, images: ModalitySet, shape: Sequence[int], redraw: bool = False,
+                 seed: int = 0) -> None:
+        self.shape = tuple(shape)
         self.images = np.asarray(images.examples).reshape(len(images), *shape).astype(np.float32, copy=False)
         self.labels = np.asarray([int(y) for y in images.labels], dtype=np.int64)
+        self.intensity: list[np.ndarray] | None = None
+        if redraw:
+            if "intensity" not in images.meta:
+                raise ConfigError("data.binarize=dynamic: the training images carry no intensities "
+                                  "to redraw from (meta['intensity'], set by the MNIST loader)")
+            self.intensity = images.meta["intensity"]
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": self.images[i], "label": int(self.labels[i])}
+        if self.intensity is None:
+            image = self.images[i]
+        else:
+            p = np.asarray(self.intensity[i], dtype=np.float32)
+            u = np.random.default_rng((self.seed, self.epoch, i)).random(p.shape, dtype=np.float32)
+            image = (u < p).astype(np.float32).reshape(self.shape)
+        return {"image": image, "label": int(self.labels[i])}
 
 
 class ImageLabelDataModule(_BatchedDataModule):
@@ -278,22 +301,23 @@ class ImageLabelDataModule(_BatchedDataModule):
     ``paired_fraction`` of the training examples stay paired; the rest is split into image-only
     and label-only examples with the pairing shuffled away (``unpaired="split"``) or dropped
     (``"drop"``, for models that need complete examples such as JMVAE). Batches carry
-    ``"<m>:present"`` masks where rows lack a modality.
+    ``"<m>:present"`` masks where rows lack a modality. ``redraw``: new binary training images
+    every epoch (:class:`LabelledImages`, ``data.binarize=dynamic``).
     """
 
     def __init__(self, data: ExperimentData, specs: Sequence[ModalitySpec], batch_size: int = 256,
                  seed: int = 0, num_workers: int = 0, paired_fraction: float = 1.0,
-                 unpaired: str = "split") -> None:
+                 unpaired: str = "split", redraw: bool = False) -> None:
         super().__init__()
         self.data, self.specs = data, list(specs)
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        self.paired_fraction, self.unpaired = paired_fraction, unpaired
+        self.paired_fraction, self.unpaired, self.redraw = paired_fraction, unpaired, redraw
         self.dataset: Dataset | None = None
         self.sampler: ResumableBatches | None = None
 
     def setup(self, stage: str | None = None) -> None:
         image = next(s for s in self.specs if s.name == "image")
-        base = LabelledImages(self.data.split("image", "train"), image.shape)
+        base = LabelledImages(self.data.split("image", "train"), image.shape, self.redraw, self.seed)
         names = [s.name for s in self.specs]
         if self.paired_fraction < 1.0 and len(names) > 1:
             self.dataset = WeaklyPaired(base, names, self.paired_fraction, seed=self.seed,

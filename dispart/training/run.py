@@ -305,6 +305,9 @@ def _datamodule(cfg: ExperimentConfig, data: ExperimentData) -> L.LightningDataM
     if missing:
         raise ConfigError(f"model.modalities include {missing} but the data given has only "
                           f"{data.modalities}" + (" (no speech)" if "audio" in missing else ""))
+    if cfg.data.binarize == "dynamic" and not set(cfg.model.modalities) <= {"image", "label"}:
+        raise ConfigError(f"data.binarize=dynamic redraws the images of image + label runs only; "
+                          f"model.modalities are {cfg.model.modalities} (use data.binarize=stochastic)")
     if data.pairing == "label":
         if not uses_speech(cfg):
             raise ConfigError(f"data.pairing=label pairs 'audio' with 'image' by class; model.modalities "
@@ -319,7 +322,8 @@ def _datamodule(cfg: ExperimentConfig, data: ExperimentData) -> L.LightningDataM
                               "data.paired_fraction < 1 set data.unpaired=drop")
         return ImageLabelDataModule(data, [specs[m] for m in cfg.model.modalities],
                                     cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
-                                    cfg.data.paired_fraction, cfg.data.unpaired)
+                                    cfg.data.paired_fraction, cfg.data.unpaired,
+                                    redraw=cfg.data.binarize == "dynamic")
     return PairedDataModule(data, cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
                             augment=augment, bucket_pool=cfg.train.bucket_pool, pairing="example",
                             specs=[specs[m] for m in cfg.model.modalities])
