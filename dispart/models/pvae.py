@@ -517,20 +517,20 @@ class PVAE(MultimodalModel):
         running = self.running_speaker
         first = running and int(self.speaker_xcorr_batches) == 0
         for which, (heads, h) in sources.items():
-            mean = heads_only_mean(heads, SEMANTIC, h)
-            if not running:
-                total = total + cross_correlation(mean, onehot)
-                continue
-            total = total + self.running_term(getattr(self, f"speaker_xcorr_{which}"),
-                                              correlation_matrix(mean, onehot), first)
+            average = getattr(self, f"speaker_xcorr_{which}") if running else None
+            total = total + self.correlation_term(heads_only_mean(heads, SEMANTIC, h), onehot, average, first)
         if running and self.training:
             self.speaker_xcorr_batches += 1
         return total
 
-    def running_term(self, average: Tensor, now: Tensor, first: bool) -> Tensor:
-        """``running_cross_correlation`` of this batch's correlation matrix ``now`` against the
-        buffer ``average`` (against ``now`` itself on the first batch); in training mode the
-        buffer then takes ``now`` with weight 1 - xcorr_momentum (all of it on the first batch)."""
+    def correlation_term(self, x: Tensor, y: Tensor, average: Tensor | None, first: bool) -> Tensor:
+        """``cross_correlation(x, y)`` without a running buffer (``average`` None); with one,
+        ``running_cross_correlation`` of this batch's correlation matrix against ``average``
+        (against itself on the first batch), and in training mode the buffer then takes this
+        batch's matrix with weight 1 - xcorr_momentum (all of it on the first batch)."""
+        if average is None:
+            return cross_correlation(x, y)
+        now = correlation_matrix(x, y)
         value = running_cross_correlation(now, now if first else average.clone())
         if self.training:
             average.copy_(now.detach() if first else
@@ -593,11 +593,8 @@ class PVAE(MultimodalModel):
                     continue
                 content = r[n][SEMANTIC].mean.detach()
                 for which, mean in means.items():
-                    if not running:
-                        total = total + cross_correlation(mean, content)
-                        continue
-                    total = total + self.running_term(getattr(self, f"xcorr_{m}_{n}_{which}"),
-                                                      correlation_matrix(mean, content), first)
+                    average = getattr(self, f"xcorr_{m}_{n}_{which}") if running else None
+                    total = total + self.correlation_term(mean, content, average, first)
         if running and self.training:
             self.xcorr_batches += 1
         return total
