@@ -130,7 +130,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--official", default="paper", help="tag in pvae_partition.json for the official block")
     ap.add_argument("--unseen", default="config", help="tag in pvae_unseen.json")
-    ap.add_argument("--loso", default="robust", help="tag in pvae_loso.json")
+    ap.add_argument("--loso", default="robust_bilstm", help="tag in pvae_loso.json")
     ap.add_argument("--out", default=str(RESULTS / "pvae.json"))
     args = ap.parse_args()
     out: dict[str, Any] = {"units": "fractions in [0, 1] (0.95 = 95 %) unless a key says minutes or seconds"}

@@ -37,7 +37,7 @@ from dispart.errors import ConfigError
 from dispart.files import atomic_write
 from dispart.models.pvae import SPEAKER_PENALTIES
 from dispart.models.registry import REGISTRY, entry
-from dispart.nn.modality import ACTIVATIONS, SEQUENCE_ENCODERS
+from dispart.nn.modality import ACTIVATIONS, CATEGORICAL_INITS, SEQUENCE_ENCODERS
 
 DEFAULT_MODEL = "pvae"
 
@@ -308,6 +308,8 @@ RULES: dict[str, Rule] = {
     "model.speaker_penalty": one_of(*SPEAKER_PENALTIES),
     "model.sequence_encoder": one_of(*SEQUENCE_ENCODERS),
     "model.activation": one_of(*ACTIVATIONS),
+    "model.decoder_layers": COUNT,
+    "model.categorical_init": one_of(*CATEGORICAL_INITS),
     "model.penalty_start": NONNEG,
     "model.alpha": NONNEG,
     "model.k": NONNEG,

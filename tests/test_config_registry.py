@@ -37,9 +37,9 @@ OWN_DEFAULTS = {  # each model's own fields and defaults (= the old flat default
     "jmvae_kl": {"latent_dim": 96, "hidden": 512, "alpha": 0.1},
     "jmvae": {"latent_dim": 96, "hidden": 512},
     "mvae": {"latent_dim": 96, "hidden": 512, "k": 0, "lambdas": None, "beta": 1.0, "anneal_steps": 0,
-             "activation": "relu"},
+             "activation": "relu", "decoder_layers": 2, "categorical_init": "linear"},
     "mvae_q": {"latent_dim": 96, "hidden": 512, "k": 0, "lambdas": None, "beta": 1.0,
-               "anneal_steps": 0, "activation": "relu"},
+               "anneal_steps": 0, "activation": "relu", "decoder_layers": 2, "categorical_init": "linear"},
     "vae": {"latent_dim": 96, "hidden": 512},
 }
 MODALITIES = {"vae": "[image]"}  # vae takes one modality; the others the default [audio, image]
@@ -276,14 +276,16 @@ def test_an_old_saved_config_loads_without_the_other_models_fields(tmp_path):
     cfg = load_config(path)
     assert cfg.to_dict()["model"] == {k: OLD_MODEL[k] for k in [
         "name", "display_name", "modalities", "image_net", "latent_dim", "hidden", "k", "lambdas",
-        "beta", "anneal_steps"]} | {"activation": "relu"}  # a field added since: its default
+        "beta", "anneal_steps"]} | {"activation": "relu", "decoder_layers": 2,
+                                      "categorical_init": "linear"}  # fields added since
     assert (cfg.train.max_steps, cfg.data.binarize) == (3, "stochastic")
     assert model_hparams(cfg) == {  # what the old model_hparams gave for this file
         "name": "mvae", "modalities": [
             {"name": "image", "kind": "vector", "shape": [784], "likelihood": "bernoulli"},
             {"name": "label", "kind": "categorical", "shape": [10], "likelihood": "categorical"}],
         "latent_dim": 64, "hidden": 16, "k": 0, "lambdas": {"image": 1.0, "label": 50.0},
-        "beta": 1.0, "anneal_steps": 1200, "activation": "relu"}
+        "beta": 1.0, "anneal_steps": 1200, "activation": "relu", "decoder_layers": 2,
+        "categorical_init": "linear"}
     # an old pvae run: the mvae/jmvae fields at their old defaults are dropped the same way
     pvae = load_config(_old_file(tmp_path, name="pvae", modalities=["audio", "image"],
                                  image_net="cnn", lambdas=None, anneal_steps=0, latent_dim=96))

@@ -235,3 +235,45 @@ def test_swish_activation_replaces_every_relu_of_the_mlp_experts_and_decoders():
     assert rebuilt.activation == "swish" and swish.hparams()["activation"] == "swish"
     with pytest.raises(ValueError, match="activation must be one of"):
         MVAE(specs, latent_dim=4, hidden=8, activation="gelu")
+
+
+def test_decoder_layers_sets_the_hidden_layers_of_the_mlp_decoders_only():
+    specs = [vec("image", 784), LAB]
+    deep = MVAE(specs, latent_dim=4, hidden=8, decoder_layers=3, activation="swish")
+
+    def linears(module):
+        return [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, torch.nn.Linear)]
+
+    # the reference code's MNIST decoders: latent -> 8 -> 8 -> 8 -> output
+    assert linears(deep.decoders["image"]) == [(4, 8), (8, 8), (8, 8), (8, 784)]
+    assert linears(deep.decoders["label"]) == [(4, 8), (8, 8), (8, 8), (8, 10)]
+    assert linears(MVAE(specs, latent_dim=4, hidden=8).decoders["image"]) == [(4, 8), (8, 8), (8, 784)]
+    assert linears(deep.experts["image"]) == [(784, 8), (8, 8), (8, 8)]  # experts unchanged (head 2x4)
+    assert deep.hparams()["decoder_layers"] == 3
+    rebuilt = build_model(deep.hparams())
+    rebuilt.load_state_dict(deep.state_dict())
+    assert rebuilt.decoder_layers == 3
+    with pytest.raises(ValueError, match="layers must be >= 1"):
+        MVAE(specs, latent_dim=4, hidden=8, decoder_layers=0)
+
+
+def test_embedding_init_draws_the_label_experts_first_layer_from_n01_with_no_bias():
+    specs = [vec("image", 784), LAB]
+    torch.manual_seed(0)
+    emb = MVAE(specs, latent_dim=4, hidden=256, categorical_init="embedding")
+    torch.manual_seed(0)
+    lin = MVAE(specs, latent_dim=4, hidden=256)
+    first = emb.experts["label"].pre.net[0]
+    assert first.weight.shape == (256, 10) and torch.count_nonzero(first.bias) == 0
+    assert 0.9 < float(first.weight.std()) < 1.1  # N(0, 1) over 2,560 draws (nn.Embedding's init)
+    assert float(lin.experts["label"].pre.net[0].weight.abs().max()) <= 10 ** -0.5  # U(+-1/sqrt(10))
+    # only that layer: the image expert is the same draw in both (it is built first)
+    assert torch.equal(emb.experts["image"].pre.net[0].weight, lin.experts["image"].pre.net[0].weight)
+    # a label's hidden vector is its weight column through the activation, as an embedding's row
+    y = torch.tensor([3])
+    h = emb.experts["label"].pre.net[:2](torch.nn.functional.one_hot(y, 10).float())
+    assert torch.allclose(h[0], torch.relu(first.weight[:, 3]))
+    rebuilt = build_model(emb.hparams())
+    assert rebuilt.categorical_init == "embedding" and emb.hparams()["categorical_init"] == "embedding"
+    with pytest.raises(ValueError, match="categorical_init must be one of"):
+        MVAE(specs, latent_dim=4, hidden=8, categorical_init="xavier")

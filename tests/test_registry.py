@@ -38,8 +38,10 @@ DEFAULTS = {
                  speaker_penalty="critic", sequence_encoder="lstm"),
     "jmvae_kl": dict(latent_dim=96, hidden=512, alpha=0.1),
     "jmvae": dict(latent_dim=96, hidden=512),
-    "mvae": dict(latent_dim=96, hidden=512, k=0, lambdas=None, beta=1.0, anneal_steps=0, activation="relu"),
-    "mvae_q": dict(latent_dim=96, hidden=512, k=0, lambdas=None, beta=1.0, anneal_steps=0, activation="relu"),
+    "mvae": dict(latent_dim=96, hidden=512, k=0, lambdas=None, beta=1.0, anneal_steps=0, activation="relu",
+                  decoder_layers=2, categorical_init="linear"),
+    "mvae_q": dict(latent_dim=96, hidden=512, k=0, lambdas=None, beta=1.0, anneal_steps=0, activation="relu",
+                  decoder_layers=2, categorical_init="linear"),
     "vae": dict(latent_dim=96, hidden=512),
 }
 SMALL = {"pvae": dict(semantic_dim=3, style_dim=2, hidden=8), "vae": dict(latent_dim=3, hidden=8)}

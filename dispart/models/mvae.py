@@ -53,7 +53,10 @@ class MVAEConfig:
 
     k: random subsets in the sub-sampled objective; lambdas: per-modality likelihood weights
     (None: 1 for every modality); beta: KL weight after annealing over ``anneal_steps`` steps;
-    activation: of the MLP experts and decoders ("relu", or "swish" as the reference code).
+    activation: of the MLP experts and decoders ("relu", or "swish" as the reference code);
+    decoder_layers: hidden layers of the MLP decoders (2; the reference code's MNIST decoders: 3);
+    categorical_init: first layer of the experts of categorical modalities, "linear" or
+    "embedding" (the reference code's nn.Embedding, N(0, 1); see dispart.nn.modality).
     """
 
     latent_dim: int = 96
@@ -63,14 +66,17 @@ class MVAEConfig:
     beta: float = 1.0
     anneal_steps: int = 0
     activation: str = "relu"
+    decoder_layers: int = 2
+    categorical_init: str = "linear"
 
 
 class Expert(nn.Module):
     """q~(z | x^m): a pre-encoder and a head emitting (mean, raw log-variance)."""
 
-    def __init__(self, spec: ModalitySpec, latent_dim: int, hidden: int, activation: str = "relu") -> None:
+    def __init__(self, spec: ModalitySpec, latent_dim: int, hidden: int, activation: str = "relu",
+                 categorical_init: str = "linear") -> None:
         super().__init__()
-        self.pre = build_pre_encoder(spec, hidden, activation=activation)
+        self.pre = build_pre_encoder(spec, hidden, activation=activation, categorical_init=categorical_init)
         self.head = ExpertHead(self.pre.out_dim, latent_dim)
 
     def forward(self, x: Modality) -> tuple[Tensor, Tensor]:
@@ -97,9 +103,10 @@ class MVAEInference(nn.Module):
     """MVAE's inference model: one expert q~(z | x^m) per modality (``experts``)."""
 
     def __init__(self, specs: Sequence[ModalitySpec], latent_dim: int, hidden: int,
-                 activation: str = "relu") -> None:
+                 activation: str = "relu", categorical_init: str = "linear") -> None:
         super().__init__()
-        self.experts = nn.ModuleDict({s.name: Expert(s, latent_dim, hidden, activation) for s in specs})
+        self.experts = nn.ModuleDict({s.name: Expert(s, latent_dim, hidden, activation, categorical_init)
+                                      for s in specs})
 
 
 class MVAE(MultimodalModel):
@@ -118,6 +125,8 @@ class MVAE(MultimodalModel):
         beta: float = 1.0,
         anneal_steps: int = 0,
         activation: str = "relu",
+        decoder_layers: int = 2,
+        categorical_init: str = "linear",
         quotient: bool = False,
     ) -> None:
         super().__init__(modalities)
@@ -135,8 +144,11 @@ class MVAE(MultimodalModel):
             self.name = "mvae_q"
         # Experts before decoders, and registered first: the same initial weights for a seed
         # and the same parameter order (optimizer states of older checkpoints) as before.
-        self.inference = MVAEInference(modalities, latent_dim, hidden, activation)
-        decoders = {s.name: build_decoder(s, latent_dim, hidden, activation) for s in modalities}
+        self.categorical_init = categorical_init
+        self.inference = MVAEInference(modalities, latent_dim, hidden, activation, categorical_init)
+        self.decoder_layers = int(decoder_layers)
+        decoders = {s.name: build_decoder(s, latent_dim, hidden, activation, self.decoder_layers)
+                    for s in modalities}
         self.generative = Generative(standard_priors(self.latents), decoders)
         # Training steps seen, for beta annealing; saved with the weights so resuming continues.
         self.register_buffer("anneal_step", torch.zeros((), dtype=torch.long))

@@ -37,6 +37,13 @@ FRAME_DECODER_CHANNELS = (16, 8)
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "swish": nn.SiLU}
 
 
+# The initialisation of the first layer of a "categorical" modality's MLP (a Linear on one-hot
+# classes): "linear" (torch's Linear default, U(+-1/sqrt(classes)) weights and bias) or
+# "embedding" (N(0, 1) weights, zero bias: nn.Embedding's, as MVAE's reference code has; it decides
+# whether MVAE's image and label experts share latent dimensions, docs/results.md).
+CATEGORICAL_INITS = ("linear", "embedding")
+
+
 def _activation(name: str) -> type[nn.Module]:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {name!r}")
@@ -45,15 +52,22 @@ def _activation(name: str) -> type[nn.Module]:
 
 class MLPEncoder(nn.Module):
     """(B, D) vectors (or (B,) class indices when ``categorical``) -> (B, hidden): two layers with
-    ``activation`` (see ACTIVATIONS)."""
+    ``activation`` (see ACTIVATIONS); ``categorical_init`` (see CATEGORICAL_INITS) initialises the
+    first layer of a categorical input."""
 
     def __init__(self, input_dim: int, hidden: int = 512, categorical: bool = False,
-                 activation: str = "relu") -> None:
+                 activation: str = "relu", categorical_init: str = "linear") -> None:
         super().__init__()
+        if categorical_init not in CATEGORICAL_INITS:
+            raise ValueError(f"categorical_init must be one of {list(CATEGORICAL_INITS)}, "
+                             f"got {categorical_init!r}")
         self.input_dim, self.out_dim, self.categorical = input_dim, hidden, categorical
         act = _activation(activation)
         self.net = nn.Sequential(nn.Linear(input_dim, hidden), act(),
                                  nn.Linear(hidden, hidden), act())
+        if categorical and categorical_init == "embedding":
+            nn.init.normal_(self.net[0].weight)
+            nn.init.zeros_(self.net[0].bias)
 
     def forward(self, x: Tensor) -> Tensor:
         x = as_one_hot(x, self.input_dim) if self.categorical else x.float()
@@ -61,17 +75,20 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """(B, L) latent -> (B, D) likelihood parameters (means or logits): two layers with
-    ``activation`` (see ACTIVATIONS) + linear."""
+    """(B, L) latent -> (B, D) likelihood parameters (means or logits): ``layers`` hidden layers
+    of width ``hidden`` with ``activation`` (see ACTIVATIONS) + linear."""
 
     def __init__(self, latent_dim: int, output_dim: int, hidden: int = 512,
-                 activation: str = "relu") -> None:
+                 activation: str = "relu", layers: int = 2) -> None:
         super().__init__()
+        if layers < 1:
+            raise ValueError(f"MLPDecoder: layers must be >= 1, got {layers}")
         self.output_dim = output_dim
         act = _activation(activation)
-        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), act(),
-                                 nn.Linear(hidden, hidden), act(),
-                                 nn.Linear(hidden, output_dim))
+        body: list[nn.Module] = []
+        for i in range(layers):
+            body += [nn.Linear(latent_dim if i == 0 else hidden, hidden), act()]
+        self.net = nn.Sequential(*body, nn.Linear(hidden, output_dim))
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
@@ -146,11 +163,12 @@ SEQUENCE_ENCODERS = ("lstm", "bilstm")
 
 
 def build_pre_encoder(spec: ModalitySpec, hidden: int = 512, sequence_encoder: str = "lstm",
-                      activation: str = "relu") -> nn.Module:
+                      activation: str = "relu", categorical_init: str = "linear") -> nn.Module:
     """Observation -> (B, hidden) vector; the module exposes ``out_dim``. ``sequence_encoder`` picks
     the reader of "sequence" modalities: "lstm" (the paper's, :class:`SequenceEncoder`) or
     "bilstm" (:class:`~dispart.nn.frames.MeanBiLSTMEncoder`); ``activation`` that of the MLPs of
-    "categorical" and "vector" modalities (the other networks keep their ReLUs)."""
+    "categorical" and "vector" modalities (the other networks keep their ReLUs);
+    ``categorical_init`` the first layer's of "categorical" ones (see CATEGORICAL_INITS)."""
     _activation(activation)
     if sequence_encoder not in SEQUENCE_ENCODERS:
         raise ValueError(f"sequence_encoder must be one of {SEQUENCE_ENCODERS}, got {sequence_encoder!r}")
@@ -164,16 +182,17 @@ def build_pre_encoder(spec: ModalitySpec, hidden: int = 512, sequence_encoder: s
         return ImageEncoder(spec.shape, hidden=hidden)  # type: ignore[arg-type]
     if spec.kind in ("categorical", "vector"):
         return MLPEncoder(spec.shape[0], hidden, categorical=spec.kind == "categorical",
-                          activation=activation)
+                          activation=activation, categorical_init=categorical_init)
     raise ValueError(f"modality {spec.name!r}: unknown kind {spec.kind!r}")
 
 
 def build_decoder(spec: ModalitySpec, latent_dim: int, hidden: int = 512,
-                  activation: str = "relu") -> nn.Module:
+                  activation: str = "relu", mlp_layers: int = 2) -> nn.Module:
     """(B, latent_dim) [+ (B,) lengths for "sequence" and "frames"] -> likelihood parameters with
     the observation's shape (means for Gaussian likelihoods, logits for Bernoulli and categorical
     ones): (B, max(lengths), *spec.shape) for the dynamic kinds, zero past each length.
-    ``activation``: that of the MLPs of "categorical" and "vector" modalities."""
+    ``activation`` and ``mlp_layers`` (hidden layers): those of the MLPs of "categorical" and
+    "vector" modalities."""
     _activation(activation)
     if spec.kind == "sequence":
         return SequenceDecoder(latent_dim, spec.shape[0], hidden)
@@ -182,6 +201,6 @@ def build_decoder(spec: ModalitySpec, latent_dim: int, hidden: int = 512,
     if spec.kind == "image":
         return ImageDecoder(latent_dim, spec.shape, hidden=hidden)  # type: ignore[arg-type]
     if spec.kind in ("categorical", "vector"):
-        return MLPDecoder(latent_dim, spec.shape[0], hidden, activation)
+        return MLPDecoder(latent_dim, spec.shape[0], hidden, activation, mlp_layers)
     raise ValueError(f"modality {spec.name!r}: unknown kind {spec.kind!r}")
 

@@ -1,0 +1,237 @@
+"""The MVAE authors' own MNIST network, trained by their recipe, seen with our measures.
+
+Does the reference implementation (github.com/mhw32/multimodal-vae-public, ``mnist/model.py``)
+keep its image and label experts on shared latent dimensions, which the paper's Table 2 joint
+log p(x1, x2) needs, or does it split them as dispart's MVAE does (benchmarks/mvae_experts.py)?
+The script imports the reference ``MVAE`` class from a checkout you name (nothing of it is copied
+here; its ``train.py`` needs torchvision, so the recipe is re-written below from its description:
+Adam lr 1e-3, batch 100, sum of the three ELBOs of the full, image-only and label-only inputs,
+Bernoulli cross-entropy on the grey levels of the training images, label cross-entropy weighted
+``--lambda-text``, KL weighted linearly from 0 to 1 over ``--annealing-epochs`` epochs, per batch)
+and measures, on MNIST test images binarised with dispart's fixed draw:
+
+- every epoch: image -> label accuracy (mean of q(z | image), label decoder's argmax);
+- at the end: the experts' mean precision per dimension and their overlap
+  (``mvae_experts.expert_dimensions``), and importance-sampled log p(x1), log p(x1, x2) with
+  q(z | x1) as proposal (the paper's), K samples on the first ``--n-test`` test images, and their
+  difference, the log-probability of the label given the image (paper: -86.255 - -86.026 = -0.23).
+
+    git --git-dir /work/.mirror/mhw32+multimodal-vae-public/repo show HEAD:mnist/model.py > /tmp/ref/model.py
+    OMP_NUM_THREADS=1 python benchmarks/mvae_reference.py --reference /tmp/ref/model.py \\
+        --data-dir ../shared/data --epochs 30 --annealing-epochs 12 --results mvae_reference
+
+Writes benchmarks/results/RESULTS.json with the command; ``--evaluate-only --weights W`` scores saved
+weights again (into the same file, keeping its training history, when that file trained W).
+Exit 0 with a message when the MNIST file or the reference model file is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch.distributions import Bernoulli, Categorical, Independent, Normal
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the checkout's dispart, installed or not
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from mvae_experts import expert_dimensions  # noqa: E402
+
+from dispart.batches.loaders import BINARIZE_SEED, binarize_images  # noqa: E402
+from dispart.data.mnist import load_mnist  # noqa: E402
+from dispart.files import atomic_write_json, atomic_write_with, read_json  # noqa: E402
+
+
+def load_reference(path: Path) -> type:
+    """The ``MVAE`` class of the reference's mnist/model.py at ``path``."""
+    spec = importlib.util.spec_from_file_location("mvae_reference_model", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"{path}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.MVAE
+
+
+def elbo_terms(model: torch.nn.Module, image: torch.Tensor | None, label: torch.Tensor | None,
+               target: torch.Tensor, y: torch.Tensor, lambda_text: float, kl_weight: float) -> torch.Tensor:
+    """Batch mean of -ELBO for the inputs given (None: absent), reconstructing only those given.
+    image, target: (B, 784) in [0, 1]; label, y: (B,) int64."""
+    image_logits, label_logits, mu, logvar = model(image, label)
+    loss = torch.zeros(len(target))
+    if image is not None:
+        loss = loss + F.binary_cross_entropy_with_logits(image_logits, target, reduction="none").sum(1)
+    if label is not None:
+        loss = loss + lambda_text * F.cross_entropy(label_logits, y, reduction="none")
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+    return (loss + kl_weight * kl).mean()
+
+
+@torch.no_grad()
+def image_to_label(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of argmax p(label | mean of q(z | image)) over (N, 784) images x, (N,) labels y."""
+    mu, _ = model.infer(x, None)
+    return float((model.text_decoder(mu).argmax(1) == y).float().mean())
+
+
+@torch.no_grad()
+def log_likelihoods(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, k: int,
+                    gen: torch.Generator, chunk: int = 10) -> tuple[float, float]:
+    """Mean over the N examples of log p(x1) and log p(x1, x2) (nats), K importance samples from
+    q(z | x1) per example. x: (N, 784) binary, y: (N,)."""
+    lp_x, lp_xy = [], []
+    for i in range(0, len(x), chunk):
+        xb, yb = x[i:i + chunk], y[i:i + chunk]
+        mu, logvar = model.infer(xb, None)  # (b, L)
+        q = Independent(Normal(mu, (0.5 * logvar).exp()), 1)
+        prior = Independent(Normal(torch.zeros_like(mu), torch.ones_like(mu)), 1)
+        z = q.sample((k,)) if gen is None else mu + (0.5 * logvar).exp() * torch.randn(
+            (k, *mu.shape), generator=gen)  # (K, b, L)
+        log_w = prior.log_prob(z) - q.log_prob(z)  # (K, b)
+        image = Independent(Bernoulli(logits=model.image_decoder(z)), 1)
+        log_w = log_w + image.log_prob(xb.expand(k, -1, -1))
+        log_wy = log_w + Categorical(logits=model.text_decoder(z)).log_prob(yb.expand(k, -1))
+        lp_x.append(torch.logsumexp(log_w, 0) - math.log(k))
+        lp_xy.append(torch.logsumexp(log_wy, 0) - math.log(k))
+    return float(torch.cat(lp_x).mean()), float(torch.cat(lp_xy).mean())
+
+
+@torch.no_grad()
+def log_p_labels(model: torch.nn.Module, latent_dim: int, k: int, gen: torch.Generator) -> torch.Tensor:
+    """(10,) log p(x2 = c) = log E_p(z)[p(c | z)] with K prior samples (the paper's 5,000)."""
+    z = torch.randn(k, latent_dim, generator=gen)
+    return torch.logsumexp(torch.log_softmax(model.text_decoder(z), dim=1), dim=0) - math.log(k)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reference", required=True, help="path of the reference's mnist/model.py")
+    ap.add_argument("--data-dir", required=True, help="folder with mnist/mnist.npz")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--annealing-epochs", type=float, default=12.0,
+                    help="epochs over which the KL weight rises from 0 to 1 (reference: 200 of 500)")
+    ap.add_argument("--lambda-text", type=float, default=10.0, help="label weight (reference code: 10)")
+    ap.add_argument("--n-latents", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--targets", choices=("grey", "dynamic"), default="grey",
+                    help="training targets: grey levels (reference) or a new Bernoulli draw each epoch")
+    ap.add_argument("--text-init", choices=("embedding", "linear"), default="embedding",
+                    help="the label expert's first layer: the reference's nn.Embedding init (N(0, 1)) or "
+                         "that of a Linear on one-hot labels (U(+-1/sqrt(10)) weights plus such a bias), "
+                         "as dispart's expert has")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-test", type=int, default=10000,
+                    help="first test images for the likelihoods (default: all 10,000, as Table 2)")
+    ap.add_argument("--weights", default="",
+                    help="safetensors file: written after training; with --evaluate-only, read instead")
+    ap.add_argument("--evaluate-only", action="store_true", help="no training: measure --weights")
+    ap.add_argument("--k", type=int, default=1000, help="importance samples per test image")
+    ap.add_argument("--k-given", type=int, default=5000, help="prior samples for log p(x2)")
+    ap.add_argument("--results", default="mvae_reference", help="benchmarks/results/NAME.json")
+    args = ap.parse_args(argv)
+
+    npz = Path(args.data_dir) / "mnist" / "mnist.npz"
+    if not npz.is_file() or not Path(args.reference).is_file():
+        print(f"skipped: needs {npz} and the reference model file {args.reference}")
+        return
+    torch.manual_seed(args.seed)
+    mnist = load_mnist(npz)
+    train_x = torch.from_numpy(mnist["train"][0].reshape(-1, 784).astype(np.float32))
+    train_y = torch.from_numpy(mnist["train"][1].astype(np.int64))
+    test_grey = mnist["test"][0].astype(np.float32)  # intensities in [0, 1]
+    test_x = torch.from_numpy(binarize_images(test_grey, "stochastic", BINARIZE_SEED + 1).reshape(-1, 784))
+    test_y = torch.from_numpy(mnist["test"][1].astype(np.int64))
+
+    model = load_reference(Path(args.reference))(args.n_latents)
+    if args.text_init == "linear":
+        emb = model.text_encoder.fc1.weight  # (10, hidden)
+        bound = 1.0 / math.sqrt(emb.shape[0])
+        with torch.no_grad():
+            bias = torch.empty(emb.shape[1]).uniform_(-bound, bound)
+            emb.uniform_(-bound, bound).add_(bias)
+    if args.evaluate_only:
+        if not args.weights:
+            raise SystemExit("--evaluate-only needs --weights")
+        model.load_state_dict(load_file(args.weights))
+        args.epochs = 0
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    gen = torch.Generator().manual_seed(args.seed)
+    n_batches = math.ceil(len(train_x) / args.batch_size)
+    anneal_steps = args.annealing_epochs * n_batches
+    history, step, t0, w = [], 0, time.perf_counter(), 1.0
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train_x), generator=gen)
+        total = 0.0
+        for b in range(n_batches):
+            idx = order[b * args.batch_size:(b + 1) * args.batch_size]
+            grey, y = train_x[idx], train_y[idx]
+            target = grey if args.targets == "grey" else torch.bernoulli(grey, generator=gen)
+            step += 1
+            w = min(1.0, step / anneal_steps) if anneal_steps > 0 else 1.0
+            loss = (elbo_terms(model, target, y, target, y, args.lambda_text, w)
+                    + elbo_terms(model, target, None, target, y, args.lambda_text, w)
+                    + elbo_terms(model, None, y, target, y, args.lambda_text, w))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+        model.eval()
+        acc = image_to_label(model, test_x, test_y)
+        history.append({"epoch": epoch, "kl_weight": round(w, 4), "train_loss": round(total / n_batches, 3),
+                        "image_to_label": round(acc, 4),
+                        "minutes": round((time.perf_counter() - t0) / 60, 2)})
+        print(history[-1], flush=True)
+    if args.weights and not args.evaluate_only:
+        atomic_write_with(args.weights, lambda tmp: save_file(model.state_dict(), tmp))
+
+    model.eval()
+    with torch.no_grad():
+        _, img_logvar = model.image_encoder(test_x[:2000])
+        _, lab_logvar = model.text_encoder(test_y[:2000])
+    dims = expert_dimensions((-img_logvar).exp().mean(0).numpy(), (-lab_logvar).exp().mean(0).numpy())
+    t1 = time.perf_counter()
+    lp_x, lp_xy = log_likelihoods(model, test_x[:args.n_test], test_y[:args.n_test], args.k,
+                                  torch.Generator().manual_seed(args.seed + 1))
+    log_py = log_p_labels(model, args.n_latents, args.k_given, torch.Generator().manual_seed(args.seed + 2))
+    out = {
+        "what": "the MVAE reference code's MNIST network (imported from --reference), trained by its "
+                "recipe; image -> label accuracy per epoch, the experts' dimensions, and log p(x1), "
+                "log p(x1, x2) under q(z | x1) on binarised test images (dispart's fixed draw)",
+        "command": "OMP_NUM_THREADS=1 python benchmarks/mvae_reference.py " + shlex.join(sys.argv[1:]),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("results",)},
+        "history": history,
+        "experts": dims,
+        "n_test": args.n_test, "k": args.k,
+        "log_p_x1": round(lp_x, 3), "log_p_x1_x2": round(lp_xy, 3),
+        "log_p_label_given_image": round(lp_xy - lp_x, 3),
+        # log p(x1 | x2) = log p(x1, x2) - log p(x2), as mvae_tables.py / dispart likelihood
+        "log_p_x1_given_x2": round(lp_xy - float(log_py[test_y[:args.n_test]].mean()), 3),
+        "paper_mvae": {"log_p_x1": -86.026, "log_p_x1_x2": -86.255, "log_p_x1_given_x2": -83.970,
+                       "log_p_label_given_image": -0.229},
+        "likelihood_seconds": round(time.perf_counter() - t1, 1),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }
+    print({k: out[k] for k in ("experts", "log_p_x1", "log_p_x1_x2", "log_p_x1_given_x2",
+                               "log_p_label_given_image")})
+    path = ROOT / "benchmarks" / "results" / f"{args.results}.json"
+    old = read_json(path) if path.is_file() else {}
+    if args.evaluate_only and old.get("settings", {}).get("weights") == args.weights:
+        # the file of the training run of these weights: keep how they were trained
+        out.update(command=old["command"], settings=old["settings"], history=old["history"],
+                   scored_by=out["command"])
+    atomic_write_json(path, out)
+
+
+if __name__ == "__main__":
+    main()
