@@ -8,7 +8,8 @@ averaged over the first ``--n`` test examples, per latent dimension. A dimension
 expert where that mean precision exceeds the prior's (1). Under the product of experts the
 label's share of the joint precision in a dimension is T_label / (1 + T_image + T_label): where
 the label holds most of it and the image expert's precision is near 0, q(z | image) leaves the
-dimension at the prior, so a label read from those dimensions cannot be inferred from an image.
+dimension at the prior, so a label read from those dimensions cannot be inferred from an image;
+``image_to_label`` is that inference's accuracy on the whole test set.
 Prints one line per run and writes benchmarks/results/RESULTS.json with the command.
 """
 
@@ -57,7 +58,17 @@ def measure(run: Path, n: int) -> dict:
         _, image_logvar = r.model.expert_params("image", x)
         _, label_logvar = r.model.expert_params("label", y)
     out = expert_dimensions((-image_logvar).exp().mean(0).numpy(), (-label_logvar).exp().mean(0).numpy())
-    return {"run": str(run), "n": int(len(y)), **out}
+    return {"run": str(run), "n": int(len(y)), **out, "image_to_label": image_to_label(r.model, test, shape)}
+
+
+@torch.no_grad()
+def image_to_label(model: torch.nn.Module, test: object, shape: tuple[int, ...]) -> float:
+    """Accuracy over the whole test set of the label decoder's argmax at the mean of q(z | image)
+    (what benchmarks/mvae_reference.py measures for the reference code)."""
+    x = torch.as_tensor(np.asarray(test.examples, dtype=np.float32)).reshape(-1, *shape)
+    y = torch.as_tensor([int(v) for v in test.labels])
+    mean = model.encode({"image": x})["z"].mean
+    return round(float((model.decoders["label"](mean).argmax(1) == y).float().mean()), 4)
 
 
 def main() -> int:
@@ -72,7 +83,9 @@ def main() -> int:
     if args.results:
         atomic_write_json(Path(__file__).parent / "results" / f"{args.results}.json", {
             "what": "MVAE experts' mean precision per latent dimension on MNIST test images: the "
-                    "dimensions each expert uses (precision > 1, the prior's) and their overlap",
+                    "dimensions each expert uses (precision > 1, the prior's) and their overlap; "
+                    "image_to_label: argmax of the label decoder at the mean of q(z | image), "
+                    "accuracy (fraction) on the whole test set",
             "command": shlex.join(["python", "benchmarks/mvae_experts.py", *sys.argv[1:]]),
             "runs": rows})
     return 0

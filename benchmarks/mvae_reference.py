@@ -20,6 +20,11 @@ and measures, on MNIST test images binarised with dispart's fixed draw:
     OMP_NUM_THREADS=1 python benchmarks/mvae_reference.py --reference /tmp/ref/model.py \\
         --data-dir ../shared/data --epochs 30 --annealing-epochs 12 --results mvae_reference
 
+``--model dispart`` trains dispart's MVAE instead (its options for the reference's networks, the
+reference's initial weights of that seed copied in, the same batches, image draws and noise),
+by dispart's own loss; ``--compare-objective`` checks that loss against the reference's on one
+batch (same weights, same noise) and writes only that; ``--no-likelihood`` skips the likelihoods.
+
 Writes benchmarks/results/RESULTS.json with the command; ``--evaluate-only --weights W`` scores saved
 weights again (into the same file, keeping its training history, when that file trained W).
 Exit 0 with a message when the MNIST file or the reference model file is missing.
@@ -78,6 +83,99 @@ def elbo_terms(model: torch.nn.Module, image: torch.Tensor | None, label: torch.
     # the recorded runs in benchmarks/results/mvae_reference_*.json would no longer be reproduced.
     kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
     return (loss + kl_weight * kl).mean()
+
+
+def dispart_twin(ref: torch.nn.Module, n_latents: int, lambda_text: float) -> torch.nn.Module:
+    """dispart's MVAE with the reference networks' options and ``ref``'s weights copied in (the
+    label expert's first layer, a Linear on one-hot labels, gets the embedding as its weight and a
+    zero bias)."""
+    from dispart.batches.modality import ModalitySpec
+    from dispart.models.mvae import MVAE
+
+    specs = [ModalitySpec("image", "vector", (784,), "bernoulli"),
+             ModalitySpec("label", "categorical", (10,), "categorical")]
+    ours = MVAE(specs, latent_dim=n_latents, hidden=512, lambdas={"image": 1.0, "label": lambda_text},
+                activation="swish", decoder_layers=3, categorical_init="embedding")
+    pairs = [(ours.experts["image"].pre.net[0], ref.image_encoder.fc1),
+             (ours.experts["image"].pre.net[2], ref.image_encoder.fc2),
+             (ours.experts["label"].pre.net[2], ref.text_encoder.fc2)]
+    for name, dec in (("image", ref.image_decoder), ("label", ref.text_decoder)):
+        layers = [dec.fc1, dec.fc2, dec.fc3, dec.fc4]
+        pairs += [(ours.decoders[name].net[2 * j], f) for j, f in enumerate(layers)]
+    with torch.no_grad():
+        for dst, src in pairs:
+            dst.weight.copy_(src.weight)
+            dst.bias.copy_(src.bias)
+        first = ours.experts["label"].pre.net[0]
+        first.weight.copy_(ref.text_encoder.fc1.weight.T)
+        first.bias.zero_()
+        for m, enc in (("image", ref.image_encoder), ("label", ref.text_encoder)):
+            mine = ours.experts[m]
+            mine.head.linear.weight.copy_(torch.cat([enc.fc31.weight, enc.fc32.weight]))
+            mine.head.linear.bias.copy_(torch.cat([enc.fc31.bias, enc.fc32.bias]))
+    return ours
+
+
+class DispartAsReference(torch.nn.Module):
+    """dispart's MVAE seen through the reference model's interface (what this script measures):
+    ``infer``, the experts' (mean, log-variance) and the decoders; trained by its own ``loss``."""
+
+    def __init__(self, mvae: torch.nn.Module) -> None:
+        super().__init__()
+        self.mvae, self.n_latents = mvae, mvae.latent_dim
+
+    def infer(self, image: torch.Tensor | None = None, text: torch.Tensor | None = None):
+        batch = {k: v for k, v in (("image", image), ("label", text)) if v is not None}
+        q = self.mvae.encode(batch)["z"]
+        return q.mean, q.variance.log()
+
+    def image_encoder(self, x: torch.Tensor):
+        return self.mvae.expert_params("image", x)
+
+    def text_encoder(self, y: torch.Tensor):
+        return self.mvae.expert_params("label", y)
+
+    def image_decoder(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mvae.decoders["image"](z)
+
+    def text_decoder(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mvae.decoders["label"](z)
+
+    def training_loss(self, target: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.mvae.loss({"image": target, "label": y}).loss
+
+
+def compare_objectives(ref: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lambda_text: float,
+                       kl_weight: float, seed: int) -> dict:
+    """The reference's training loss (sum of the three -ELBOs) and dispart's MVAE loss on the same
+    batch, same weights (:func:`dispart_twin`) and same noise (both draw z for the full, image-only
+    and label-only inputs in that order from the global RNG, reseeded before each), and the
+    relative differences of their gradients on every copied weight matrix."""
+    ours = dispart_twin(ref, ref.n_latents, lambda_text)
+    steps = 1000
+    ours.anneal_steps = steps
+    ours.anneal_step.fill_(round(kl_weight * steps))
+    torch.manual_seed(seed)
+    loss_ref = sum(elbo_terms(ref, image, label, x, y, lambda_text, kl_weight)
+                   for image, label in ((x, y), (x, None), (None, y)))
+    torch.manual_seed(seed)
+    loss_ours = ours.loss({"image": x, "label": y}).loss
+    ref.zero_grad()
+    loss_ref.backward()
+    loss_ours.backward()
+    enc_i, enc_l = ref.image_encoder, ref.text_encoder
+    grads = {"image expert layer 1": (enc_i.fc1.weight.grad, ours.experts["image"].pre.net[0].weight.grad),
+             "label expert layer 1": (enc_l.fc1.weight.grad.T, ours.experts["label"].pre.net[0].weight.grad),
+             "image expert head": (torch.cat([enc_i.fc31.weight.grad, enc_i.fc32.weight.grad]),
+                                   ours.experts["image"].head.linear.weight.grad),
+             "image decoder output": (ref.image_decoder.fc4.weight.grad,
+                                      ours.decoders["image"].net[6].weight.grad),
+             "label decoder output": (ref.text_decoder.fc4.weight.grad,
+                                      ours.decoders["label"].net[6].weight.grad)}
+    rel = {k: float((a - b).norm() / a.norm()) for k, (a, b) in grads.items()}
+    return {"batch": len(y), "kl_weight": kl_weight, "loss_reference": float(loss_ref.detach()),
+            "loss_dispart": float(loss_ours.detach()), "gradient_relative_difference": rel,
+            "label_bias_gradient_norm": float(ours.experts["label"].pre.net[0].bias.grad.norm())}
 
 
 @torch.no_grad()
@@ -139,8 +237,18 @@ def main(argv: list[str] | None = None) -> None:
                     help="safetensors file: written after training; with --evaluate-only, read instead")
     ap.add_argument("--evaluate-only", action="store_true", help="no training: measure --weights")
     ap.add_argument("--k", type=int, default=1000, help="importance samples per test image")
+    ap.add_argument("--no-likelihood", action="store_true",
+                    help="skip the log-likelihoods (about 15 min at one thread): accuracy and experts only")
     ap.add_argument("--k-given", type=int, default=5000, help="prior samples for log p(x2)")
     ap.add_argument("--results", default="mvae_reference", help="benchmarks/results/NAME.json")
+    ap.add_argument("--model", choices=("reference", "dispart"), default="reference",
+                    help="train the reference's network, or dispart's MVAE with its options for the "
+                         "reference's networks, the reference's initial weights copied in and the same "
+                         "noise and data stream, trained by its own loss (benchmarks/mvae_reference.py "
+                         "--compare-objective checks that loss against the reference's)")
+    ap.add_argument("--compare-objective", action="store_true",
+                    help="no training: the reference's loss and gradients against dispart's MVAE with the "
+                         "same weights and noise on 100 training images (writes only that)")
     args = ap.parse_args(argv)
 
     npz = Path(args.data_dir) / "mnist" / "mnist.npz"
@@ -162,6 +270,21 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             bias = torch.empty(emb.shape[1]).uniform_(-bound, bound)
             emb.uniform_(-bound, bound).add_(bias)
+    if args.compare_objective:
+        gen = torch.Generator().manual_seed(args.seed)
+        x = torch.bernoulli(train_x[:args.batch_size], generator=gen)
+        check = compare_objectives(model, x, train_y[:args.batch_size], args.lambda_text, 0.5, args.seed)
+        print(check)
+        atomic_write_json(ROOT / "benchmarks" / "results" / f"{args.results}.json", {
+            "what": "the reference MVAE's training loss and gradients against dispart's MVAE "
+                    "(model.activation=swish, decoder_layers=3, categorical_init=embedding) with the "
+                    "reference's initial weights copied in, on one batch with the same noise",
+            "command": "python benchmarks/mvae_reference.py " + shlex.join(sys.argv[1:]), **check})
+        return
+    if args.model == "dispart":
+        state = torch.get_rng_state()
+        model = DispartAsReference(dispart_twin(model, args.n_latents, args.lambda_text))
+        torch.set_rng_state(state)  # building it drew weights: the reference run's noise from here on
     if args.evaluate_only:
         if not args.weights:
             raise SystemExit("--evaluate-only needs --weights")
@@ -171,6 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     gen = torch.Generator().manual_seed(args.seed)
     n_batches = math.ceil(len(train_x) / args.batch_size)
     anneal_steps = args.annealing_epochs * n_batches
+    if args.model == "dispart":  # its KL weight at the k-th step, k / anneal_steps, as below
+        model.mvae.anneal_steps = round(anneal_steps)
+        model.mvae.anneal_step.fill_(1)
     history, step, t0, w = [], 0, time.perf_counter(), 1.0
     for epoch in range(1, args.epochs + 1):
         model.train()
@@ -182,9 +308,12 @@ def main(argv: list[str] | None = None) -> None:
             target = grey if args.targets == "grey" else torch.bernoulli(grey, generator=gen)
             step += 1
             w = min(1.0, step / anneal_steps) if anneal_steps > 0 else 1.0
-            loss = (elbo_terms(model, target, y, target, y, args.lambda_text, w)
-                    + elbo_terms(model, target, None, target, y, args.lambda_text, w)
-                    + elbo_terms(model, None, y, target, y, args.lambda_text, w))
+            if args.model == "dispart":
+                loss = model.training_loss(target, y)
+            else:
+                loss = (elbo_terms(model, target, y, target, y, args.lambda_text, w)
+                        + elbo_terms(model, target, None, target, y, args.lambda_text, w)
+                        + elbo_terms(model, None, y, target, y, args.lambda_text, w))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -203,30 +332,37 @@ def main(argv: list[str] | None = None) -> None:
         _, img_logvar = model.image_encoder(test_x[:2000])
         _, lab_logvar = model.text_encoder(test_y[:2000])
     dims = expert_dimensions((-img_logvar).exp().mean(0).numpy(), (-lab_logvar).exp().mean(0).numpy())
-    t1 = time.perf_counter()
-    lp_x, lp_xy = log_likelihoods(model, test_x[:args.n_test], test_y[:args.n_test], args.k,
-                                  torch.Generator().manual_seed(args.seed + 1))
-    log_py = log_p_labels(model, args.n_latents, args.k_given, torch.Generator().manual_seed(args.seed + 2))
     out = {
-        "what": "the MVAE reference code's MNIST network (imported from --reference), trained by its "
-                "recipe; image -> label accuracy per epoch, the experts' dimensions, and log p(x1), "
-                "log p(x1, x2) under q(z | x1) on binarised test images (dispart's fixed draw)",
+        "what": ("the MVAE reference code's MNIST network (imported from --reference)"
+                 if args.model == "reference" else
+                 "dispart's MVAE with the reference networks' options and the reference's initial "
+                 "weights, on the reference run's stream of batches and noise (--model dispart)")
+                + ", trained by the reference's recipe; image -> label accuracy per epoch, the experts' "
+                  "dimensions, and log p(x1), log p(x1, x2) under q(z | x1) on binarised test images "
+                  "(dispart's fixed draw)",
         "command": "OMP_NUM_THREADS=1 python benchmarks/mvae_reference.py " + shlex.join(sys.argv[1:]),
         "settings": {k: v for k, v in vars(args).items() if k not in ("results",)},
         "history": history,
         "experts": dims,
-        "n_test": args.n_test, "k": args.k,
-        "log_p_x1": round(lp_x, 3), "log_p_x1_x2": round(lp_xy, 3),
-        "log_p_label_given_image": round(lp_xy - lp_x, 3),
-        # log p(x1 | x2) = log p(x1, x2) - log p(x2), as mvae_tables.py / dispart likelihood
-        "log_p_x1_given_x2": round(lp_xy - float(log_py[test_y[:args.n_test]].mean()), 3),
-        "paper_mvae": {"log_p_x1": -86.026, "log_p_x1_x2": -86.255, "log_p_x1_given_x2": -83.970,
-                       "log_p_label_given_image": -0.229},
-        "likelihood_seconds": round(time.perf_counter() - t1, 1),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
-    print({k: out[k] for k in ("experts", "log_p_x1", "log_p_x1_x2", "log_p_x1_given_x2",
-                               "log_p_label_given_image")})
+    if not args.no_likelihood:
+        t1 = time.perf_counter()
+        lp_x, lp_xy = log_likelihoods(model, test_x[:args.n_test], test_y[:args.n_test], args.k,
+                                      torch.Generator().manual_seed(args.seed + 1))
+        log_py = log_p_labels(model, args.n_latents, args.k_given,
+                              torch.Generator().manual_seed(args.seed + 2))
+        out.update({
+            "n_test": args.n_test, "k": args.k,
+            "log_p_x1": round(lp_x, 3), "log_p_x1_x2": round(lp_xy, 3),
+            "log_p_label_given_image": round(lp_xy - lp_x, 3),
+            # log p(x1 | x2) = log p(x1, x2) - log p(x2), as mvae_tables.py / dispart likelihood
+            "log_p_x1_given_x2": round(lp_xy - float(log_py[test_y[:args.n_test]].mean()), 3),
+            "paper_mvae": {"log_p_x1": -86.026, "log_p_x1_x2": -86.255, "log_p_x1_given_x2": -83.970,
+                           "log_p_label_given_image": -0.229},
+            "likelihood_seconds": round(time.perf_counter() - t1, 1)})
+    print({k: out.get(k) for k in ("experts", "log_p_x1", "log_p_x1_x2", "log_p_x1_given_x2",
+                                   "log_p_label_given_image")})
     path = ROOT / "benchmarks" / "results" / f"{args.results}.json"
     old = read_json(path) if path.is_file() else {}
     if args.evaluate_only and old.get("settings", {}).get("weights") == args.weights:

@@ -129,7 +129,8 @@ PARTITION_TARGETS = ("official_zs_99", "style_purity_30", "minutes_to_99_at_most
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--official", default="paper", help="tag in pvae_partition.json for the official block")
-    ap.add_argument("--unseen", default="config", help="tag in pvae_unseen.json")
+    ap.add_argument("--unseen", default="bilstm",
+                    help="tag in pvae_unseen.json (the headline: the bi-LSTM reader)")
     ap.add_argument("--loso", default="robust_bilstm", help="tag in pvae_loso.json")
     ap.add_argument("--out", default=str(RESULTS / "pvae.json"))
     args = ap.parse_args()

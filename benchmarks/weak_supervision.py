@@ -9,7 +9,8 @@ train on the paired examples plus the rest of the training set split into image-
 label-only halves with the pairing shuffled away (MVAE section 5.1); JMVAE trains on the paired
 examples only (its objective needs complete examples; MVAE paper, section 5.1). Accuracy: the
 label decoded from the latents inferred from the test image alone (dispart.evaluation.subsets).
-Finished runs are reused. Writes RUNS/weak_supervision.json and .md.
+Finished runs are reused. Overrides ``a.b=value`` apply to every run, ``MODEL:a.b=value`` to that
+model's runs only (e.g. ``mvae:model.activation=swish``). Writes RUNS/weak_supervision.json and .md.
 """
 
 from __future__ import annotations
@@ -58,6 +59,22 @@ def logreg_accuracy(cfg_overrides: list[str], n_paired: int, seed: int = 0) -> f
     return float(clf.score(xt, np.asarray(test.labels)))
 
 
+def split_overrides(overrides: list[str], models: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """("a.b=v" for every model, {model: ["a.b=v", ...]} from "model:a.b=v"), in the given order.
+    A prefix naming a model not in ``models`` is an error (a typo would silently change nothing)."""
+    shared: list[str] = []
+    per_model: dict[str, list[str]] = {m: [] for m in models}
+    for item in overrides:
+        head, sep, rest = item.partition(":")
+        if sep and "=" not in head:
+            if head not in per_model:
+                raise SystemExit(f"override {item!r}: {head!r} is not one of --models {models}")
+            per_model[head].append(rest)
+        else:
+            shared.append(item)
+    return shared, per_model
+
+
 def mvae_beats_jmvae(results: list[dict], levels: list[int]) -> dict[str, bool]:
     """Per paired-examples level: is MVAE's accuracy above JMVAE's (the paper's claim for the
     middle of the range)?"""
@@ -74,8 +91,10 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--runs", default="runs/weak_supervision")
     ap.add_argument("--results", default=None, help="also write benchmarks/results/RESULTS.json")
-    ap.add_argument("overrides", nargs="*", help="a.b=value overrides for every run")
+    ap.add_argument("overrides", nargs="*",
+                    help="a.b=value overrides for every run; MODEL:a.b=value for one model's runs")
     args = ap.parse_args()
+    shared, per_model = split_overrides(args.overrides, args.models)
     out = Path(args.runs)
     out.mkdir(parents=True, exist_ok=True)
     base = [f"data.images={find_data(Path(args.data_dir))['data.images']}",
@@ -89,7 +108,8 @@ def main() -> None:
             seconds = None
             if not (run / "model.safetensors").is_file():
                 t0 = time.perf_counter()
-                cfg = load_config(CONFIGS / f"mnist_label_{model}.yaml", overrides + args.overrides)
+                cfg = load_config(CONFIGS / f"mnist_label_{model}.yaml",
+                                  overrides + shared + per_model[model])
                 train_to_end(cfg, run)
                 seconds = time.perf_counter() - t0
             acc = image_to_label_accuracy(run)

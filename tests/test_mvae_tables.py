@@ -37,6 +37,31 @@ def test_expert_dimensions_count_use_overlap_and_the_labels_share_by_hand():
     assert expert_dimensions(np.ones(2) * 4, np.zeros(2))["image_precision_max_where_label_held"] is None
 
 
+def test_image_to_label_reads_the_label_decoder_at_the_mean_of_q_given_the_image():
+    from types import SimpleNamespace
+
+    from mvae_experts import image_to_label
+    from torch.distributions import Independent, Normal
+
+    class Stub(torch.nn.Module):
+        """q(z | image): mean = the image's first 10 pixels (scale 5, so a sample would differ);
+        the label decoder is the identity, so the label read is argmax of those pixels."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.decoders = torch.nn.ModuleDict({"label": torch.nn.Identity()})
+
+        def encode(self, batch):
+            x = batch["image"].reshape(len(batch["image"]), -1)[:, :10]
+            return {"z": Independent(Normal(x, 5.0 * torch.ones_like(x)), 1)}
+
+    images = np.zeros((4, 28, 28), dtype=np.float32)
+    for i, hot in enumerate([3, 7, 0, 9]):
+        images[i].reshape(-1)[hot] = 1.0
+    test = SimpleNamespace(examples=list(images), labels=[3, 7, 1, 2])  # two of four right
+    assert image_to_label(Stub(), test, (784,)) == 0.5
+
+
 def test_weak_supervision_says_per_middle_level_whether_mvae_beats_jmvae():
     from weak_supervision import mvae_beats_jmvae
 
@@ -46,6 +71,20 @@ def test_weak_supervision_says_per_middle_level_whether_mvae_beats_jmvae():
                {"model": "jmvae", "paired": 10000, "accuracy": 0.5},
                {"model": "logreg", "paired": 10000, "accuracy": 0.99}]
     assert mvae_beats_jmvae(results, [1000, 10000]) == {"1000": True, "10000": False}  # a tie is not a win
+
+
+def test_weak_supervision_overrides_prefixed_by_a_model_apply_to_that_model_only():
+    from weak_supervision import split_overrides
+
+    shared, per_model = split_overrides(
+        ["data.binarize=dynamic", "mvae:model.activation=swish",
+         "model.lambdas={image: 1.0, label: 10.0}", "mvae:model.lambdas={image: 1.0, label: 10.0}"],
+        ["mvae", "jmvae"])
+    assert shared == ["data.binarize=dynamic", "model.lambdas={image: 1.0, label: 10.0}"]
+    assert per_model == {"mvae": ["model.activation=swish", "model.lambdas={image: 1.0, label: 10.0}"],
+                         "jmvae": []}
+    with pytest.raises(SystemExit, match="'mvea' is not one of --models"):
+        split_overrides(["mvea:model.k=1"], ["mvae", "jmvae"])
 
 
 class _ConstantMVAE(torch.nn.Module):
@@ -102,3 +141,90 @@ def test_reference_log_p_labels_is_the_prior_average_of_the_label_decoder():
     logits = torch.log(torch.tensor([0.5, 0.25] + [0.25 / 8] * 8))
     got = log_p_labels(_ConstantMVAE(logits), 3, k=50, gen=torch.Generator().manual_seed(0))
     assert torch.allclose(got, torch.log_softmax(logits, 0), atol=1e-6)  # p(c | z) does not depend on z
+
+
+class _PaperMVAE(torch.nn.Module):
+    """MVAE written from the paper and the reference code's description, with the reference's
+    attribute names (what benchmarks/mvae_reference.py imports): Swish MLPs 784-512-512 and an
+    embedding for the label, decoders with three hidden layers, a product of Gaussian experts with
+    a N(0, I) prior expert, z = mu + sigma * noise drawn from the global RNG."""
+
+    def __init__(self, n_latents: int = 64) -> None:
+        super().__init__()
+        lin, self.n_latents = torch.nn.Linear, n_latents
+
+        def encoder(first):
+            return torch.nn.ModuleDict({"fc1": first, "fc2": lin(512, 512), "fc31": lin(512, n_latents),
+                                        "fc32": lin(512, n_latents)})
+
+        def decoder(out):
+            return torch.nn.ModuleDict({"fc1": lin(n_latents, 512), "fc2": lin(512, 512),
+                                        "fc3": lin(512, 512), "fc4": lin(512, out)})
+
+        self.image_encoder, self.text_encoder = encoder(lin(784, 512)), encoder(torch.nn.Embedding(10, 512))
+        self.image_decoder, self.text_decoder = decoder(784), decoder(10)
+
+    @staticmethod
+    def _encode(enc, x):
+        h = torch.nn.functional.silu(enc.fc2(torch.nn.functional.silu(enc.fc1(x))))
+        return enc.fc31(h), enc.fc32(h)
+
+    @staticmethod
+    def _decode(dec, z):
+        h = z
+        for name in ("fc1", "fc2", "fc3"):
+            h = torch.nn.functional.silu(dec[name](h))
+        return dec.fc4(h)
+
+    def forward(self, image=None, text=None):
+        b = len(image if image is not None else text)
+        mus, logvars = [torch.zeros(b, self.n_latents)], [torch.zeros(b, self.n_latents)]
+        for enc, x in ((self.image_encoder, image), (self.text_encoder, text)):
+            if x is not None:
+                mu, logvar = self._encode(enc, x)
+                mus.append(mu)
+                logvars.append(logvar)
+        precision = torch.stack([(-lv).exp() for lv in logvars])
+        mu = (torch.stack(mus) * precision).sum(0) / precision.sum(0)
+        logvar = -precision.sum(0).log()
+        std = (0.5 * logvar).exp()
+        z = mu + std * torch.empty_like(std).normal_()
+        return self._decode(self.image_decoder, z), self._decode(self.text_decoder, z), mu, logvar
+
+
+def test_dispart_mvae_computes_the_reference_objective_given_the_same_weights_and_noise():
+    from mvae_reference import compare_objectives
+
+    torch.manual_seed(0)
+    ref = _PaperMVAE()
+    x = torch.bernoulli(torch.full((8, 784), 0.3), generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
+    check = compare_objectives(ref, x, y, lambda_text=10.0, kl_weight=0.5, seed=3)
+    assert check["loss_dispart"] == pytest.approx(check["loss_reference"], rel=1e-6)
+    assert max(check["gradient_relative_difference"].values()) < 1e-5
+    # the KL weight reaches dispart's model through its annealing step: equal at another weight too
+    full = compare_objectives(ref, x, y, lambda_text=10.0, kl_weight=1.0, seed=3)
+    assert full["loss_dispart"] == pytest.approx(full["loss_reference"], rel=1e-6)
+    assert full["loss_dispart"] != pytest.approx(check["loss_dispart"], rel=1e-4)
+
+
+def test_dispart_mvae_through_the_reference_interface_gives_its_own_posteriors_and_loss():
+    from mvae_reference import DispartAsReference, dispart_twin, image_to_label
+
+    torch.manual_seed(0)
+    twin = dispart_twin(_PaperMVAE(n_latents=8), 8, lambda_text=10.0)
+    seen = DispartAsReference(twin)
+    x = torch.bernoulli(torch.full((6, 784), 0.3), generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    mu, logvar = seen.infer(x, None)
+    q = twin.encode({"image": x})["z"]
+    torch.testing.assert_close(mu, q.mean)
+    torch.testing.assert_close(logvar, 2 * q.stddev.log())
+    assert seen.infer(None, y)[0].shape == (6, 8)
+    torch.testing.assert_close(seen.text_decoder(mu), twin.decoders["label"](q.mean))
+    expected = float((twin.decoders["label"](q.mean).argmax(1) == y).float().mean())
+    assert image_to_label(seen.eval(), x, y) == pytest.approx(expected)
+    torch.manual_seed(1)
+    a = seen.training_loss(x, y)
+    torch.manual_seed(1)
+    torch.testing.assert_close(a, twin.loss({"image": x, "label": y}).loss)

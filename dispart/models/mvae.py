@@ -56,7 +56,7 @@ class MVAEConfig:
     activation: of the MLP experts and decoders ("relu", or "swish" as the reference code);
     decoder_layers: hidden layers of the MLP decoders (2; the reference code's MNIST decoders: 3);
     categorical_init: first layer of the experts of categorical modalities, "linear" or
-    "embedding" (the reference code's nn.Embedding, N(0, 1); see dispart.nn.modality).
+    "embedding" (N(0, 1) weights as the reference code's nn.Embedding; see dispart.nn.modality).
     """
 
     latent_dim: int = 96

@@ -39,8 +39,9 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "swish": nn.SiLU}
 
 # The initialisation of the first layer of a "categorical" modality's MLP (a Linear on one-hot
 # classes): "linear" (torch's Linear default, U(+-1/sqrt(classes)) weights and bias) or
-# "embedding" (N(0, 1) weights, zero bias: nn.Embedding's, as MVAE's reference code has; it decides
-# whether MVAE's image and label experts share latent dimensions, docs/results.md).
+# "embedding" (N(0, 1) weights as MVAE's reference code's nn.Embedding, and a zero-initialised bias
+# that is trained; nn.Embedding has none, and on one-hot inputs the bias adds nothing the weights
+# cannot express). See docs/results.md (MVAE Tables 2-3) for what it changes.
 CATEGORICAL_INITS = ("linear", "embedding")
 
 
