@@ -53,8 +53,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from mvae_experts import expert_dimensions  # noqa: E402
 
 from dispart.batches.loaders import BINARIZE_SEED, binarize_images  # noqa: E402
+from dispart.batches.modality import ModalitySpec  # noqa: E402
 from dispart.data.mnist import load_mnist  # noqa: E402
 from dispart.files import atomic_write_json, atomic_write_with, read_json  # noqa: E402
+from dispart.models.mvae import MVAE  # noqa: E402
 
 
 def load_reference(path: Path) -> type:
@@ -89,9 +91,6 @@ def dispart_twin(ref: torch.nn.Module, n_latents: int, lambda_text: float) -> to
     """dispart's MVAE with the reference networks' options and ``ref``'s weights copied in (the
     label expert's first layer, a Linear on one-hot labels, gets the embedding as its weight and a
     zero bias)."""
-    from dispart.batches.modality import ModalitySpec
-    from dispart.models.mvae import MVAE
-
     specs = [ModalitySpec("image", "vector", (784,), "bernoulli"),
              ModalitySpec("label", "categorical", (10,), "categorical")]
     ours = MVAE(specs, latent_dim=n_latents, hidden=512, lambdas={"image": 1.0, "label": lambda_text},
@@ -156,8 +155,7 @@ def compare_objectives(ref: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, l
     ours.anneal_steps = steps
     ours.anneal_step.fill_(round(kl_weight * steps))
     torch.manual_seed(seed)
-    loss_ref = sum(elbo_terms(ref, image, label, x, y, lambda_text, kl_weight)
-                   for image, label in ((x, y), (x, None), (None, y)))
+    loss_ref = reference_loss(ref, x, y, lambda_text, kl_weight)
     torch.manual_seed(seed)
     loss_ours = ours.loss({"image": x, "label": y}).loss
     ref.zero_grad()
@@ -176,6 +174,15 @@ def compare_objectives(ref: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, l
     return {"batch": len(y), "kl_weight": kl_weight, "loss_reference": float(loss_ref.detach()),
             "loss_dispart": float(loss_ours.detach()), "gradient_relative_difference": rel,
             "label_bias_gradient_norm": float(ours.experts["label"].pre.net[0].bias.grad.norm())}
+
+
+def reference_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lambda_text: float,
+                   kl_weight: float) -> torch.Tensor:
+    """The reference recipe's training loss: -ELBO of (image, label) + of the image alone + of the
+    label alone, each a batch mean. x: (B, 784) binary or grey images (input and target), y: (B,)."""
+    return (elbo_terms(model, x, y, x, y, lambda_text, kl_weight)
+            + elbo_terms(model, x, None, x, y, lambda_text, kl_weight)
+            + elbo_terms(model, None, y, x, y, lambda_text, kl_weight))
 
 
 @torch.no_grad()
@@ -311,9 +318,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.model == "dispart":
                 loss = model.training_loss(target, y)
             else:
-                loss = (elbo_terms(model, target, y, target, y, args.lambda_text, w)
-                        + elbo_terms(model, target, None, target, y, args.lambda_text, w)
-                        + elbo_terms(model, None, y, target, y, args.lambda_text, w))
+                loss = reference_loss(model, target, y, args.lambda_text, w)
             opt.zero_grad()
             loss.backward()
             opt.step()
