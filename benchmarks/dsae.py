@@ -74,7 +74,8 @@ def reference_block(root: Path) -> dict[str, Any] | None:
 def ball_block(b: dict[str, Any]) -> dict[str, Any]:
     ball = b["ball"]
     return {"metric": ball["metric"], "missing": ball["missing"], "curves": ball["curves"],
-            "dsae_rollout": ball.get("dsae_rollout"), "training": ball.get("training")}
+            "dsae_rollout": ball.get("dsae_rollout"), "training": ball.get("training"),
+            "command_by_model": {m: v["command"] for m, v in ball.get("by_model", {}).items()}}
 
 
 def main() -> None:

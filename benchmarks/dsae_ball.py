@@ -19,12 +19,22 @@ then scores the paper's protocol on the test split: observe the first 30 - k fra
 last k, fraction of wrong pixels (dispart/evaluation/prediction.py). Two references are scored
 too: all pixels off ("blank") and the last observed frame repeated ("last_frame"). Writes
 benchmarks/results/dsae_ball.json with the command that made it.
+
+Models can be trained in separate processes (one core each) and their files merged:
+
+    python benchmarks/dsae_ball.py --models lstm_f --out A.json ...   # (and lstm_c, dsae)
+    python benchmarks/dsae_ball.py --combine benchmarks/results/dsae_ball.json A.json B.json
+
+``--combine`` copies (it does not measure): later files replace the curves and training records
+of the models they trained; every model keeps the settings and command of the run that trained it
+(``ball.by_model``); the files must score the same data and test sequences.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import platform
 import shlex
 import sys
@@ -80,10 +90,20 @@ def dsae_loss(model: DSAE, frames: np.ndarray, idx: torch.Tensor) -> tuple[torch
                       "kl_z": float(t["kl_z"].detach()), "kl_f": float(t["kl_f"].detach())}
 
 
+def curriculum_length(step: int, t_total: int, steps: int, start: int = 5) -> int:
+    """Frames per training sequence at ``step`` (0-based): ``start`` at step 0, rising linearly to
+    ``t_total`` at step ``steps`` and staying there (``steps`` 0: always ``t_total``)."""
+    if steps <= 0 or start >= t_total:
+        return t_total
+    return min(t_total, start + (t_total - start) * step // steps)
+
+
 def train(model: DeterministicDynamicsVAE | DSAE, frames: np.ndarray, args: argparse.Namespace) -> dict:
     """Adam on random batches. LSTM-f/-c: each row's encoder sees all frames, or with probability
     ``args.prefix_fraction`` a random prefix of 1 .. T frames (the decoder always rebuilds all T),
-    the KL terms weighted up from 0 over the first ``args.kl_warmup`` steps (if > 0);
+    the KL terms weighted up from 0 over the first ``args.kl_warmup`` steps (if > 0); with
+    ``args.length_curriculum`` > 0, T itself grows from 5 frames (the first frames of each
+    sequence) to all 30 over that many steps (:func:`curriculum_length`);
     DSAE: its ELBO on whole sequences (q(z_s | .) is per frame, so a prefix is inferred alike)."""
     name = model.dynamics if isinstance(model, DeterministicDynamicsVAE) else f"dsae ({model.q} q)"
     gen = torch.Generator().manual_seed(args.seed)
@@ -96,10 +116,11 @@ def train(model: DeterministicDynamicsVAE | DSAE, frames: np.ndarray, args: argp
         if isinstance(model, DSAE):
             loss, terms = dsae_loss(model, frames, idx)
         else:
-            x = torch.from_numpy(frames[idx.numpy()]).float()[:, :, None]
-            observed = torch.full((args.batch_size,), t_total)
+            t_now = curriculum_length(step, t_total, args.length_curriculum)
+            x = torch.from_numpy(frames[idx.numpy(), :t_now]).float()[:, :, None]
+            observed = torch.full((args.batch_size,), t_now)
             cut = torch.rand(args.batch_size, generator=gen) < args.prefix_fraction
-            observed[cut] = torch.randint(1, t_total + 1, (int(cut.sum()),), generator=gen)
+            observed[cut] = torch.randint(1, t_now + 1, (int(cut.sum()),), generator=gen)
             warm = min(1.0, (step + 1) / args.kl_warmup) if args.kl_warmup > 0 else 1.0
             loss, terms = model.loss(x, observed, kl_weight=warm)
         opt.zero_grad()
@@ -110,12 +131,58 @@ def train(model: DeterministicDynamicsVAE | DSAE, frames: np.ndarray, args: argp
         if step % args.log_every == 0:
             print(f"  {name} step {step}: -ELBO {np.mean(losses[-args.log_every:]):.1f} "
                   f"(rec {float(terms['rec']):.1f}, kl_z {float(terms['kl_z']):.2f}, "
-                  f"kl_f {float(terms['kl_f']):.2f}), {time.perf_counter() - start:.0f} s", flush=True)
+                  f"kl_f {float(terms['kl_f']):.2f}), T {t_total if isinstance(model, DSAE) else t_now}, "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
     model.eval()
     seconds = time.perf_counter() - start
     return {"steps": step, "seconds": round(seconds, 1), "steps_per_second": round(step / seconds, 3),
             "neg_elbo_first_50": round(float(np.mean(losses[:50])), 1),
-            "neg_elbo_last_50": round(float(np.mean(losses[-50:])), 1)}
+            "neg_elbo_last_50": round(float(np.mean(losses[-50:])), 1),
+            **({"length_curriculum_steps": args.length_curriculum}
+               if args.length_curriculum and not isinstance(model, DSAE) else {})}
+
+
+def combine(parts: list[dict], command: str) -> dict:
+    """One results dict from several of this script's results (later parts win per model).
+
+    The scored data, test sequences, metric and k's must agree, and so must the deterministic
+    references ("blank", "last_frame"); raises ValueError naming the first part that differs."""
+    if not parts:
+        raise ValueError("combine: no results given")
+    first = parts[0]["ball"]
+    same = ("metric", "missing")
+    data_keys = [k for k in first["data"] if k != "generate_or_read_seconds"]
+    out = {k: first[k] for k in same} | {"curves": {}, "references": list(first["references"]),
+                                         "training": {}, "by_model": {}, "data": dict(first["data"])}
+    commands: list[str] = []
+    for i, part in enumerate(parts):
+        ball = part["ball"]
+        for k in same:
+            if ball[k] != first[k]:
+                raise ValueError(f"combine: part {i} has {k}={ball[k]!r}, part 0 {first[k]!r}")
+        for k in data_keys:
+            if ball["data"].get(k) != first["data"][k]:
+                raise ValueError(f"combine: part {i} scored data.{k}={ball['data'].get(k)!r}, "
+                                 f"part 0 {first['data'][k]!r}")
+        for ref in first["references"]:
+            if ref in out["curves"] and ball["curves"][ref] != out["curves"][ref]:
+                raise ValueError(f"combine: part {i}'s reference {ref!r} differs from part 0's "
+                                 "(not the same test sequences?)")
+        by_model = ball.get("by_model") or {
+            m: {"settings": ball["settings"], "command": part["commands"][0]}
+            for m in ball["settings"]["models"].split(",") if m}
+        for name, source in by_model.items():
+            out["training"][name] = ball["training"][name]
+            out["by_model"][name] = source
+            for curve in [c for c in ball["curves"] if c == name or c.startswith(name + "_")]:
+                out["curves"][curve] = ball["curves"][curve]
+            if name == "dsae":
+                out["dsae_model"] = ball["dsae_model"]
+                out["dsae_rollout"] = ball["dsae_rollout"]
+        for ref in first["references"]:
+            out["curves"][ref] = ball["curves"][ref]
+        commands += [c for c in part["commands"] if c not in commands]
+    return {"ball": out, "commands": commands + [command], "machine": parts[-1]["machine"]}
 
 
 def main() -> int:
@@ -131,6 +198,10 @@ def main() -> int:
     ap.add_argument("--prefix-fraction", type=float, default=0.5)
     ap.add_argument("--kl-warmup", type=int, default=0,
                     help="LSTM-f/-c: KL weight rises linearly from 0 to 1 over this many steps (0: none)")
+    ap.add_argument("--length-curriculum", type=int, default=0,
+                    help="LSTM-f/-c: train on the first 5 frames, growing to all 30 over this many "
+                         "steps (0: all 30 from the start). On all 30 at once they were still on "
+                         "the blank plateau after 1,000 steps; on 5 they leave it in ~300")
     ap.add_argument("--eval-n", type=int, default=1000, help="test sequences scored (first N)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -143,7 +214,25 @@ def main() -> int:
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--cache-dir", default=None, help="default: the feature cache folder /ball")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dsae_ball.json"))
+    ap.add_argument("--combine", nargs="+", metavar="JSON",
+                    help="merge these results files of this script into --out (no training)")
     args = ap.parse_args()
+    if args.combine:
+        parts = []
+        for path in args.combine:
+            try:
+                parts.append(json.loads(Path(path).read_text()))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise SystemExit(f"--combine: cannot read {path}: {exc}") from exc
+            if "ball" not in parts[-1]:
+                raise SystemExit(f"--combine: {path} is not a dsae_ball.py result (no 'ball' key)")
+        try:
+            result = combine(parts, "python benchmarks/dsae_ball.py " + shlex.join(sys.argv[1:]))
+        except (KeyError, ValueError) as exc:
+            raise SystemExit(f"--combine: {exc}") from exc
+        atomic_write_json(args.out, result)
+        print(f"wrote {args.out} from {len(parts)} files: curves {sorted(result['ball']['curves'])}")
+        return 0
     models = [m for m in args.models.split(",") if m]
     if not models or any(m not in MODELS for m in models):
         ap.error(f"--models: choose from {MODELS}, got {args.models!r}")
