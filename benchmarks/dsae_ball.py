@@ -114,6 +114,7 @@ def train(model: DeterministicDynamicsVAE | DSAE, frames: np.ndarray, args: argp
     while step < args.steps and time.perf_counter() - start < args.max_seconds:
         idx = torch.randint(0, n, (args.batch_size,), generator=gen)
         if isinstance(model, DSAE):
+            t_now = t_total
             loss, terms = dsae_loss(model, frames, idx)
         else:
             t_now = curriculum_length(step, t_total, args.length_curriculum)
@@ -131,7 +132,7 @@ def train(model: DeterministicDynamicsVAE | DSAE, frames: np.ndarray, args: argp
         if step % args.log_every == 0:
             print(f"  {name} step {step}: -ELBO {np.mean(losses[-args.log_every:]):.1f} "
                   f"(rec {float(terms['rec']):.1f}, kl_z {float(terms['kl_z']):.2f}, "
-                  f"kl_f {float(terms['kl_f']):.2f}), T {t_total if isinstance(model, DSAE) else t_now}, "
+                  f"kl_f {float(terms['kl_f']):.2f}), T {t_now}, "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
     model.eval()
     seconds = time.perf_counter() - start
@@ -152,8 +153,9 @@ def combine(parts: list[dict], command: str) -> dict:
     first = parts[0]["ball"]
     same = ("metric", "missing")
     data_keys = [k for k in first["data"] if k != "generate_or_read_seconds"]
-    out = {k: first[k] for k in same} | {"curves": {}, "references": list(first["references"]),
-                                         "training": {}, "by_model": {}, "data": dict(first["data"])}
+    refs = {r: first["curves"][r] for r in first["references"]}
+    out = {k: first[k] for k in same} | {"curves": {}, "references": list(refs), "training": {},
+                                         "by_model": {}, "data": dict(first["data"])}
     commands: list[str] = []
     for i, part in enumerate(parts):
         ball = part["ball"]
@@ -164,8 +166,8 @@ def combine(parts: list[dict], command: str) -> dict:
             if ball["data"].get(k) != first["data"][k]:
                 raise ValueError(f"combine: part {i} scored data.{k}={ball['data'].get(k)!r}, "
                                  f"part 0 {first['data'][k]!r}")
-        for ref in first["references"]:
-            if ref in out["curves"] and ball["curves"][ref] != out["curves"][ref]:
+        for ref, curve in refs.items():
+            if ball["curves"][ref] != curve:
                 raise ValueError(f"combine: part {i}'s reference {ref!r} differs from part 0's "
                                  "(not the same test sequences?)")
         by_model = ball.get("by_model") or {
@@ -179,9 +181,8 @@ def combine(parts: list[dict], command: str) -> dict:
             if name == "dsae":
                 out["dsae_model"] = ball["dsae_model"]
                 out["dsae_rollout"] = ball["dsae_rollout"]
-        for ref in first["references"]:
-            out["curves"][ref] = ball["curves"][ref]
         commands += [c for c in part["commands"] if c not in commands]
+    out["curves"].update(refs)
     return {"ball": out, "commands": commands + [command], "machine": parts[-1]["machine"]}
 
 
