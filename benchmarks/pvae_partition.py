@@ -25,6 +25,11 @@ Records, per setting:
 Writes benchmarks/results/pvae_partition.json (an entry with the same ``--tag`` is replaced); every
 number is a fraction in [0, 1] unless named ``minutes``/``seconds``.
 
+``--resume-from TAG --run NEW --tag NAME train.epochs=N`` trains on from the run of the existing
+entry TAG (constant learning rate: the same as one run of N epochs): its folder is copied into NEW
+(which must not exist), the copy continues from its last checkpoint with TAG's config and the
+overrides, and the entry records ``resumed_from`` (TAG, its command and training seconds).
+
 ``--score-only --tag NAME`` measures the run folder of the existing entry NAME again without
 training (after the measures changed): its measures are replaced, its training record kept, and
 the command is added as ``score_command``.
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -133,12 +139,18 @@ def measure_run(run_dir: Path) -> dict[str, Any]:
     return {**measures(result, quality), "style_content_xcorr": style_content_xcorr(run.model, data)}
 
 
-def score_again(out: Path, tag: str, command: str) -> int:
-    """Evaluate the run folder of entry ``tag`` in ``out`` again and replace its measures."""
+def tagged_entry(out: Path, tag: str, why: str) -> dict[str, Any]:
+    """The entry ``tag`` of the results file ``out``; SystemExit naming ``why`` if there is none."""
     runs = read_json(out).get("runs", []) if out.is_file() else []
     entry = next((r for r in runs if r.get("tag") == tag), None)
     if entry is None:
-        raise SystemExit(f"pvae_partition: no entry with tag {tag!r} in {out} to score again")
+        raise SystemExit(f"pvae_partition: no entry with tag {tag!r} in {out} {why}")
+    return entry
+
+
+def score_again(out: Path, tag: str, command: str) -> int:
+    """Evaluate the run folder of entry ``tag`` in ``out`` again and replace its measures."""
+    entry = tagged_entry(out, tag, "to score again")
     run = Path(entry["run"])
     if not (run / "model.safetensors").is_file():
         raise SystemExit(f"pvae_partition: the run folder {run} of tag {tag!r} holds no trained model")
@@ -154,24 +166,48 @@ def score_again(out: Path, tag: str, command: str) -> int:
     return 0
 
 
+def copy_for_resume(out: Path, tag: str, run: Path) -> dict[str, Any]:
+    """Copy the run folder of entry ``tag`` into ``run`` (must not exist); the entry's record."""
+    entry = tagged_entry(out, tag, "to resume from")
+    source = Path(entry["run"])
+    if not (source / "checkpoints").is_dir():
+        raise SystemExit(f"pvae_partition: --resume-from {tag!r}: {source} has no checkpoints folder")
+    if run.exists():
+        raise SystemExit(f"pvae_partition: --resume-from: --run {run} exists; name a new folder")
+    shutil.copytree(source, run)
+    return {"tag": tag, "run": str(source), "command": entry["command"], "epochs": entry["epochs"],
+            "train_seconds": entry["wall_seconds"]["train"]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(ROOT / "configs" / "pvae_b64.yaml"))
+    ap.add_argument("--config", default=None, help="default configs/pvae_b64.yaml (with --resume-from: "
+                    "the resumed run's own config)")
     ap.add_argument("--data-dir", required=True, help="folder with fsdd/recordings and mnist/mnist.npz")
     ap.add_argument("--run", default=str(ROOT / "runs" / "partition"), help="run folder (overwritten)")
+    ap.add_argument("--resume-from", metavar="TAG",
+                    help="continue the run of the existing entry TAG in a copy at --run")
     ap.add_argument("--score-only", action="store_true",
                     help="measure the run of the existing --tag entry again, without training")
     add_tagged_arguments(ap, RESULTS)
     args = ap.parse_args()
+    if args.resume_from and args.config:
+        ap.error("--resume-from continues with the resumed run's config; drop --config")
+    args.config = args.config or str(ROOT / "configs" / "pvae_b64.yaml")
     torch.set_num_threads(args.threads)
     command = recorded_command("pvae_partition.py", sys.argv[1:], args.threads)
     if args.score_only:
         return score_again(Path(args.out), args.tag, command)
     base = [f"{k}={v}" for k, v in find_data(Path(args.data_dir)).items()]
-    cfg = load_config(args.config, [*base, *DEFAULTS, *args.overrides])
+    resumed = None
+    if args.resume_from:
+        resumed = copy_for_resume(Path(args.out), args.resume_from, Path(args.run))
+        cfg = load_config(Path(args.run) / "config.yaml", [*base, *DEFAULTS, *args.overrides])
+    else:
+        cfg = load_config(args.config, [*base, *DEFAULTS, *args.overrides])
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    summary = train(cfg, args.run, overwrite=True)
+    summary = train(cfg, args.run, overwrite=resumed is None, resume=resumed is not None)
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
     measured = measure_run(Path(args.run))
@@ -184,6 +220,9 @@ def main() -> int:
              "wall_seconds": {"train": round(t_train, 1), "evaluate_and_quality": round(t_eval, 1)},
              "load_average": {"before": load_before, "after": os.getloadavg()[0], "cores": os.cpu_count()},
              "run": str(args.run), "threads": args.threads}
+    if resumed is not None:
+        entry["resumed_from"] = resumed
+        entry["config"] = str(Path(args.run) / "config.yaml")  # the resumed run's, with the overrides
     out = Path(args.out)
     write_tagged_run(out, entry, what=WHAT, units=UNITS)
     print({k: entry[k] for k in ("tag", "purity", "probes", "coherence", "image_style", "minutes_to_99")})

@@ -7,6 +7,8 @@ the scripts put the project root there before importing this)."""
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import platform
 import shlex
 from collections.abc import Sequence
@@ -26,10 +28,17 @@ def machine() -> dict[str, str]:
 
 def write_tagged_run(out: Path, entry: dict[str, Any], what: str, units: str) -> None:
     """Write ``out`` atomically as {what, units, runs, machine}: the runs already in it whose tag is
-    not ``entry["tag"]``, then ``entry``."""
-    old = read_json(out) if out.is_file() else {}
-    runs = [r for r in old.get("runs", []) if r.get("tag") != entry["tag"]] + [entry]
-    atomic_write_json(out, {"what": what, "units": units, "runs": runs, "machine": machine()})
+    not ``entry["tag"]``, then ``entry``. Read and write hold an exclusive lock (flock) on the
+    folder of ``out``, so two benchmarks finishing together both keep their entries."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(out.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        old = read_json(out) if out.is_file() else {}
+        runs = [r for r in old.get("runs", []) if r.get("tag") != entry["tag"]] + [entry]
+        atomic_write_json(out, {"what": what, "units": units, "runs": runs, "machine": machine()})
+    finally:
+        os.close(folder)  # releases the lock
 
 
 def add_tagged_arguments(ap: argparse.ArgumentParser, results: Path) -> None:

@@ -2,7 +2,8 @@
 
     python benchmarks/throughput.py [--data-dir ../shared/data] [--steps 20] [--batch-size 256]
                                     [--models pvae,dsae] [--dsae-steps 10] [--sprites-batch 8]
-                                    [--decoder hoisted|fused|both] [--profile] [--kernels]
+                                    [--decoder hoisted|fused|both] [--precision fp32|bf16|both]
+                                    [--profile] [--kernels]
 
 PVAE: measures (1) the fp32 matmul peak (square matmuls of a few sizes, best GFLOP/s), (2)
 training steps of PVAE with the paper's networks (loss + backward + Adam) on length-bucketed real
@@ -16,7 +17,13 @@ addmm's, counted by FlopCounterMode) or as the fused kernel on the input repeate
 (``--decoder fused``, the implementation before issue 13). ``--decoder both`` alternates the two
 step by step on the same batches and model (the same load for both, under a busy machine) and
 records each one's throughput and the median of the paired step-time ratios; its top-level keys
-are the hoisted decoder's. ``--profile`` adds torch.profiler's top operators of two training steps;
+are the hoisted decoder's. ``--precision bf16`` runs each step's forward under
+``torch.autocast("cpu", torch.bfloat16)``, what ``train.precision=bf16-mixed`` makes Lightning do
+(matmuls, convolutions and LSTMs in bfloat16, weights and Adam in fp32); ``--precision both``
+alternates fp32 and bf16 steps like ``--decoder both`` (``"precision_comparison"``, with the
+machine's bf16 matmul peak beside the fp32 one; the top-level keys stay fp32's). FLOPs are counted
+once, in fp32: the same operations, whatever their number format.
+``--profile`` adds torch.profiler's top operators of two training steps;
 ``--kernels`` the share of peak that the step's LSTM kernels reach on their own (``"kernels"``).
 
 DSAE (``"dsae"`` in the JSON): training steps (forward + backward timed apart from the Adam
@@ -93,6 +100,29 @@ def matmul_peak(seconds: float = 1.0) -> dict[str, float]:
     return best
 
 
+def bf16_matmul_peak(seconds: float = 1.0) -> float:
+    """Best bfloat16 GFLOP/s of square ``torch.mm`` (n = 1024..4096; oneDNN, AMX where present)."""
+    best = 0.0
+    for n in (1024, 2048, 4096):
+        a, b = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
+        torch.mm(a, b)
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            torch.mm(a, b)
+            reps += 1
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def train_step(model: PVAE, opt: torch.optim.Optimizer, batch: dict, bf16: bool) -> None:
+    """One training step: loss and backward (the forward under bf16 autocast if ``bf16``), Adam."""
+    opt.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model.loss(batch).loss
+    loss.backward()
+    opt.step()
+
+
 def lstm_flops(lstm: torch.nn.LSTM, steps: int, input_grad: bool) -> int:
     """Matmul FLOPs of forward + backward of a one-layer LSTM over ``steps`` sample-frames."""
     h, i = lstm.hidden_size, lstm.input_size
@@ -124,15 +154,14 @@ def set_decoder(model: PVAE, variant: str) -> None:
             m.hoist = variant == "hoisted"
 
 
-def profile_steps(model: PVAE, opt: torch.optim.Optimizer, batch: dict, top: int = 12) -> dict:
+def profile_steps(model: PVAE, opt: torch.optim.Optimizer, batch: dict, top: int = 12,
+                  bf16: bool = False) -> dict:
     """torch.profiler's top operators (self CPU time) over two training steps on ``batch``."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(2):
-            opt.zero_grad()
-            model.loss(batch).loss.backward()
-            opt.step()
+            train_step(model, opt, batch, bf16)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
     return {"frames_per_sequence": int(batch["audio"].data.shape[1]), "steps": 2,
@@ -255,6 +284,8 @@ def main() -> None:
     ap.add_argument("--sprites-batch", type=int, default=8, help="DSAE sprites batch (small)")
     ap.add_argument("--decoder", default="hoisted", choices=["hoisted", "fused", "both"],
                     help="PVAE speech decoder LSTM in training (both: alternate, paired ratios)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "both"],
+                    help="PVAE: fp32, or the forward under bf16 autocast (both: alternate, paired ratios)")
     ap.add_argument("--profile", action="store_true", help="PVAE: torch.profiler top operators")
     ap.add_argument("--kernels", action="store_true",
                     help="PVAE: share of peak of its LSTM kernels alone (encoder, decoder recurrence)")
@@ -263,6 +294,8 @@ def main() -> None:
     models = [m for m in args.models.split(",") if m]
     if not models or any(m not in MODELS for m in models):
         ap.error(f"--models: choose from {MODELS}, got {args.models!r}")
+    if args.decoder == "both" and args.precision == "both":
+        ap.error("--decoder both and --precision both: compare one thing at a time")
     for flag in ("steps", "dsae_steps", "speech_batch", "sprites_batch", "batch_size"):
         if getattr(args, flag) < 1:
             ap.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
@@ -314,26 +347,29 @@ def pvae_throughput(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = PVAE([SPEECH, DIGIT_IMAGE])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.95, 0.999))
-    variants = ["hoisted", "fused"] if args.decoder == "both" else [args.decoder]
+    # (name, decoder, bf16) of each variant timed; the first one's numbers are the top-level keys
+    if args.decoder == "both":
+        variants = [(d, d, args.precision == "bf16") for d in ("hoisted", "fused")]
+    elif args.precision == "both":
+        variants = [(p, args.decoder, p == "bf16") for p in ("fp32", "bf16")]
+    else:
+        variants = [(args.decoder, args.decoder, args.precision == "bf16")]
     flops = {}
-    for v in variants:
-        set_decoder(model, v)
+    for v, decoder, bf16 in variants:
+        set_decoder(model, decoder)
         flops[v] = {id(b): step_flops(model, b) for b in batches}
         for b in batches[:2]:  # warm-up
-            opt.zero_grad()
-            model.loss(b).loss.backward()
-            opt.step()
-    runs = {v: {"seconds": 0.0, "samples": 0, "flops": 0} for v in variants}
-    step_seconds: dict[str, list[float]] = {v: [] for v in variants}
+            train_step(model, opt, b, bf16)
+    names = [v for v, _, _ in variants]
+    runs = {v: {"seconds": 0.0, "samples": 0, "flops": 0} for v in names}
+    step_seconds: dict[str, list[float]] = {v: [] for v in names}
     valid, padded = 0, 0
     for s in range(args.steps):
         b = batches[s % len(batches)]
-        for v in variants:
-            set_decoder(model, v)
+        for v, decoder, bf16 in variants:
+            set_decoder(model, decoder)
             t0 = time.perf_counter()
-            opt.zero_grad()
-            model.loss(b).loss.backward()
-            opt.step()
+            train_step(model, opt, b, bf16)
             dt = time.perf_counter() - t0
             step_seconds[v].append(dt)
             runs[v]["seconds"] += dt
@@ -351,8 +387,9 @@ def pvae_throughput(args: argparse.Namespace) -> dict:
                           "gflop_per_sample": r["flops"] / r["samples"] / 1e9,
                           "achieved_gflops": achieved, "share_of_peak": achieved / peak}
     result = {
-        "data": source, "batch_size": args.batch_size, "steps": args.steps, "decoder": variants[0],
-        **per_variant[variants[0]],
+        "data": source, "batch_size": args.batch_size, "steps": args.steps, "decoder": variants[0][1],
+        "precision": "bf16-mixed" if variants[0][2] else "fp32",
+        **per_variant[names[0]],
         "matmul_peak_gflops": peak,
         "matmul_torch_mm_gflops": peaks["torch_mm"], "matmul_onednn_gflops": peaks["onednn"],
         "padding_overhead": padded / valid - 1,
@@ -360,17 +397,23 @@ def pvae_throughput(args: argparse.Namespace) -> dict:
         "machine": platform.processor() or platform.machine(),
     }
     if len(variants) > 1:
-        ratios = sorted(a / b for a, b in zip(step_seconds["hoisted"], step_seconds["fused"], strict=True))
-        result["decoder_comparison"] = {
-            **per_variant, "order": "alternating step by step: hoisted, fused, hoisted, ...",
-            "step_time_ratio_hoisted_over_fused": {"median": ratios[len(ratios) // 2],
-                                                   "min": ratios[0], "max": ratios[-1]}}
+        a, b = names
+        ratios = sorted(x / y for x, y in zip(step_seconds[a], step_seconds[b], strict=True))
+        key = "decoder_comparison" if args.decoder == "both" else "precision_comparison"
+        result[key] = {
+            **per_variant, "order": f"alternating step by step: {a}, {b}, {a}, ...",
+            f"step_time_ratio_{a}_over_{b}": {"median": ratios[len(ratios) // 2],
+                                              "min": ratios[0], "max": ratios[-1]}}
+        if key == "precision_comparison":
+            bf16_peak = bf16_matmul_peak()
+            result[key]["bf16"]["share_of_bf16_peak"] = per_variant["bf16"]["achieved_gflops"] / bf16_peak
+            result[key]["matmul_bf16_peak_gflops"] = bf16_peak
     if args.kernels:
         result["kernels"] = kernel_shares(peak)
     if args.profile:
-        set_decoder(model, variants[0])
+        set_decoder(model, variants[0][1])
         mid = sorted(batches, key=lambda b: b["audio"].data.shape[1])[len(batches) // 2]
-        result["profile"] = profile_steps(model, opt, mid)
+        result["profile"] = profile_steps(model, opt, mid, bf16=variants[0][2])
     return result
 
 

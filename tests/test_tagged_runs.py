@@ -32,3 +32,24 @@ def test_recorded_command_names_the_threads_the_run_used_and_quotes_its_argument
     got = recorded_command("pvae_joint.py", ["--tag", "t", "model.widths={image: 512}"], args.threads)
     assert got == ("OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE python benchmarks/pvae_joint.py --tag t "
                    "'model.widths={image: 512}'")
+
+
+def _write_tags(out: str, first: int, n: int) -> None:
+    for i in range(first, first + n):
+        write_tagged_run(Path(out), {"tag": f"t{i}", "pad": "x" * 20000}, what="w", units="u")
+
+
+def test_benchmarks_finishing_together_keep_every_entry(tmp_path: Path) -> None:
+    """Four processes write 15 tags each into one file at once: read-modify-write under the lock
+    loses none (without it, a writer re-writes the file it read before another's entry landed)."""
+    import multiprocessing
+
+    out = tmp_path / "r.json"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_write_tags, args=(str(out), 15 * k, 15)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert all(p.exitcode == 0 for p in procs)
+    assert sorted(r["tag"] for r in json.loads(out.read_text())["runs"]) == sorted(f"t{i}" for i in range(60))

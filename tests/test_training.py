@@ -185,3 +185,26 @@ def test_speaker_adversary_trains_end_to_end_with_the_datas_speakers(trained, tm
                  "model.alpha_speaker=5", f"model.speaker_classes={len(speakers) + 1}",
                  f"data.cache_dir={cache}", *FAST]) == 2
     assert f"model.speaker_classes={len(speakers) + 1}" in capsys.readouterr().err
+
+
+def test_bf16_mixed_training_tracks_fp32_and_keeps_fp32_weights(trained, tmp_path):
+    """train.precision=bf16-mixed (Lightning's CPU autocast): the same seed's first 5 logged losses
+    are within 1 % of the fp32 run's but not equal to them (autocast is in effect), and the saved
+    weights stay fp32."""
+    _, cache = trained
+    run, bf16 = tmp_path / "fp32", tmp_path / "bf16"
+    for out, precision in ((run, "32-true"), (bf16, "bf16-mixed")):
+        assert main(["train", "tests/sample.yaml", "--out", str(out), "train.epochs=1",
+                     f"train.precision={precision}", f"data.cache_dir={cache}", *FAST]) == 0
+
+    def losses(folder: Path) -> np.ndarray:
+        lines = (folder / "logs" / "metrics.csv").read_text().splitlines()
+        col = lines[0].split(",").index("train/loss")
+        return np.array([float(r.split(",")[col]) for r in lines[1:] if r.split(",")[col]][:5])
+
+    fp32, mixed = losses(run), losses(bf16)
+    assert len(mixed) == 5 and np.isfinite(mixed).all()
+    np.testing.assert_allclose(mixed, fp32, rtol=0.01)
+    assert not np.array_equal(mixed, fp32)
+    weights = load_file(str(bf16 / "model.safetensors"))
+    assert {w.dtype for w in weights.values()} == {torch.float32}
