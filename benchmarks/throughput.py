@@ -77,6 +77,19 @@ DSAE_SETTINGS = {
 }
 
 
+MATMUL_SIZES = (1024, 2048, 4096)
+
+
+def matmul_gflops(op, n: int, seconds: float) -> float:
+    """GFLOP/s of ``op()``, an (n x n) @ (n x n) matmul, run for ``seconds`` after one warm-up."""
+    op()
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        op()
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
 def matmul_peak(seconds: float = 1.0) -> dict[str, float]:
     """Best fp32 GFLOP/s of square matmuls (n = 1024..4096) through torch's BLAS (``torch.mm``,
     MKL here) and through oneDNN (``mkldnn_linear``, the library behind the CPU LSTM kernels).
@@ -85,32 +98,22 @@ def matmul_peak(seconds: float = 1.0) -> dict[str, float]:
     machine's peak is the larger of the two.
     """
     best = {"torch_mm": 0.0, "onednn": 0.0}
-    for n in (1024, 2048, 4096):
+    for n in MATMUL_SIZES:
         a, b = torch.randn(n, n), torch.randn(n, n)
         am, bm = a.to_mkldnn(), b.to_mkldnn()
         ops = {"torch_mm": lambda a=a, b=b: torch.mm(a, b),
                "onednn": lambda am=am, bm=bm: torch._C._nn.mkldnn_linear(am, bm)}
         for name, op in ops.items():
-            op()
-            reps, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds:
-                op()
-                reps += 1
-            best[name] = max(best[name], 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
+            best[name] = max(best[name], matmul_gflops(op, n, seconds))
     return best
 
 
 def bf16_matmul_peak(seconds: float = 1.0) -> float:
     """Best bfloat16 GFLOP/s of square ``torch.mm`` (n = 1024..4096; oneDNN, AMX where present)."""
     best = 0.0
-    for n in (1024, 2048, 4096):
+    for n in MATMUL_SIZES:
         a, b = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
-        torch.mm(a, b)
-        reps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            torch.mm(a, b)
-            reps += 1
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
+        best = max(best, matmul_gflops(lambda a=a, b=b: torch.mm(a, b), n, seconds))
     return best
 
 
@@ -354,10 +357,12 @@ def pvae_throughput(args: argparse.Namespace) -> dict:
         variants = [(p, args.decoder, p == "bf16") for p in ("fp32", "bf16")]
     else:
         variants = [(args.decoder, args.decoder, args.precision == "bf16")]
-    flops = {}
+    flops, by_decoder = {}, {}  # FLOPs depend on the decoder only: counted once per decoder
     for v, decoder, bf16 in variants:
         set_decoder(model, decoder)
-        flops[v] = {id(b): step_flops(model, b) for b in batches}
+        if decoder not in by_decoder:
+            by_decoder[decoder] = {id(b): step_flops(model, b) for b in batches}
+        flops[v] = by_decoder[decoder]
         for b in batches[:2]:  # warm-up
             train_step(model, opt, b, bf16)
     names = [v for v, _, _ in variants]
