@@ -288,6 +288,19 @@ def test_pvae_swap_consistency_re_encodes_the_swapped_decoding():
     assert zs.grad is None
     assert m.decoders["image"].parameters().__next__().grad.abs().sum() > 0
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m.joint.parameters())
+    # swap_weights: a weight per modality (others alpha_swap); each term logged when unequal
+    m.alpha_swap, m.swap_weights = 3.0, {"audio": 0.0, "image": 0.5}
+    assert m.swap_weight == {"audio": 0.0, "image": 0.5} and m.config.swap_weights == m.swap_weights
+    torch.manual_seed(5)
+    out = m.loss(b, negative_index=other)
+    q_means = {k: v.mean for k, v in m.encode(b).items()}
+    image_only = m.swap_consistency(b, q_means, other, ["image"]).mean()
+    assert set(out.terms) >= {"swap", "swap_image"} and "swap_audio" not in out.terms
+    assert out.terms["swap"].item() == pytest.approx(image_only.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(base.loss.item() + 0.5 * image_only.item(), rel=1e-5)
+    for bad in ({"video": 1.0}, {"image": -1.0}):
+        with pytest.raises(ValueError, match="swap_weights"):
+            small_pvae(swap_weights=bad)
 
 
 def test_pvae_style_adversary_terms_and_who_they_train():
@@ -369,6 +382,8 @@ def test_pvae_style_content_correlation_term_and_what_it_moves():
     q, r, features = _posteriors_and_features(m, b)
     assert torch.equal(m.joint.from_features(features["q"])["z_s"].mean, q["z_s"].mean)
     got = m.style_content_correlation(features, r, ["audio", "image"])
+    assert set(got) == {"audio", "image"}
+    got = got["audio"] + got["image"]
     expected = sum(cross_correlation(means, r[other]["z_s"].mean)
                    for k, other in (("audio", "image"), ("image", "audio"))
                    for means in (q[f"z_{k}"].mean, r[k][f"z_{k}"].mean))
@@ -380,6 +395,66 @@ def test_pvae_style_content_correlation_term_and_what_it_moves():
     _check_added_term(m, b, neg, "alpha_xcorr", "xcorr")
     with pytest.raises(ValueError, match="alpha_xcorr"):
         small_pvae(alpha_xcorr=-0.5)
+
+
+def test_pvae_xcorr_weights_override_alpha_xcorr_per_style_latent():
+    """xcorr_weights: each modality's term (z^m's means against the other modality's r z^s) is
+    weighed by its own weight (0: not computed; others alpha_xcorr); only heads of weighed
+    latents move, and running buffers exist for their terms only."""
+    from dispart.objectives import cross_correlation
+
+    torch.manual_seed(0)
+    m = small_pvae(alpha_xcorr=3.0, xcorr_weights={"image": 0.0})
+    assert m.xcorr_weight == {"audio": 3.0, "image": 0.0} and m.config.xcorr_weights == {"image": 0.0}
+    b, neg = batch(), torch.tensor([2, 0, 4, 1, 3])
+    q, r, features = _posteriors_and_features(m, b)
+    got = m.style_content_correlation(features, r, ["audio", "image"])
+    expected = sum(cross_correlation(means, r["image"]["z_s"].mean)
+                   for means in (q["z_audio"].mean, r["audio"]["z_audio"].mean))
+    assert list(got) == ["audio"] and got["audio"].item() == pytest.approx(expected.item(), rel=1e-6)
+    moved = _moved_by(m, got["audio"])
+    assert moved and all(".heads.z_audio." in n for n in moved)
+    _check_added_term(m, b, neg, "alpha_xcorr", "xcorr")
+    # unequal non-zero weights: loss = base + sum_m w_m * term_m, each term logged
+    both = small_pvae(alpha_xcorr=3.0, xcorr_weights={"image": 0.5})
+    both.load_state_dict(m.state_dict())
+    torch.manual_seed(5)
+    out = both.loss(b, negative_index=neg)
+    both.xcorr_weights, both.alpha_xcorr = {"image": 0.0}, 0.0
+    torch.manual_seed(5)
+    plain = both.loss(b, negative_index=neg)
+    t = out.terms
+    assert t["xcorr"].item() == pytest.approx(t["xcorr_audio"].item() + t["xcorr_image"].item(), rel=1e-6)
+    assert out.loss.item() == pytest.approx(
+        plain.loss.item() + 3.0 * t["xcorr_audio"].item() + 0.5 * t["xcorr_image"].item(), rel=1e-5)
+    running = small_pvae(alpha_xcorr=3.0, xcorr_weights={"image": 0}, xcorr_momentum=0.5)
+    assert {k for k in running.state_dict() if k.startswith("xcorr_")} == {
+        "xcorr_audio_image_r", "xcorr_audio_image_q", "xcorr_batches"}
+    only = small_pvae(xcorr_weights={"audio": 2.0})  # alpha_xcorr 0: z^a's term alone
+    assert only.xcorr_active and only.xcorr_weight == {"audio": 2.0, "image": 0.0}
+    for bad in ({"video": 1.0}, {"audio": -1.0}):
+        with pytest.raises(ValueError, match="xcorr_weights"):
+            small_pvae(alpha_xcorr=1.0, xcorr_weights=bad)
+
+
+def test_pvae_image_channels_widens_the_image_pre_encoders_only():
+    """image_channels=c: q's and r_image's image pre-encoders convolve with (c, 2c) channels; the
+    decoder and the speech networks keep their shapes, 4 gives the paper's (4, 8) weights, and a
+    wider model still encodes and scores a batch."""
+    default, wide = small_pvae(), small_pvae(image_channels=16)
+    shapes = {k: v.shape for k, v in default.state_dict().items()}
+    wide_shapes = {k: v.shape for k, v in wide.state_dict().items()}
+    changed = {k for k in shapes if shapes[k] != wide_shapes[k]}
+    assert changed and all(k.startswith(("inference.joint.pre.image.", "inference.unimodal.image.pre."))
+                           for k in changed)
+    for pre in (wide.joint.pre["image"], wide.unimodal["image"].pre):
+        assert [c.out_channels for c in pre.conv if isinstance(c, torch.nn.Conv2d)] == [16, 32]
+    assert [c.out_channels for c in default.unimodal["image"].pre.conv
+            if isinstance(c, torch.nn.Conv2d)] == [4, 8]
+    assert wide.config.image_channels == 16
+    assert torch.isfinite(wide.loss(batch()).loss)
+    with pytest.raises(ValueError, match="image_channels"):
+        small_pvae(image_channels=0)
 
 
 def test_pvae_semantic_style_correlation_term_and_what_it_moves():
@@ -490,13 +565,13 @@ def test_pvae_running_style_content_correlation_updates_and_saves_its_averages()
     m.train()
     b1, b2 = batch(seed=1), batch(seed=2)
     features, r, c1 = terms(b1)
-    got = m.style_content_correlation(features, r, ["audio", "image"])
+    got = sum(m.style_content_correlation(features, r, ["audio", "image"]).values())
     assert got.item() == pytest.approx(sum((c * c).mean().item() for c in c1.values()), rel=1e-5)
     assert int(m.xcorr_batches) == 1
     for key, c in c1.items():
         assert torch.allclose(getattr(m, f"xcorr_{key}"), c)
     features, r, c2 = terms(b2)
-    got = m.style_content_correlation(features, r, ["audio", "image"])
+    got = sum(m.style_content_correlation(features, r, ["audio", "image"]).values())
     assert got.item() == pytest.approx(sum((c1[k] * c2[k]).mean().item() for k in c1), rel=1e-5)
     got.backward()  # the averages were updated after the term was computed
     for key in c1:

@@ -33,9 +33,10 @@ from dispart.nn.encoders import diag_gaussian
 DEFAULTS = {
     "pvae": dict(semantic_dim=32, style_dim=32, hidden=512, alpha_ch=0.1, alpha_cm=10.0, margin=0.5,
                  allow_missing=False, style_beta=1.0, style_beta_on="all", alpha_indep=0.0, alpha_swap=0.0,
-                 alpha_adv=0.0, alpha_xcorr=0.0, xcorr_momentum=0.0, alpha_semantic_xcorr=0.0,
+                 alpha_adv=0.0, alpha_xcorr=0.0, xcorr_weights=None, swap_weights=None, xcorr_momentum=0.0,
+                 alpha_semantic_xcorr=0.0,
                  penalty_start=0, widths=None, style_dims=None, alpha_speaker=0.0, speaker_classes=0,
-                 speaker_penalty="critic", sequence_encoder="lstm"),
+                 speaker_penalty="critic", sequence_encoder="lstm", image_channels=4),
     "jmvae_kl": dict(latent_dim=96, hidden=512, alpha=0.1),
     "jmvae": dict(latent_dim=96, hidden=512),
     "mvae": dict(latent_dim=96, hidden=512, k=0, lambdas=None, beta=1.0, anneal_steps=0, activation="relu",

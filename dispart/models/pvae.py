@@ -73,7 +73,8 @@ class PVAEConfig:
     holds, nor z^s the speaker that z^m holds); ``alpha_swap`` weighs a swap-and-re-encode
     consistency: x~ = decode_m(z^s of another row, z^m of this row) re-encoded by r_m must give
     back that other row's z^s (squared distance to q's mean; the latents held fixed, so only
-    the decoder and r_m learn from it): the decoder has to say what z^s says whatever z^m holds.
+    the decoder and r_m learn from it): the decoder has to say what z^s says whatever z^m holds;
+    ``swap_weights`` overrides ``alpha_swap`` per modality (e.g. ``{image: 30}`` alone).
     ``alpha_adv`` weighs an adversary per style latent (``objectives.style_content_critic``): a
     critic learns to tell from z^m's mean (of q and of r_m) which row's other-modality content
     (the other unimodal z^s means, averaged over the other modalities) it is paired with, and the
@@ -83,6 +84,10 @@ class PVAEConfig:
     modalities' unimodal z^s means, held fixed: paired only through the class, they are
     correlated only through z^m's class means, which is what a linear probe reads. It trains the
     z^m heads only (their inputs held fixed: the pre-encoders keep the content z^s needs).
+    ``xcorr_weights``: a weight per modality that overrides ``alpha_xcorr`` for that modality's
+    z^m (0 switches it off), e.g. ``{image: 0}`` beside ``alpha_xcorr: 1000``: at 1000 on z^i
+    the image style collapses to its prior and the decoder stops reading it, so slant and ink
+    no longer transfer.
     ``xcorr_momentum`` > 0 replaces each batch's squared correlations (which cannot fall below
     about 1 / B) by ``objectives.running_cross_correlation`` against an average of the
     correlation matrices of earlier training batches (kept in buffers, saved with the weights,
@@ -111,7 +116,10 @@ class PVAEConfig:
     it too.
     ``sequence_encoder``: the reader of speech in q and r_audio: "lstm" (the paper's: one LSTM, its
     last valid state) or "bilstm" (not the paper's: ``nn.frames.MeanBiLSTMEncoder``, two
-    bidirectional LSTM layers averaged over frames, a better reader of unseen voices)."""
+    bidirectional LSTM layers averaged over frames, a better reader of unseen voices).
+    ``image_channels``: channels of the first convolution of the image pre-encoders (q's and
+    r_image's; the second has twice as many): 4 is the paper's (4, 8); wider reads digits better
+    (not the paper's; the image decoder is unchanged)."""
 
     semantic_dim: int = 32
     style_dim: int = 32
@@ -126,6 +134,8 @@ class PVAEConfig:
     alpha_swap: float = 0.0
     alpha_adv: float = 0.0
     alpha_xcorr: float = 0.0
+    xcorr_weights: dict[str, float] | None = None
+    swap_weights: dict[str, float] | None = None
     xcorr_momentum: float = 0.0
     alpha_semantic_xcorr: float = 0.0
     penalty_start: int = 0
@@ -135,6 +145,7 @@ class PVAEConfig:
     speaker_classes: int = 0
     speaker_penalty: str = "critic"
     sequence_encoder: str = "lstm"
+    image_channels: int = 4
 
 
 def heads_only_mean(heads: nn.ModuleDict, latent: str, features: Tensor) -> Tensor:
@@ -154,15 +165,27 @@ def style_symbol(modality: str) -> str:
     return {"audio": "z^a", "image": "z^i"}.get(modality, f"z^{modality}")
 
 
-def _beta_modalities(style_beta_on: str, names: Sequence[str]) -> frozenset[str]:
-    """The modalities whose style KL ``style_beta`` weighs: "all", or names joined by ','."""
-    if style_beta_on.strip() == "all":
+def _modality_weights(value: Mapping[str, float] | None, names: Sequence[str],
+                      field: str) -> dict[str, float] | None:
+    """A per-modality weight field (``xcorr_weights``, ``swap_weights``) checked: modalities of
+    this model mapped to weights >= 0 (None or empty: None); a ValueError naming ``field``."""
+    own = {m: float(w) for m, w in (value or {}).items()}
+    if set(own) - set(names) or any(w < 0 for w in own.values()):
+        raise ValueError(f"pvae: {field} must map modalities of this model {list(names)} to "
+                         f"weights >= 0, got {own}")
+    return own or None
+
+
+def _named_modalities(value: str, names: Sequence[str], field: str) -> frozenset[str]:
+    """The modalities a ``*_on`` field (``style_beta_on``) names: "all", or names joined by ',';
+    a ValueError naming ``field`` otherwise."""
+    if value.strip() == "all":
         return frozenset(names)
-    chosen = [n.strip() for n in style_beta_on.split(",") if n.strip()]
+    chosen = [n.strip() for n in value.split(",") if n.strip()]
     unknown = sorted(set(chosen) - set(names))
     if not chosen or unknown:
-        raise ValueError(f"pvae: style_beta_on must be 'all' or modalities of this model {list(names)} "
-                         f"joined by ',', got {style_beta_on!r}")
+        raise ValueError(f"pvae: {field} must be 'all' or modalities of this model {list(names)} "
+                         f"joined by ',', got {value!r}")
     return frozenset(chosen)
 
 
@@ -170,9 +193,9 @@ class UnimodalInference(nn.Module):
     """r_m(z^s, z^m | x^m): a pre-encoder of its own and one Gaussian head per latent."""
 
     def __init__(self, spec: ModalitySpec, semantic_dim: int, style_dim: int, hidden: int,
-                 sequence_encoder: str = "lstm") -> None:
+                 sequence_encoder: str = "lstm", image_channels: int = 4) -> None:
         super().__init__()
-        self.pre = build_pre_encoder(spec, hidden, sequence_encoder)
+        self.pre = build_pre_encoder(spec, hidden, sequence_encoder, image_channels=image_channels)
         self.heads = nn.ModuleDict({
             SEMANTIC: GaussianHead(self.pre.out_dim, semantic_dim),
             style(spec.name): GaussianHead(self.pre.out_dim, style_dim),
@@ -191,12 +214,14 @@ class MultimodalInference(nn.Module):
 
     def __init__(
         self, specs: Sequence[ModalitySpec], semantic_dim: int, style_dims: Mapping[str, int],
-        widths: Mapping[str, int], sequence_encoder: str = "lstm"
+        widths: Mapping[str, int], sequence_encoder: str = "lstm", image_channels: int = 4
     ) -> None:
         """``style_dims``: modality name -> size of its style latent; ``widths``: modality name ->
-        width of its pre-encoder; ``sequence_encoder``: the reader of sequence modalities."""
+        width of its pre-encoder; ``sequence_encoder``: the reader of sequence modalities;
+        ``image_channels``: the first convolution's channels of image pre-encoders."""
         super().__init__()
-        self.pre = nn.ModuleDict({s.name: build_pre_encoder(s, widths[s.name], sequence_encoder)
+        self.pre = nn.ModuleDict({s.name: build_pre_encoder(s, widths[s.name], sequence_encoder,
+                                                            image_channels=image_channels)
                                   for s in specs})
         width = sum(p.out_dim for p in self.pre.values())
         heads = {SEMANTIC: GaussianHead(width, semantic_dim)}
@@ -246,6 +271,8 @@ class PVAE(MultimodalModel):
         alpha_swap: float = 0.0,
         alpha_adv: float = 0.0,
         alpha_xcorr: float = 0.0,
+        xcorr_weights: Mapping[str, float] | None = None,
+        swap_weights: Mapping[str, float] | None = None,
         xcorr_momentum: float = 0.0,
         alpha_semantic_xcorr: float = 0.0,
         penalty_start: int = 0,
@@ -255,10 +282,14 @@ class PVAE(MultimodalModel):
         speaker_classes: int = 0,
         speaker_penalty: str = "critic",
         sequence_encoder: str = "lstm",
+        image_channels: int = 4,
     ) -> None:
         super().__init__(modalities)
         if len(modalities) < 2:
             raise ValueError("PVAE needs at least two modalities")
+        if image_channels < 1:
+            raise ValueError(f"pvae: image_channels must be >= 1, got {image_channels}")
+        self.image_channels = int(image_channels)
         self.semantic_dim, self.style_dim, self.hidden = semantic_dim, style_dim, hidden
         self.alpha_ch, self.alpha_cm, self.margin = alpha_ch, alpha_cm, margin
         self.allow_missing = allow_missing
@@ -288,7 +319,10 @@ class PVAE(MultimodalModel):
         self.xcorr_momentum = float(xcorr_momentum)
         names = tuple(s.name for s in modalities)
         self.style_beta_on = style_beta_on
-        self.beta_modalities = _beta_modalities(style_beta_on, names)
+        self.beta_modalities = _named_modalities(style_beta_on, names, "style_beta_on")
+        # the configs' values (None: alpha_xcorr / alpha_swap for every modality)
+        self.xcorr_weights = _modality_weights(xcorr_weights, names, "xcorr_weights")
+        self.swap_weights = _modality_weights(swap_weights, names, "swap_weights")
         if penalty_start < 0:
             raise ValueError(f"pvae: penalty_start ({penalty_start}) must be >= 0")
         self.penalty_start = int(penalty_start)
@@ -306,8 +340,8 @@ class PVAE(MultimodalModel):
         dims = {m: own_dims.get(m, style_dim) for m in names}
         if self.penalty_start:  # training steps seen, saved with the weights (resume continues)
             self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        if alpha_xcorr > 0 and self.xcorr_momentum > 0:  # running correlation matrices, per term
-            for m in names:
+        if self.xcorr_active and self.xcorr_momentum > 0:  # running correlation matrices, per term
+            for m in [m for m in names if self.xcorr_weight[m] > 0]:
                 for key in self.xcorr_terms(names, m):
                     self.register_buffer(f"xcorr_{key}", torch.zeros(dims[m], semantic_dim))
             self.register_buffer("xcorr_batches", torch.zeros((), dtype=torch.long))
@@ -325,8 +359,10 @@ class PVAE(MultimodalModel):
         decoders = {s.name: build_decoder(s, semantic_dim + dims[s.name], width[s.name]) for s in modalities}
         self.generative = Generative(standard_priors(self.latents), decoders)
         # Inference models q (multimodal) and r_m (unimodal).
-        joint = MultimodalInference(modalities, semantic_dim, dims, width, sequence_encoder)
-        unimodal = {s.name: UnimodalInference(s, semantic_dim, dims[s.name], width[s.name], sequence_encoder)
+        joint = MultimodalInference(modalities, semantic_dim, dims, width, sequence_encoder,
+                                    self.image_channels)
+        unimodal = {s.name: UnimodalInference(s, semantic_dim, dims[s.name], width[s.name], sequence_encoder,
+                                              self.image_channels)
                     for s in modalities}
         self.inference = PVAEInference(joint, unimodal)
         if alpha_adv > 0:  # critics of the optional adversary (not the paper's; built last)
@@ -336,6 +372,23 @@ class PVAE(MultimodalModel):
         if alpha_speaker > 0 and speaker_penalty == "critic":  # the optional speaker critic (built last)
             self.speaker_critic = nn.Sequential(nn.Linear(semantic_dim, CRITIC_WIDTH), nn.ReLU(),
                                                 nn.Linear(CRITIC_WIDTH, self.speaker_classes))
+
+    @property
+    def xcorr_weight(self) -> dict[str, float]:
+        """The weight of ``alpha_xcorr``'s term per modality: ``xcorr_weights``' or ``alpha_xcorr``."""
+        own = self.xcorr_weights or {}
+        return {m: float(own.get(m, self.alpha_xcorr)) for m in self.modalities}
+
+    @property
+    def swap_weight(self) -> dict[str, float]:
+        """The weight of ``alpha_swap``'s term per modality: ``swap_weights``' or ``alpha_swap``."""
+        own = self.swap_weights or {}
+        return {m: float(own.get(m, self.alpha_swap)) for m in self.modalities}
+
+    @property
+    def xcorr_active(self) -> bool:
+        """Whether ``alpha_xcorr``'s term is on for some style latent (``xcorr_weight`` > 0)."""
+        return any(w > 0 for w in self.xcorr_weight.values())
 
     @property
     def running_speaker(self) -> bool:
@@ -430,7 +483,7 @@ class PVAE(MultimodalModel):
         full = len(present) == len(self.specs)
         features: dict[str, Tensor] = {}  # pre-encodings, kept for the heads-only xcorr terms
         speaker_xcorr = self.alpha_speaker > 0 and self.speaker_penalty == "xcorr"
-        if full and (self.alpha_xcorr > 0 or self.alpha_semantic_xcorr > 0 or speaker_xcorr):
+        if full and (self.xcorr_active or self.alpha_semantic_xcorr > 0 or speaker_xcorr):
             features["q"] = self.joint.features(batch)
             q = self.joint.from_features(features["q"])
         else:
@@ -470,20 +523,26 @@ class PVAE(MultimodalModel):
                                for m in present]).sum()
             loss = loss + self.alpha_indep * dep
             terms["indep"] = dep
-        if on and self.alpha_swap > 0 and b >= 2:
+        swapped = [m for m in present if self.swap_weight[m] > 0]
+        if on and swapped and b >= 2:
             other = negative_index if negative_index is not None else random_negatives(b)
             means = {name: post.mean for name, post in q.items()}
-            swap = self.swap_consistency(batch, means, other.to(kl_prior.device), present)
-            loss = loss + self.alpha_swap * swap.mean()
-            terms["swap"] = swap.mean()
+            swap = {m: self.swap_consistency(batch, means, other.to(kl_prior.device), [m]).mean()
+                    for m in swapped}
+            loss = loss + sum(self.swap_weight[m] * v for m, v in swap.items())
+            terms["swap"] = torch.stack(list(swap.values())).sum()
+            if len(set(self.swap_weight.values())) > 1:  # unequal weights: each modality's term
+                terms.update({f"swap_{m}": v for m, v in swap.items()})
         if on and self.alpha_adv > 0 and len(present) >= 2 and b >= 2:
             critic, adv = self.style_adversary(q, r, present)
             loss = loss + self.alpha_adv * (critic + adv).mean()
             terms["critic"], terms["adv"] = critic.mean(), adv.mean()
-        if on and self.alpha_xcorr > 0 and len(present) >= 2 and b >= 3:
+        if on and self.xcorr_active and len(present) >= 2 and b >= 3:
             xcorr = self.style_content_correlation(features, r, present)
-            loss = loss + self.alpha_xcorr * xcorr
-            terms["xcorr"] = xcorr
+            loss = loss + sum(self.xcorr_weight[m] * v for m, v in xcorr.items())
+            terms["xcorr"] = torch.stack(list(xcorr.values())).sum()
+            if len(set(self.xcorr_weight.values())) > 1:  # unequal weights: each modality's term
+                terms.update({f"xcorr_{m}": v for m, v in xcorr.items()})
         if on and self.alpha_semantic_xcorr > 0 and b >= 3:
             own = self.semantic_style_correlation(features, q if "q" in features else None, r, present)
             loss = loss + self.alpha_semantic_xcorr * own
@@ -571,9 +630,10 @@ class PVAE(MultimodalModel):
 
     def style_content_correlation(self, features: Mapping[str, Tensor],
                                   r: Mapping[str, Mapping[str, Independent]],
-                                  modalities: Sequence[str]) -> Tensor:
-        """Scalar of ``alpha_xcorr``: sum over ``modalities`` m, over the two means of z^m (q's
-        and r_m's) and over the other modalities n of ``cross_correlation(mean z^m, mean r_n(z^s))``
+                                  modalities: Sequence[str]) -> dict[str, Tensor]:
+        """The terms of ``alpha_xcorr``, one scalar per modality m of ``modalities`` whose weight
+        (``xcorr_weight``) is > 0: the sum over the two means of z^m (q's and r_m's) and over the
+        other modalities n of ``cross_correlation(mean z^m, mean r_n(z^s))``
         (with ``xcorr_momentum``: ``running_cross_correlation`` of this batch's correlation matrix
         against the running one, which a training batch then updates).
 
@@ -581,10 +641,13 @@ class PVAE(MultimodalModel):
         m: r_m's). The z^m means are recomputed from them held fixed and r_n's z^s is held
         fixed: the term moves the z^m heads only, which can drop the content's linear directions
         from z^m but cannot take the content out of the pre-encodings z^s is read from."""
-        total = torch.zeros((), device=features[modalities[0]].device)
+        terms: dict[str, Tensor] = {}
         running = self.xcorr_momentum > 0
         first = running and int(self.xcorr_batches) == 0
         for m in modalities:
+            if self.xcorr_weight[m] <= 0:
+                continue
+            total = torch.zeros((), device=features[m].device)
             means = {"r": heads_only_mean(self.unimodal[m].heads, style(m), features[m])}
             if "q" in features:
                 means["q"] = heads_only_mean(self.joint.heads, style(m), features["q"])
@@ -595,9 +658,10 @@ class PVAE(MultimodalModel):
                 for which, mean in means.items():
                     average = getattr(self, f"xcorr_{m}_{n}_{which}") if running else None
                     total = total + self.correlation_term(mean, content, average, first)
+            terms[m] = total
         if running and self.training:
             self.xcorr_batches += 1
-        return total
+        return terms
 
     def semantic_style_correlation(self, features: Mapping[str, Tensor], q: Mapping[str, Independent] | None,
                                    r: Mapping[str, Mapping[str, Independent]],

@@ -164,13 +164,18 @@ SEQUENCE_ENCODERS = ("lstm", "bilstm")
 
 
 def build_pre_encoder(spec: ModalitySpec, hidden: int = 512, sequence_encoder: str = "lstm",
-                      activation: str = "relu", categorical_init: str = "linear") -> nn.Module:
+                      activation: str = "relu", categorical_init: str = "linear",
+                      image_channels: int = 4) -> nn.Module:
     """Observation -> (B, hidden) vector; the module exposes ``out_dim``. ``sequence_encoder`` picks
     the reader of "sequence" modalities: "lstm" (the paper's, :class:`SequenceEncoder`) or
     "bilstm" (:class:`~dispart.nn.frames.MeanBiLSTMEncoder`); ``activation`` that of the MLPs of
     "categorical" and "vector" modalities (the other networks keep their ReLUs);
-    ``categorical_init`` the first layer's of "categorical" ones (see CATEGORICAL_INITS)."""
+    ``categorical_init`` the first layer's of "categorical" ones (see CATEGORICAL_INITS);
+    ``image_channels`` the channels of the first convolution of "image" ones (the second has
+    twice as many; 4 is PVAE Appendix B's (4, 8))."""
     _activation(activation)
+    if image_channels < 1:
+        raise ValueError(f"image_channels must be >= 1, got {image_channels}")
     if sequence_encoder not in SEQUENCE_ENCODERS:
         raise ValueError(f"sequence_encoder must be one of {SEQUENCE_ENCODERS}, got {sequence_encoder!r}")
     if spec.kind == "sequence":
@@ -180,7 +185,7 @@ def build_pre_encoder(spec: ModalitySpec, hidden: int = 512, sequence_encoder: s
     if spec.kind == "frames":
         return ClipEncoder(spec.shape, hidden)
     if spec.kind == "image":
-        return ImageEncoder(spec.shape, hidden=hidden)  # type: ignore[arg-type]
+        return ImageEncoder(spec.shape, (image_channels, 2 * image_channels), hidden)  # type: ignore[arg-type]
     if spec.kind in ("categorical", "vector"):
         return MLPEncoder(spec.shape[0], hidden, categorical=spec.kind == "categorical",
                           activation=activation, categorical_init=categorical_init)
