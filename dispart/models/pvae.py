@@ -165,14 +165,15 @@ def style_symbol(modality: str) -> str:
     return {"audio": "z^a", "image": "z^i"}.get(modality, f"z^{modality}")
 
 
-def _modality_weights(value: Mapping[str, float] | None, names: Sequence[str],
-                      field: str) -> dict[str, float] | None:
-    """A per-modality weight field (``xcorr_weights``, ``swap_weights``) checked: modalities of
-    this model mapped to weights >= 0 (None or empty: None); a ValueError naming ``field``."""
-    own = {m: float(w) for m, w in (value or {}).items()}
-    if set(own) - set(names) or any(w < 0 for w in own.values()):
+def _per_modality(value: Mapping[str, float] | None, names: Sequence[str], field: str,
+                  kind: type = float, minimum: float = 0) -> dict | None:
+    """A per-modality field (``widths``, ``style_dims``: ints >= 1; ``xcorr_weights``,
+    ``swap_weights``: floats >= 0) checked: modalities of this model mapped to ``kind`` values >=
+    ``minimum`` (None or empty: None); a ValueError naming ``field`` otherwise."""
+    own = {m: kind(v) for m, v in (value or {}).items()}
+    if set(own) - set(names) or any(v < minimum for v in own.values()):
         raise ValueError(f"pvae: {field} must map modalities of this model {list(names)} to "
-                         f"weights >= 0, got {own}")
+                         f"values >= {minimum}, got {own}")
     return own or None
 
 
@@ -287,9 +288,7 @@ class PVAE(MultimodalModel):
         super().__init__(modalities)
         if len(modalities) < 2:
             raise ValueError("PVAE needs at least two modalities")
-        if image_channels < 1:
-            raise ValueError(f"pvae: image_channels must be >= 1, got {image_channels}")
-        self.image_channels = int(image_channels)
+        self.image_channels = int(image_channels)  # checked by nn.modality.build_pre_encoder
         self.semantic_dim, self.style_dim, self.hidden = semantic_dim, style_dim, hidden
         self.alpha_ch, self.alpha_cm, self.margin = alpha_ch, alpha_cm, margin
         self.allow_missing = allow_missing
@@ -321,23 +320,15 @@ class PVAE(MultimodalModel):
         self.style_beta_on = style_beta_on
         self.beta_modalities = _named_modalities(style_beta_on, names, "style_beta_on")
         # the configs' values (None: alpha_xcorr / alpha_swap for every modality)
-        self.xcorr_weights = _modality_weights(xcorr_weights, names, "xcorr_weights")
-        self.swap_weights = _modality_weights(swap_weights, names, "swap_weights")
+        self.xcorr_weights = _per_modality(xcorr_weights, names, "xcorr_weights")
+        self.swap_weights = _per_modality(swap_weights, names, "swap_weights")
         if penalty_start < 0:
             raise ValueError(f"pvae: penalty_start ({penalty_start}) must be >= 0")
         self.penalty_start = int(penalty_start)
-        own = {m: int(w) for m, w in (widths or {}).items()}
-        if set(own) - set(names) or any(w < 1 for w in own.values()):
-            raise ValueError(f"pvae: widths must map modalities of this model {list(names)} to "
-                             f"widths >= 1, got {own}")
-        self.widths = own or None  # the config's value (None: every modality at ``hidden``)
-        width = {m: own.get(m, hidden) for m in names}
-        own_dims = {m: int(d) for m, d in (style_dims or {}).items()}
-        if set(own_dims) - set(names) or any(d < 1 for d in own_dims.values()):
-            raise ValueError(f"pvae: style_dims must map modalities of this model {list(names)} to "
-                             f"sizes >= 1, got {own_dims}")
-        self.style_dims = own_dims or None  # the config's value (None: every z^m at ``style_dim``)
-        dims = {m: own_dims.get(m, style_dim) for m in names}
+        self.widths = _per_modality(widths, names, "widths", int, 1)  # None: every modality at ``hidden``
+        width = {m: (self.widths or {}).get(m, hidden) for m in names}
+        self.style_dims = _per_modality(style_dims, names, "style_dims", int, 1)  # None: ``style_dim``
+        dims = {m: (self.style_dims or {}).get(m, style_dim) for m in names}
         if self.penalty_start:  # training steps seen, saved with the weights (resume continues)
             self.register_buffer("step", torch.zeros((), dtype=torch.long))
         if self.xcorr_active and self.xcorr_momentum > 0:  # running correlation matrices, per term
@@ -373,17 +364,19 @@ class PVAE(MultimodalModel):
             self.speaker_critic = nn.Sequential(nn.Linear(semantic_dim, CRITIC_WIDTH), nn.ReLU(),
                                                 nn.Linear(CRITIC_WIDTH, self.speaker_classes))
 
+    def _in_effect(self, own: Mapping[str, float] | None, default: float) -> dict[str, float]:
+        """Modality -> weight: ``own``'s where it names the modality, else ``default``."""
+        return {m: float((own or {}).get(m, default)) for m in self.modalities}
+
     @property
     def xcorr_weight(self) -> dict[str, float]:
         """The weight of ``alpha_xcorr``'s term per modality: ``xcorr_weights``' or ``alpha_xcorr``."""
-        own = self.xcorr_weights or {}
-        return {m: float(own.get(m, self.alpha_xcorr)) for m in self.modalities}
+        return self._in_effect(self.xcorr_weights, self.alpha_xcorr)
 
     @property
     def swap_weight(self) -> dict[str, float]:
         """The weight of ``alpha_swap``'s term per modality: ``swap_weights``' or ``alpha_swap``."""
-        own = self.swap_weights or {}
-        return {m: float(own.get(m, self.alpha_swap)) for m in self.modalities}
+        return self._in_effect(self.swap_weights, self.alpha_swap)
 
     @property
     def xcorr_active(self) -> bool:
