@@ -50,6 +50,14 @@ def _tagged(runs: list[dict[str, Any]], tag: str, what: str) -> dict[str, Any]:
     raise SystemExit(f"pvae.py: no {what} run tagged {tag!r} (have {[r.get('tag') for r in runs]})")
 
 
+def train_seconds(part: dict[str, Any]) -> float:
+    """Training seconds of a pvae_partition.json entry; an erased run's: its source's plus the erasure."""
+    ws = part["wall_seconds"]
+    if "train" in ws:
+        return ws["train"]
+    return part["erased_from"]["train_seconds"] + ws["erase"]
+
+
 def official_parts(part: dict[str, Any]) -> dict[str, Any]:
     """official / coherence / probes / image_style blocks from one pvae_partition.json entry."""
     pur, pr, coh = part["purity"], part["probes"], part["coherence"]
@@ -59,13 +67,14 @@ def official_parts(part: dict[str, Any]) -> dict[str, Any]:
                      "speech_za": pur.get("speech/z^a"), "image_zi": pur.get("image/z^i"),
                      "minutes_to_99": part.get("minutes_to_99"), "tag": part["tag"],
                      "epochs": part.get("epochs"),
-                     "train_minutes": round(part["wall_seconds"]["train"] / 60, 1),
+                     "train_minutes": round(train_seconds(part) / 60, 1),
                      "load_average": part.get("load_average")},
         "coherence": {"image_to_speech": coh.get("image_to_speech"),
                       "image_to_speech_prior_style": coh.get("image_to_speech_prior_style"),
                       "speech_to_image": coh.get("speech_to_image"),
                       "speech_style_keeps_digit": coh.get("speech_style_keeps_digit")},
         "probes": {"speaker_from_zs": pr.get("speaker_from_zs"), "digit_from_za": pr.get("digit_from_za"),
+                   "speaker_from_zs_mlp": pr.get("speaker_from_zs_mlp"),
                    "speaker_chance": pr.get("speaker_chance"), "digit_chance": pr.get("digit_chance")},
         "image_style": {"slant_corr": style.get("slant_corr"), "ink_corr": style.get("ink_corr"),
                         "slant_corr_within_digit": style.get("slant_corr_within_digit"),

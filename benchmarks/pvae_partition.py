@@ -12,6 +12,7 @@ Records, per setting:
 * ``purity``: z^s / z^a / z^i k-means purity (k = 10) on the test split;
 * ``probes``: ``digit_from_za`` / ``digit_from_zi`` and ``speaker_from_zs`` / ``speaker_from_za``
   with their chance levels (the issue's targets: <= 2x chance for digit_from_za and speaker_from_zs);
+  ``speaker_from_zs_mlp``: the speaker from speech z^s by a one-hidden-layer probe (256 units);
 * ``coherence``: image -> speech with z^a from a reference utterance and from the prior, speech ->
   image likewise, speech style transfer keeping the z^s source's digit (issue: >= 90 %);
 * ``image_style``: slant / ink correlations of image style transfer when quality.json has them;
@@ -29,6 +30,11 @@ number is a fraction in [0, 1] unless named ``minutes``/``seconds``.
 entry TAG (constant learning rate: the same as one run of N epochs): its folder is copied into NEW
 (which must not exist), the copy continues from its last checkpoint with TAG's config and the
 overrides, and the entry records ``resumed_from`` (TAG, its command and training seconds).
+
+``--erase-from TAG --run NEW --tag NAME`` runs ``dispart erase`` (the training speakers linearly
+erased from z^s, dispart/training/erasure.py) on the run of entry TAG into NEW and measures it; the
+entry records ``erased_from`` (TAG, its command and training seconds, the erasure's rank and the
+speakers' mean gaps before / after) and its training record is TAG's.
 
 ``--score-only --tag NAME`` measures the run folder of the existing entry NAME again without
 training (after the measures changed): its measures are replaced, its training record kept, and
@@ -56,6 +62,7 @@ from tagged_runs import add_tagged_arguments, recorded_command, write_tagged_run
 from dispart.batches.pipeline import ExperimentData, load_experiment_data  # noqa: E402
 from dispart.config import load_config  # noqa: E402
 from dispart.data.locate import find_data  # noqa: E402
+from dispart.evaluation.clustering import mlp_probe_accuracy  # noqa: E402
 from dispart.evaluation.evaluate import evaluate_run  # noqa: E402
 from dispart.evaluation.latents import modality_latents  # noqa: E402
 from dispart.files import read_json  # noqa: E402
@@ -63,6 +70,7 @@ from dispart.generation.quality import quality_run  # noqa: E402
 from dispart.models.pvae import PVAE  # noqa: E402
 from dispart.objectives import cross_correlation  # noqa: E402
 from dispart.runs import load_run  # noqa: E402
+from dispart.training.erasure import erase_speaker  # noqa: E402
 from dispart.training.run import train  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pvae_partition.json"
@@ -129,14 +137,24 @@ def style_content_xcorr(model: PVAE, data: ExperimentData, max_images: int = 500
             "n": int(len(pair))}
 
 
+def speaker_from_zs_mlp(model: PVAE, data: ExperimentData) -> float:
+    """The speaker from speech z^s means by a one-hidden-layer probe (train split -> test split):
+    what the linear probe's number does not see."""
+    train, test = data.split("audio", "train"), data.split("audio", "test")
+    z_train, z_test = (modality_latents(model, "audio", d.examples)["z_s"] for d in (train, test))
+    return _r(mlp_probe_accuracy(z_train, np.asarray(train.speakers), z_test, np.asarray(test.speakers)))
+
+
 def measure_run(run_dir: Path) -> dict[str, Any]:
-    """Every measure of a trained run folder (evaluation, quality, style_content_xcorr), the run's
-    data loaded once for all three."""
+    """Every measure of a trained run folder (evaluation, quality, style_content_xcorr, the MLP
+    speaker probe), the run's data loaded once for all."""
     run = load_run(run_dir)
     data = load_experiment_data(run.config.data, progress=False, normalizers=run.normalizers)
     result = evaluate_run(run_dir, progress=False, data=data)
     quality = quality_run(run_dir, data=data)
-    return {**measures(result, quality), "style_content_xcorr": style_content_xcorr(run.model, data)}
+    out = {**measures(result, quality), "style_content_xcorr": style_content_xcorr(run.model, data)}
+    out["probes"]["speaker_from_zs_mlp"] = speaker_from_zs_mlp(run.model, data)
+    return out
 
 
 def tagged_entry(out: Path, tag: str, why: str) -> dict[str, Any]:
@@ -166,6 +184,29 @@ def score_again(out: Path, tag: str, command: str) -> int:
     return 0
 
 
+def erase_from(out: Path, tag: str, run: Path, new_tag: str, command: str, method: str) -> int:
+    """``dispart erase`` on the run of entry ``tag`` into ``run`` (new), measured as entry ``new_tag``."""
+    entry = tagged_entry(out, tag, "to erase from")
+    t0 = time.perf_counter()
+    record = erase_speaker(entry["run"], run, method=method)
+    t_erase = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    measured = measure_run(run)
+    new = {"tag": new_tag, "command": command, "config": entry["config"], "overrides": entry["overrides"],
+           **measured, "minutes_to_99": None, "epochs": entry["epochs"], "steps": entry["steps"],
+           "erased_from": {"tag": tag, "run": entry["run"], "command": entry["command"],
+                           "train_seconds": entry["wall_seconds"]["train"],
+                           **{k: record[k] for k in ("method", "rank", "speaker_mean_gap_before",
+                                                     "speaker_mean_gap_after")}},
+           "wall_seconds": {"erase": round(t_erase, 1),
+                            "evaluate_and_quality": round(time.perf_counter() - t0, 1)},
+           "run": str(run), "threads": int(torch.get_num_threads())}
+    write_tagged_run(out, new, what=WHAT, units=UNITS)
+    print({k: new[k] for k in ("tag", "purity", "probes", "coherence", "image_style")})
+    print(f"wrote {out}")
+    return 0
+
+
 def copy_for_resume(out: Path, tag: str, run: Path) -> dict[str, Any]:
     """Copy the run folder of entry ``tag`` into ``run`` (must not exist); the entry's record."""
     entry = tagged_entry(out, tag, "to resume from")
@@ -187,17 +228,27 @@ def main() -> int:
     ap.add_argument("--run", default=str(ROOT / "runs" / "partition"), help="run folder (overwritten)")
     ap.add_argument("--resume-from", metavar="TAG",
                     help="continue the run of the existing entry TAG in a copy at --run")
+    ap.add_argument("--erase-from", metavar="TAG",
+                    help="`dispart erase` the run of the existing entry TAG into --run (new) and measure it")
+    ap.add_argument("--erase-method", default="leace", choices=["leace", "orth"],
+                    help="with --erase-from: the eraser (default leace)")
     ap.add_argument("--score-only", action="store_true",
                     help="measure the run of the existing --tag entry again, without training")
     add_tagged_arguments(ap, RESULTS)
     args = ap.parse_args()
     if args.resume_from and args.config:
         ap.error("--resume-from continues with the resumed run's config; drop --config")
+    if args.erase_from and (args.overrides or args.config or args.resume_from or args.score_only):
+        ap.error("--erase-from takes the erased run as it is: no --config, --resume-from, --score-only "
+                 "or overrides")
     args.config = args.config or str(ROOT / "configs" / "pvae_b64.yaml")
     torch.set_num_threads(args.threads)
     command = recorded_command("pvae_partition.py", sys.argv[1:], args.threads)
     if args.score_only:
         return score_again(Path(args.out), args.tag, command)
+    if args.erase_from:
+        return erase_from(Path(args.out), args.erase_from, Path(args.run), args.tag, command,
+                          args.erase_method)
     base = [f"{k}={v}" for k, v in find_data(Path(args.data_dir)).items()]
     resumed = None
     if args.resume_from:

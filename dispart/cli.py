@@ -83,6 +83,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_erase(args: argparse.Namespace) -> int:
+    from dispart.training.erasure import erase_speaker
+
+    record = erase_speaker(args.run_dir, args.out, method=args.method)
+    print(f"erased {len(record['speakers'])} speakers from z^s ({record['rank']} directions; the "
+          f"speakers' mean z^s {record['speaker_mean_gap_before']:.4g} -> "
+          f"{record['speaker_mean_gap_after']:.2g} from the overall mean)")
+    print(f"wrote {args.out} (evaluate it with `dispart evaluate {args.out}`)")
+    return 0
+
+
 def cmd_likelihood(args: argparse.Namespace) -> int:
     import torch
 
@@ -206,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-curves", action="store_true", help="skip the k = 1..k_max inertia curves")
     e.set_defaults(func=cmd_evaluate)
 
+    er = sub.add_parser("erase", help="PVAE: a copy of a run with its training speakers linearly "
+                                      "erased from z^s (no linear probe reads them there)")
+    er.add_argument("run_dir")
+    er.add_argument("--out", required=True, help="the new run folder (must not exist)")
+    er.add_argument("--method", default="leace", choices=["leace", "orth"],
+                    help="leace (default: moves z^s least) or orth (orthogonal projection)")
+    er.set_defaults(func=cmd_erase)
+
     lk = sub.add_parser("likelihood", help="importance-weighted test log-likelihoods (MVAE Tables "
                                            "2-3): log p(x1), log p(x1, x2), log p(x1 | x2)")
     lk.add_argument("run_dir")
@@ -279,7 +298,7 @@ FLAG_RANGES: dict[str, dict[str, tuple[int, int | None]]] = {
     "report": {"rows": (1, None), "seed": SEED_RANGE},
     "data": {"seed": SEED_RANGE, "characters": (2, 1296)},
 }
-RUN_DIR_COMMANDS = ("evaluate", "likelihood", "generate", "report")
+RUN_DIR_COMMANDS = ("evaluate", "erase", "likelihood", "generate", "report")
 
 
 def _flag(dest: str) -> str:

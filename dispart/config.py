@@ -129,6 +129,8 @@ class TrainConfig:
     eval_every: int = 0  # > 0: log unimodal z purity on the test split every N epochs
     stop_at_purity: float | None = None  # stop once every monitored purity reaches this
     threads: int = 0  # > 0: torch intra-op threads of this process (0: torch's default)
+    init_from: str = ""  # a finished run folder whose weights start training (same model settings)
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed, e.g. [inference]
 
 
 @dataclass
@@ -278,6 +280,7 @@ RULES: dict[str, Rule] = {
     "data.augment": one_of("none", "warp"),
     "data.warp_freq": between(0, 1, high_open=True),
     "data.warp_time": between(0, 1, high_open=True),
+    "data.image_shift": at_least(0),
     "data.cache_dir": NON_EMPTY,
     "data.on_error": one_of("raise", "skip"),
     "data.num_workers": NONNEG,
@@ -374,6 +377,9 @@ RULES: dict[str, Rule] = {
                            "invalid duration"),
     "train.eval_every": NONNEG,
     "train.stop_at_purity": Rule(lambda v: 0 < v <= 1, "in (0, 1]", alone=False),
+    "train.init_from": Rule(lambda v: True, "a finished run folder, or '' (random initialisation)"),
+    "train.freeze": Rule(lambda v: all(isinstance(x, str) and x.strip() for x in v),
+                         "a list of parameter-name prefixes, e.g. [inference] or [inference.unimodal.audio]"),
     "eval.n_clusters": COUNT,
     "eval.k_max": COUNT,
     "eval.seed": SEED,

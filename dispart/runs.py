@@ -95,11 +95,13 @@ def provenance(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def save_run(path: Path, cfg: ExperimentConfig, model: MultimodalModel,
              normalizer: FeatureNormalizer | None, fbank: FbankConfig, data_summary: dict,
-             normalizers: dict[str, FeatureNormalizer] | None = None) -> None:
+             normalizers: dict[str, FeatureNormalizer] | None = None,
+             extra: dict[str, Any] | None = None) -> None:
     """Write config.yaml, model.safetensors, then run.json (with their SHA-256), each atomically.
 
     ``normalizer``: the "audio" statistics (run.json "normalizer", read by every version);
-    ``normalizers``: the statistics of every standardised modality (run.json "normalizers").
+    ``normalizers``: the statistics of every standardised modality (run.json "normalizers");
+    ``extra``: further run.json entries (e.g. "erasure", written by ``dispart erase``).
 
     An existing run.json is removed first, so a crash part-way leaves a folder that is not a
     finished run (load_run says run.json is missing) rather than old hashes over new files.
@@ -118,6 +120,7 @@ def save_run(path: Path, cfg: ExperimentConfig, model: MultimodalModel,
         "normalizers": {m: _jsonable(n.state_dict()) for m, n in (normalizers or {}).items()},
         "data": data_summary,
         "provenance": provenance(cfg),
+        **(extra or {}),
     }
     atomic_write_json(path / "run.json", _jsonable(info), sort_keys=True)
 

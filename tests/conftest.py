@@ -1,4 +1,5 @@
-"""Shared fixtures: the development data beside the repo (skipped when absent), one thread."""
+"""Shared fixtures: the development data beside the repo (skipped when absent), one thread, a tiny
+real PVAE run on the embedded sample."""
 
 from __future__ import annotations
 
@@ -28,3 +29,17 @@ def single_thread():
     with threadpool_limits(limits=1):
         yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_pvae_run(tmp_path_factory) -> Path:
+    """A real PVAE run: 2 epochs on the embedded FSDD (5 speakers) + MNIST sample, small networks
+    (~10 s). Shared by several modules: tests may add outputs (evaluation.json) but must not
+    change its config or weights."""
+    from dispart.cli import main
+
+    run = tmp_path_factory.mktemp("tiny_pvae") / "pvae"
+    root = Path(__file__).parents[1]
+    assert main(["train", str(root / "tests" / "sample.yaml"), "--out", str(run), "train.epochs=2",
+                 "model.hidden=32", "train.progress_bar=false"]) == 0
+    return run

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from dispart.batches.paired import LengthBucketSampler
+from dispart.batches.pipeline import load_experiment_data
 from dispart.config import load_config
 from dispart.data.locate import find_data
 from dispart.errors import ConfigError
-from dispart.features.augment import RandomWarp, warp_features
+from dispart.features.augment import RandomShift, RandomWarp, shift_image, warp_features
 from dispart.training.datamodule import ShardedBatchSampler
-from dispart.training.run import model_hparams
+from dispart.training.run import _datamodule, model_hparams
 
 
 def test_every_table1_config_builds_its_model():
@@ -320,3 +321,52 @@ def test_cli_refuses_a_bad_config_before_importing_the_trainer(tmp_path):
         "dispart demo: error: override 'train.epochs=abc': train.epochs='abc': wrong type; expected an "
         "integer >= 1"]
     assert not (tmp_path / "r").exists() and not (tmp_path / "d").exists()
+
+
+def test_image_shift_moves_pixels_and_fills_zeros():
+    x = np.arange(1, 17, dtype=np.float32).reshape(1, 4, 4)  # no zero pixels: a fill shows
+    down_left = shift_image(x, 1, -2)
+    np.testing.assert_array_equal(down_left[0, 0], 0)  # row 0 entered from above
+    np.testing.assert_array_equal(down_left[0, 1:, :2], x[0, :3, 2:])  # rows 0-2, cols 2-3 moved
+    np.testing.assert_array_equal(down_left[0, :, 2:], 0)
+    np.testing.assert_array_equal(shift_image(x, 0, 0), x)
+    with pytest.raises(ValueError, match="does not fit"):
+        shift_image(x, 4, 0)
+    s = RandomShift(2, seed=1)
+    np.testing.assert_array_equal(s(x, 3, 7), s(x, 3, 7))
+    shifts = {tuple(np.argwhere(s(np.pad(x, ((0, 0), (2, 2), (2, 2))), e, 7) == 1)[0]) for e in range(40)}
+    assert len(shifts) > 5 and all(abs(r - 2) <= 2 and abs(c - 2) <= 2 for _, r, c in shifts)
+    with pytest.raises(ValueError, match="max_shift"):
+        RandomShift(-1)
+
+
+def test_image_shift_reaches_the_training_batches_of_a_speech_image_run():
+    """data.image_shift on the embedded sample: every training image is its paired original moved
+    as RandomShift says for (seed, epoch, index); the speech is untouched; image + label runs and
+    vector images refuse it."""
+    cfg = load_config(None, ["data.image_shift=2", "train.seed=4"])
+    data = load_experiment_data(cfg.data, progress=False)
+    dm = _datamodule(cfg, data)
+    dm.setup()
+    plain = _datamodule(load_config(None, ["train.seed=4"]), data)
+    plain.setup()
+    dm.set_epoch(1)
+    plain.set_epoch(1)
+    shift, moved = RandomShift(2, seed=4), 0
+    for i in range(20):
+        got, base = dm.dataset[i], plain.dataset[i]
+        np.testing.assert_array_equal(got["audio"], base["audio"])
+        np.testing.assert_array_equal(got["image"], shift(base["image"], 1, i))
+        moved += not np.array_equal(got["image"], base["image"])
+    assert moved >= 10
+    image_label = load_experiment_data(load_config("configs/mnist_label_mvae.yaml").data,
+                                       progress=False, speech=False)
+    with pytest.raises(ConfigError, match="vectors of shape \\(784,\\)"):
+        _datamodule(load_config("configs/mnist_label_mvae.yaml", ["data.image_shift=1"]), image_label)
+    with pytest.raises(ConfigError, match="image \\+ label runs take neither"):
+        cnn = ["data.image_shift=1", "model.image_net=cnn"]
+        _datamodule(load_config("configs/mnist_label_mvae.yaml", cnn), image_label)
+    with pytest.raises(ConfigError, match="data.augment=warp augments the 'audio' modality"):
+        _datamodule(load_config("configs/mnist_label_mvae.yaml", ["data.augment=warp"]), image_label)
+    with pytest.raises(ConfigError, match="data.image_shift"):
+        load_config(None, ["data.image_shift=-1"])

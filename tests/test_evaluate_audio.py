@@ -21,12 +21,9 @@ ARABIC = ROOT.parent / "shared" / "data" / "arabic_speech_commands"
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A real PVAE run: 1 epoch on the embedded FSDD sample + MNIST sample, small networks (~10 s)."""
-    run = tmp_path_factory.mktemp("audio_eval") / "pvae"
-    assert main(["train", str(ROOT / "tests" / "sample.yaml"), "--out", str(run), "train.epochs=1",
-                 "model.hidden=32", "train.progress_bar=false"]) == 0
-    return run
+def run_dir(tiny_pvae_run: Path) -> Path:
+    """A real PVAE run (conftest: 2 epochs on the embedded sample, small networks)."""
+    return tiny_pvae_run
 
 
 def _tone(hz: float, seconds: float = 0.5, sr: int = 16000) -> np.ndarray:

@@ -46,6 +46,7 @@ class DataConfig:
     augment: str = "none"  # "none" | "warp": random Mel-axis (VTLP-like) and time warps (train only)
     warp_freq: float = 0.1  # Mel-axis warp factor range: 1 +- warp_freq
     warp_time: float = 0.1  # time-axis warp factor range: 1 +- warp_time
+    image_shift: int = 0  # training images moved by up to this many pixels each way (0 = off)
     cache_dir: str | None = None  # default: $DISPART_CACHE or ~/.cache/dispart
     on_error: str = "raise"  # "raise" at the first bad file, or "skip" and report the count
     num_workers: int = 0

@@ -7,6 +7,7 @@ All functions are stateless: they take latents / labels as arrays and return pla
 - :func:`inertia_curve` -- k-means inertia versus number of clusters (Figure 3).
 - :func:`estimate_num_classes` -- automatic elbow estimate from an inertia curve.
 - :func:`linear_probe_accuracy` -- logistic-regression probe (e.g. speaker identity from z^a).
+- :func:`mlp_probe_accuracy` -- the same with one hidden layer: what a nonlinear read-out finds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 from sklearn.metrics.cluster import contingency_matrix
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -29,6 +31,7 @@ __all__ = [
     "inertia_curve",
     "estimate_num_classes",
     "linear_probe_accuracy",
+    "mlp_probe_accuracy",
 ]
 
 
@@ -233,6 +236,28 @@ def linear_probe_accuracy(
     Returns:
         Accuracy on the test split, in [0, 1].
     """
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
+    return _probe_accuracy(probe, train_latents, train_labels, test_latents, test_labels)
+
+
+def mlp_probe_accuracy(
+    train_latents: np.ndarray,
+    train_labels: np.ndarray,
+    test_latents: np.ndarray,
+    test_labels: np.ndarray,
+    seed: int = 0,
+    hidden: int = 256,
+) -> float:
+    """Test accuracy of a one-hidden-layer probe: ``StandardScaler -> MLPClassifier((hidden,),
+    max_iter=500)`` fitted on the train split; arguments and errors as
+    :func:`linear_probe_accuracy`. Reads what a linear probe cannot (e.g. after a linear erasure)."""
+    probe = make_pipeline(StandardScaler(),
+                          MLPClassifier((hidden,), max_iter=500, random_state=seed))
+    return _probe_accuracy(probe, train_latents, train_labels, test_latents, test_labels)
+
+
+def _probe_accuracy(probe: Any, train_latents: np.ndarray, train_labels: np.ndarray,
+                    test_latents: np.ndarray, test_labels: np.ndarray) -> float:
     x_tr = _as_2d(train_latents, "train_latents")
     y_tr = _as_1d(train_labels, "train_labels")
     x_te = _as_2d(test_latents, "test_latents")
@@ -245,6 +270,5 @@ def linear_probe_accuracy(
         )
     if np.unique(y_tr).shape[0] < 2:
         raise ValueError("train_labels must contain at least two distinct classes")
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
     probe.fit(x_tr, y_tr)
     return float(accuracy_score(y_te, probe.predict(x_te)))

@@ -1,14 +1,21 @@
-"""Feature-level augmentation for speaker generalisation.
+"""Training-time augmentation of speech features and images.
 
-``warp``: a random warp of the Mel axis (an approximation of vocal tract length perturbation,
-VTLP) and of the time axis (speaking-rate perturbation), drawn per utterance and per epoch.
-Applied to training features only; the model learns to reconstruct the warped features, so the
-style latent absorbs the warp while the semantic latent must stay put.
+``warp`` (speech, for speaker generalisation): a random warp of the Mel axis (an approximation of
+vocal tract length perturbation, VTLP) and of the time axis (speaking-rate perturbation), drawn
+per utterance and per epoch. ``shift`` (images): a random translation by whole pixels, the
+vacated border filled with 0 (the background of digit images in [0, 1]). Both are applied to
+training examples only; the model learns to reconstruct the augmented examples, so the style
+latent absorbs the warp or the position while the semantic latent must stay put.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+
+Augment = Callable[[np.ndarray, int, int], np.ndarray]
+"""An augmentation: ``f(example, epoch, index) -> example``, deterministic in its arguments."""
 
 
 def _interp_axis(x: np.ndarray, positions: np.ndarray, axis: int) -> np.ndarray:
@@ -48,3 +55,30 @@ class RandomWarp:
         f = 1.0 + rng.uniform(-self.freq_range, self.freq_range)
         t = 1.0 + rng.uniform(-self.time_range, self.time_range)
         return warp_features(x, f, t)
+
+
+def shift_image(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """(..., H, W) image moved ``dy`` pixels down and ``dx`` right (negative: up / left); what
+    leaves the frame is lost, what enters is 0. |dy| < H and |dx| < W."""
+    h, w = x.shape[-2:]
+    if not (abs(dy) < h and abs(dx) < w):
+        raise ValueError(f"shift ({dy}, {dx}) does not fit an image of {h}x{w} pixels")
+    out = np.zeros_like(x)
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+class RandomShift:
+    """Moves an image by (dy, dx) drawn uniformly from {-s, ..., s}^2, deterministic in
+    (seed, epoch, index) like :class:`RandomWarp`."""
+
+    def __init__(self, max_shift: int = 2, seed: int = 0) -> None:
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+        self.max_shift, self.seed = int(max_shift), seed
+
+    def __call__(self, x: np.ndarray, epoch: int, index: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, epoch, index, 1))
+        dy, dx = rng.integers(-self.max_shift, self.max_shift + 1, size=2)
+        return shift_image(x, int(dy), int(dx))

@@ -403,6 +403,10 @@ class PVAE(MultimodalModel):
         """modality -> r_m(z^s, z^m | x^m) (``inference.unimodal``)."""
         return self.inference.unimodal
 
+    def semantic_heads(self) -> list[GaussianHead]:
+        """The heads of z^s: q's, then each r_m's (what ``dispart erase`` edits, all alike)."""
+        return [self.joint.heads[SEMANTIC], *(r.heads[SEMANTIC] for r in self.unimodal.values())]
+
     @classmethod
     def legacy_prefixes(cls, modalities: Sequence[str]) -> tuple[tuple[str, str], ...]:
         return (("decoders.", "generative.decoders."), ("joint.", "inference.joint."),

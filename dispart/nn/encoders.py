@@ -74,3 +74,17 @@ class GaussianHead(nn.Module):
     def forward(self, h: Tensor) -> Independent:
         mean, logvar = self.linear(h).chunk(2, dim=-1)
         return diag_gaussian(mean, logvar)
+
+    @torch.no_grad()
+    def compose_mean(self, matrix: Tensor, offset: Tensor) -> None:
+        """Make the head's mean ``matrix @ mean + offset`` for every input, by editing the mean's
+        rows of ``linear`` in place (weight -> matrix @ weight, bias -> matrix @ bias + offset);
+        the log-variance is unchanged. ``matrix``: (D, D), ``offset``: (D,), D = latent_dim."""
+        d = self.latent_dim
+        if tuple(matrix.shape) != (d, d) or tuple(offset.shape) != (d,):
+            raise ValueError(f"compose_mean needs a ({d}, {d}) matrix and a ({d},) offset, "
+                             f"got {tuple(matrix.shape)} and {tuple(offset.shape)}")
+        w, b = self.linear.weight, self.linear.bias
+        a = matrix.to(w)
+        w[:d] = a @ w[:d]
+        b[:d] = a @ b[:d] + offset.to(b)

@@ -10,7 +10,7 @@ batches an uninterrupted run would.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from itertools import islice
 from typing import Protocol
@@ -27,7 +27,7 @@ from dispart.batches.pipeline import ExperimentData
 from dispart.batches.sets import ModalitySet
 from dispart.batches.weak import WeaklyPaired, collate_partial
 from dispart.errors import ConfigError
-from dispart.features.augment import RandomWarp
+from dispart.features.augment import Augment
 
 
 class EpochSampler(Protocol):
@@ -103,11 +103,12 @@ class ResumableBatches(Sampler[list[int]]):
 
 
 class AugmentedPairs(Dataset):
-    """Applies a feature augmentation to the speech ("audio") of every item of a PairedDigits
-    or an ExamplePairs."""
+    """Applies per-modality augmentations (modality -> ``f(example, epoch, index)``, e.g.
+    :class:`RandomWarp` for "audio", :class:`RandomShift` for "image") to every item of a
+    PairedDigits or an ExamplePairs."""
 
-    def __init__(self, base: PairedDigits | ExamplePairs, augment: RandomWarp) -> None:
-        self.base, self.augment, self.epoch = base, augment, 0
+    def __init__(self, base: PairedDigits | ExamplePairs, augments: Mapping[str, Augment]) -> None:
+        self.base, self.augments, self.epoch = base, dict(augments), 0
         self.lengths = base.lengths
 
     def set_epoch(self, epoch: int) -> None:
@@ -119,7 +120,8 @@ class AugmentedPairs(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         item = dict(self.base[i])
-        item["audio"] = self.augment(item["audio"], self.epoch, i)
+        for modality, augment in self.augments.items():
+            item[modality] = augment(item[modality], self.epoch, i)
         return item
 
 
@@ -198,13 +200,13 @@ class PairedDataModule(_BatchedDataModule):
     """
 
     def __init__(self, data: ExperimentData, batch_size: int = 256, seed: int = 0,
-                 num_workers: int = 0, augment: RandomWarp | None = None,
+                 num_workers: int = 0, augments: Mapping[str, Augment] | None = None,
                  bucket_pool: int = 50, pairing: str | None = None,
                  specs: Sequence[ModalitySpec] | None = None) -> None:
         super().__init__()
         self.data = data
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        self.augment = augment
+        self.augments = dict(augments or {})
         self.bucket_pool = bucket_pool
         self.pairing = pairing or data.pairing
         if self.pairing not in PAIRINGS:
@@ -234,10 +236,12 @@ class PairedDataModule(_BatchedDataModule):
             self.dataset = ExamplePairs({m: d.split(m, "train") for m in self.modalities},
                                         shapes={s.name: s.shape for s in self.specs
                                                 if s.kind in ("image", "vector")})
-        if self.augment is not None:
-            if "audio" not in self.modalities:
-                raise ConfigError("data.augment=warp augments the 'audio' modality, which this run lacks")
-            self.dataset = AugmentedPairs(self.dataset, self.augment)
+        if self.augments:
+            lacking = [m for m in self.augments if m not in self.modalities]
+            if lacking:
+                raise ConfigError(f"augmentations given for {lacking}, which this run lacks "
+                                  f"(its modalities: {self.modalities})")
+            self.dataset = AugmentedPairs(self.dataset, self.augments)
         lengths = self.dataset.lengths
         base = (ShuffledBatches(len(self.dataset), self.batch_size, self.seed) if lengths is None
                 else LengthBucketSampler(lengths, self.batch_size, shuffle=True, seed=self.seed,

@@ -17,7 +17,7 @@ from dispart.batches.modality import ModalitySpec
 from dispart.batches.pipeline import SPLITS, ExperimentData, load_experiment_data
 from dispart.config import ExperimentConfig, ModelConfig, model_params, save_config, validate_config
 from dispart.errors import ConfigError, RunDirError
-from dispart.features.augment import RandomWarp
+from dispart.features.augment import Augment, RandomShift, RandomWarp
 from dispart.files import atomic_write_json
 from dispart.models import build_model
 from dispart.runs import load_run, save_run
@@ -211,6 +211,7 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData 
                    lr_schedule=cfg.train.lr_schedule)
     if setup is not None:
         setup(lit.model)
+    start_from(cfg, lit.model)
     dm = _datamodule(cfg, data)
     ckpt = None
     if resume:
@@ -239,6 +240,30 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData 
                  {**data_summary(cfg, data), **(extra or {})}, normalizers=data.normalizers)
         atomic_write_json(out / "train_summary.json", summary)
     return summary
+
+
+def start_from(cfg: ExperimentConfig, model: Any) -> None:
+    """``train.init_from``: load a finished run's weights into the freshly built ``model`` (the
+    same model settings: ConfigError naming the ones that differ); ``train.freeze``: keep the
+    parameters under each named prefix fixed (left out of the optimiser; ConfigError for a prefix
+    that names none). A resumed run's checkpoint is loaded afterwards and wins."""
+    if cfg.train.init_from:
+        source = load_run(cfg.train.init_from)
+        theirs, ours = source.model.hparams(), model.hparams()
+        if theirs != ours:
+            differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+            raise ConfigError(f"train.init_from: {cfg.train.init_from} holds a {source.model.name} model "
+                              f"whose settings differ from this config's in {differ}")
+        model.load_state_dict(source.model.state_dict())
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in cfg.train.freeze:
+        if not any(n == prefix or n.startswith(prefix + ".") for n in names):
+            tops = sorted({n.split(".")[0] for n in names})
+            raise ConfigError(f"train.freeze: {prefix!r} names no parameter of the {model.name} model "
+                              f"(its parameters start with {tops})")
+    for n, p in model.named_parameters():
+        if any(n == prefix or n.startswith(prefix + ".") for prefix in cfg.train.freeze):
+            p.requires_grad_(False)
 
 
 def _train_stages(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData | None,
@@ -296,11 +321,17 @@ def _datamodule(cfg: ExperimentConfig, data: ExperimentData) -> L.LightningDataM
     re-paired by label every epoch; image + label examples (optionally weakly supervised,
     ``data.paired_fraction``); or the modalities of the same examples (audio and video of one
     clip), joined by example id."""
-    augment = None
+    augments: dict[str, Augment] = {}
     if cfg.data.augment == "warp":
-        augment = RandomWarp(cfg.data.warp_freq, cfg.data.warp_time, seed=cfg.train.seed)
+        augments["audio"] = RandomWarp(cfg.data.warp_freq, cfg.data.warp_time, seed=cfg.train.seed)
     elif cfg.data.augment != "none":
         raise ConfigError(f"data.augment must be 'none' or 'warp', got {cfg.data.augment!r}")
+    if cfg.data.image_shift > 0:
+        augments["image"] = RandomShift(cfg.data.image_shift, seed=cfg.train.seed)
+    for modality, field in (("audio", "data.augment=warp"), ("image", "data.image_shift")):
+        if modality in augments and modality not in cfg.model.modalities:
+            raise ConfigError(f"{field} augments the {modality!r} modality, which this run's "
+                              f"model.modalities {cfg.model.modalities} lack")
     missing = [m for m in cfg.model.modalities if m not in data.sets]
     if missing:
         raise ConfigError(f"model.modalities include {missing} but the data given has only "
@@ -313,9 +344,15 @@ def _datamodule(cfg: ExperimentConfig, data: ExperimentData) -> L.LightningDataM
             raise ConfigError(f"data.pairing=label pairs 'audio' with 'image' by class; model.modalities "
                               f"{cfg.model.modalities} have no 'audio' (use data.pairing=example)")
         return PairedDataModule(data, cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
-                                augment=augment, bucket_pool=cfg.train.bucket_pool, pairing="label")
+                                augments=augments, bucket_pool=cfg.train.bucket_pool, pairing="label")
     specs = modality_specs(cfg, data)
+    if "image" in augments and len(specs["image"].shape) < 2:
+        raise ConfigError(f"data.image_shift moves images of 2 dimensions; this run's images are "
+                          f"vectors of shape {specs['image'].shape} (set data.image_shift=0)")
     if set(cfg.model.modalities) <= {"image", "label"}:
+        if augments:
+            raise ConfigError("data.augment and data.image_shift apply to runs with speech or "
+                              "paired by example; image + label runs take neither")
         if (cfg.model.name == "jmvae_kl" and cfg.data.paired_fraction < 1.0
                 and cfg.data.unpaired == "split"):
             raise ConfigError("model.name=jmvae_kl trains on complete examples only: with "
@@ -325,7 +362,7 @@ def _datamodule(cfg: ExperimentConfig, data: ExperimentData) -> L.LightningDataM
                                     cfg.data.paired_fraction, cfg.data.unpaired,
                                     redraw=cfg.data.binarize == "dynamic")
     return PairedDataModule(data, cfg.train.batch_size, cfg.train.seed, cfg.data.num_workers,
-                            augment=augment, bucket_pool=cfg.train.bucket_pool, pairing="example",
+                            augments=augments, bucket_pool=cfg.train.bucket_pool, pairing="example",
                             specs=[specs[m] for m in cfg.model.modalities])
 
 
