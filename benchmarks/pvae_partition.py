@@ -121,10 +121,12 @@ def measures(result: dict[str, Any], quality: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def style_content_xcorr(model: PVAE, data: ExperimentData, max_images: int = 5000) -> dict[str, Any]:
-    """Training-split cross-correlation of speech z^a with the z^s of same-digit images (above)."""
+def style_content_xcorr(model: PVAE, data: ExperimentData, speech: dict[str, np.ndarray],
+                        max_images: int = 5000) -> dict[str, Any]:
+    """Training-split cross-correlation of speech z^a with the z^s of same-digit images (above);
+    ``speech``: the training utterances' latent means (``modality_latents``)."""
     audio, image = data.split("audio", "train"), data.split("image", "train")
-    style = torch.as_tensor(modality_latents(model, "audio", audio.examples)["z_audio"])
+    style = torch.as_tensor(speech["z_audio"])
     y_audio = np.asarray(audio.labels)
     n_img = min(max_images, len(image.labels))
     y_image = np.asarray(image.labels)[:n_img]
@@ -137,12 +139,13 @@ def style_content_xcorr(model: PVAE, data: ExperimentData, max_images: int = 500
             "n": int(len(pair))}
 
 
-def speaker_from_zs_mlp(model: PVAE, data: ExperimentData) -> float:
+def speaker_from_zs_mlp(model: PVAE, data: ExperimentData, speech: dict[str, np.ndarray]) -> float:
     """The speaker from speech z^s means by a one-hidden-layer probe (train split -> test split):
-    what the linear probe's number does not see."""
+    what the linear probe's number does not see; ``speech`` as for :func:`style_content_xcorr`."""
     train, test = data.split("audio", "train"), data.split("audio", "test")
-    z_train, z_test = (modality_latents(model, "audio", d.examples)["z_s"] for d in (train, test))
-    return _r(mlp_probe_accuracy(z_train, np.asarray(train.speakers), z_test, np.asarray(test.speakers)))
+    z_test = modality_latents(model, "audio", test.examples)["z_s"]
+    return _r(mlp_probe_accuracy(speech["z_s"], np.asarray(train.speakers), z_test,
+                                 np.asarray(test.speakers)))
 
 
 def measure_run(run_dir: Path) -> dict[str, Any]:
@@ -152,8 +155,9 @@ def measure_run(run_dir: Path) -> dict[str, Any]:
     data = load_experiment_data(run.config.data, progress=False, normalizers=run.normalizers)
     result = evaluate_run(run_dir, progress=False, data=data)
     quality = quality_run(run_dir, data=data)
-    out = {**measures(result, quality), "style_content_xcorr": style_content_xcorr(run.model, data)}
-    out["probes"]["speaker_from_zs_mlp"] = speaker_from_zs_mlp(run.model, data)
+    speech = modality_latents(run.model, "audio", data.split("audio", "train").examples)
+    out = {**measures(result, quality), "style_content_xcorr": style_content_xcorr(run.model, data, speech)}
+    out["probes"]["speaker_from_zs_mlp"] = speaker_from_zs_mlp(run.model, data, speech)
     return out
 
 
@@ -184,6 +188,12 @@ def score_again(out: Path, tag: str, command: str) -> int:
     return 0
 
 
+def source_record(entry: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed or erased entry keeps of the entry it came from."""
+    return {"tag": entry["tag"], "run": entry["run"], "command": entry["command"], "epochs": entry["epochs"],
+            "train_seconds": entry["wall_seconds"]["train"]}
+
+
 def erase_from(out: Path, tag: str, run: Path, new_tag: str, command: str, method: str) -> int:
     """``dispart erase`` on the run of entry ``tag`` into ``run`` (new), measured as entry ``new_tag``."""
     entry = tagged_entry(out, tag, "to erase from")
@@ -194,8 +204,7 @@ def erase_from(out: Path, tag: str, run: Path, new_tag: str, command: str, metho
     measured = measure_run(run)
     new = {"tag": new_tag, "command": command, "config": entry["config"], "overrides": entry["overrides"],
            **measured, "minutes_to_99": None, "epochs": entry["epochs"], "steps": entry["steps"],
-           "erased_from": {"tag": tag, "run": entry["run"], "command": entry["command"],
-                           "train_seconds": entry["wall_seconds"]["train"],
+           "erased_from": {**source_record(entry),
                            **{k: record[k] for k in ("method", "rank", "speaker_mean_gap_before",
                                                      "speaker_mean_gap_after")}},
            "wall_seconds": {"erase": round(t_erase, 1),
@@ -216,8 +225,7 @@ def copy_for_resume(out: Path, tag: str, run: Path) -> dict[str, Any]:
     if run.exists():
         raise SystemExit(f"pvae_partition: --resume-from: --run {run} exists; name a new folder")
     shutil.copytree(source, run)
-    return {"tag": tag, "run": str(source), "command": entry["command"], "epochs": entry["epochs"],
-            "train_seconds": entry["wall_seconds"]["train"]}
+    return source_record(entry)
 
 
 def main() -> int:

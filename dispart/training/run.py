@@ -255,15 +255,15 @@ def start_from(cfg: ExperimentConfig, model: Any) -> None:
             raise ConfigError(f"train.init_from: {cfg.train.init_from} holds a {source.model.name} model "
                               f"whose settings differ from this config's in {differ}")
         model.load_state_dict(source.model.state_dict())
-    names = [n for n, _ in model.named_parameters()]
+    params = dict(model.named_parameters())
     for prefix in cfg.train.freeze:
-        if not any(n == prefix or n.startswith(prefix + ".") for n in names):
-            tops = sorted({n.split(".")[0] for n in names})
+        under = [n for n in params if n == prefix or n.startswith(prefix + ".")]
+        if not under:
+            tops = sorted({n.split(".")[0] for n in params})
             raise ConfigError(f"train.freeze: {prefix!r} names no parameter of the {model.name} model "
                               f"(its parameters start with {tops})")
-    for n, p in model.named_parameters():
-        if any(n == prefix or n.startswith(prefix + ".") for prefix in cfg.train.freeze):
-            p.requires_grad_(False)
+        for n in under:
+            params[n].requires_grad_(False)
 
 
 def _train_stages(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData | None,
