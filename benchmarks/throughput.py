@@ -64,6 +64,7 @@ from dispart.config import DataConfig, load_config, model_params  # noqa: E402
 from dispart.files import atomic_write_json  # noqa: E402
 from dispart.models import DSAE, PVAE, build_model  # noqa: E402
 from dispart.nn.decoders import SequenceDecoder  # noqa: E402
+from dispart.training.run import cpu_runs_bf16_lstm  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "throughput.json"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -299,6 +300,9 @@ def main() -> None:
         ap.error(f"--models: choose from {MODELS}, got {args.models!r}")
     if args.decoder == "both" and args.precision == "both":
         ap.error("--decoder both and --precision both: compare one thing at a time")
+    if args.precision != "fp32" and not cpu_runs_bf16_lstm():
+        ap.error(f"--precision {args.precision}: this CPU cannot run PVAE's LSTMs in bfloat16 "
+                 "(oneDNN needs AVX512-BF16 or AMX)")
     for flag in ("steps", "dsae_steps", "speech_batch", "sprites_batch", "batch_size"):
         if getattr(args, flag) < 1:
             ap.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")

@@ -209,6 +209,7 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData 
               f"first: {data.skipped[0][0]}: {data.skipped[0][1]}")
     lit = LitModel(hparams, lr=cfg.train.lr, betas=list(cfg.train.betas),
                    lr_schedule=cfg.train.lr_schedule)
+    check_precision(cfg, lit.model)
     if setup is not None:
         setup(lit.model)
     start_from(cfg, lit.model)
@@ -240,6 +241,31 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData 
                  {**data_summary(cfg, data), **(extra or {})}, normalizers=data.normalizers)
         atomic_write_json(out / "train_summary.json", summary)
     return summary
+
+
+def cpu_runs_bf16_lstm() -> bool:
+    """Whether this CPU runs ``torch.nn.LSTM`` under bfloat16 autocast (oneDNN needs AVX512-BF16
+    or AMX; e.g. an AMD Zen 3 has neither), probed with a tiny LSTM."""
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.nn.LSTM(2, 2, batch_first=True)(torch.zeros(1, 2, 2))
+    except RuntimeError:
+        return False
+    return True
+
+
+def check_precision(cfg: ExperimentConfig, model: torch.nn.Module) -> None:
+    """A ConfigError before training when ``train.precision`` is bf16 on the CPU, the model holds
+    an LSTM and this CPU cannot run one in bf16 (:func:`cpu_runs_bf16_lstm`): it would otherwise
+    fail at the first step, deep inside ``torch.nn.LSTM``."""
+    t = cfg.train
+    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
+    if "bf16" not in str(t.precision) or not on_cpu:
+        return
+    if any(isinstance(m, torch.nn.LSTM) for m in model.modules()) and not cpu_runs_bf16_lstm():
+        raise ConfigError(
+            f"train.precision={t.precision}: this CPU cannot run the model's LSTMs in bfloat16 "
+            "(oneDNN needs AVX512-BF16 or AMX); use train.precision=32-true")
 
 
 def start_from(cfg: ExperimentConfig, model: Any) -> None:
