@@ -31,6 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from dispart.files import atomic_write_json, read_json  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from tagged_runs import cpu_model  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "pvae_demo.json"
 TARGET_SECONDS, TARGET_PURITY = 300.0, 0.95
 
@@ -70,6 +73,7 @@ def main() -> int:
         "load_average": {"before": load_before[0], "after": os.getloadavg()[0], "cores": os.cpu_count()},
         "target": {"seconds": TARGET_SECONDS, "zs": TARGET_PURITY},
         "python": platform.python_version(),
+        "processor": cpu_model(),
     }
     entry["target_met"] = bool(seconds <= TARGET_SECONDS and min(entry["speech_zs"] or 0,
                                                                entry["image_zs"] or 0) >= TARGET_PURITY)

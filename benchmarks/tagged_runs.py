@@ -20,10 +20,21 @@ import torch
 from dispart.files import atomic_write_json, read_json
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, e.g. "AMD EPYC"), else the platform's
+    processor or architecture: results differ between hosts of the same size."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, str]:
     """Python, torch and processor of this machine, as the result files record them."""
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "processor": platform.processor() or platform.machine()}
+    return {"python": platform.python_version(), "torch": torch.__version__, "processor": cpu_model()}
 
 
 def write_tagged_run(out: Path, entry: dict[str, Any], what: str, units: str) -> None:

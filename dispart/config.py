@@ -128,7 +128,7 @@ class TrainConfig:
     max_time: str | None = None  # e.g. "00:00:10:00" (dd:hh:mm:ss)
     eval_every: int = 0  # > 0: log unimodal z purity on the test split every N epochs
     stop_at_purity: float | None = None  # stop once every monitored purity reaches this
-    threads: int = 0  # > 0: torch intra-op threads of this process (0: torch's default)
+    threads: int | str = 0  # > 0: torch threads of this process (0: torch's default; "auto": timed)
     init_from: str = ""  # a finished run folder whose weights start training (same model settings)
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed, e.g. [inference]
 
@@ -364,7 +364,8 @@ RULES: dict[str, Rule] = {
     "train.devices": Rule(_valid_devices, "a number of devices >= 1, -1 (all), 'auto' or a list "
                                           "of device indices", "invalid devices"),
     "train.num_nodes": COUNT,
-    "train.threads": NONNEG,
+    "train.threads": Rule(lambda v: v == "auto" or (isinstance(v, int) and v >= 0),
+                          "an integer >= 0 or 'auto'", "invalid thread count"),
     "train.strategy": Rule(_valid_strategy, "'auto' or a Lightning strategy such as 'ddp'",
                            "unknown strategy"),
     "train.precision": Rule(lambda v: str(v) in PRECISIONS, f"one of {list(PRECISIONS)}",

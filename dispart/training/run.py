@@ -33,6 +33,7 @@ from dispart.training.resume import (
     remove_partial_writes,
     resume_checkpoint,
 )
+from dispart.training.threads import FastestThreads
 
 
 def modality_specs(cfg: ExperimentConfig, data: ExperimentData | None = None) -> dict[str, ModalitySpec]:
@@ -187,7 +188,7 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData 
     caller has prepared ``out`` (stage 2: it holds the stage-1 runs); ``quiet``: the caller has
     reported the skipped files already."""
     validate_config(cfg)
-    if cfg.train.threads:  # process-wide: small LSTMs on 2 cores train faster on 1 thread (demo.yaml)
+    if isinstance(cfg.train.threads, int) and cfg.train.threads > 0:  # process-wide
         torch.set_num_threads(cfg.train.threads)
     # validate the config before any heavy work (a modality only the data knows: once it is loaded)
     if not needs_data(cfg):
@@ -225,7 +226,8 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData 
     monitor = None
     if cfg.train.eval_every > 0 and "audio" in data.sets:
         monitor = PurityMonitor(data, cfg.eval, cfg.train.eval_every, cfg.train.stop_at_purity)
-    trainer = _trainer(cfg, out, [monitor] if monitor else [])
+    threads = FastestThreads(quiet=worker or quiet) if cfg.train.threads == "auto" else None
+    trainer = _trainer(cfg, out, [c for c in (monitor, threads) if c is not None])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         # The data modules resume mid-epoch themselves (their state_dict), not the DataLoader.
@@ -235,7 +237,8 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData 
         warnings.filterwarnings("ignore", r".*module\(s\) in eval mode at the start of training.*")
         trainer.fit(lit, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     summary = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
-               "history": monitor.history if monitor else [], **(extra or {})}
+               "history": monitor.history if monitor else [],
+               **({"threads": threads.chosen} if threads else {}), **(extra or {})}
     if trainer.is_global_zero:
         save_run(out, cfg, lit.model.cpu(), data.normalizers.get("audio"), data.fbank,
                  {**data_summary(cfg, data), **(extra or {})}, normalizers=data.normalizers)
