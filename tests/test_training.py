@@ -16,6 +16,7 @@ from dispart.evaluation.clustering import kmeans_purity
 from dispart.evaluation.latents import image_latents, speech_latents
 from dispart.evaluation.table import read_evaluation_json
 from dispart.runs import load_run
+from dispart.training.run import cpu_runs_bf16_lstm
 
 FAST = ["model.hidden=32", "train.batch_size=64", "train.progress_bar=false",
         "train.log_every_n_steps=1"]
@@ -185,15 +186,6 @@ def test_speaker_adversary_trains_end_to_end_with_the_datas_speakers(trained, tm
                  "model.alpha_speaker=5", f"model.speaker_classes={len(speakers) + 1}",
                  f"data.cache_dir={cache}", *FAST]) == 2
     assert f"model.speaker_classes={len(speakers) + 1}" in capsys.readouterr().err
-
-
-def cpu_runs_bf16_lstm() -> bool:
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            torch.nn.LSTM(2, 2, batch_first=True)(torch.zeros(1, 2, 2))
-    except RuntimeError:
-        return False
-    return True
 
 
 def test_bf16_mixed_training_tracks_fp32_and_keeps_fp32_weights(trained, tmp_path, capsys):
