@@ -2,7 +2,7 @@
 
 Small recurrent models on two CPU cores are the case: on one of our hosts (a Xeon) the demo's
 epochs took 1.5x longer with two torch threads than with one, on another (an AMD EPYC with two
-physical cores) 1.45x longer with one than with two. No rule of thumb gets both right, so
+physical cores) 1.15-1.45x longer with one than with two. No rule of thumb gets both right, so
 :class:`FastestThreads` measures: on the first training batch it times the model's forward and
 backward pass with one thread and with every CPU of the process, alternately, and keeps the
 faster (more threads only when they are at least ``margin`` faster). The probe leaves no trace
