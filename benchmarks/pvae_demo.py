@@ -29,10 +29,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dispart.files import atomic_write_json, read_json  # noqa: E402
+from tagged_runs import cpu_model  # noqa: E402  (this script's folder is on sys.path)
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from tagged_runs import cpu_model  # noqa: E402
+from dispart.files import atomic_write_json, read_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pvae_demo.json"
 TARGET_SECONDS, TARGET_PURITY = 300.0, 0.95

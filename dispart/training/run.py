@@ -173,6 +173,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     interrupted and skips finished stage-1 runs.
     """
     validate_config(cfg)  # a config built in Python gets the CLI's checks
+    check_precision(cfg)  # before any data is loaded or any stage-1 run trained
     if stages.stage1_model(cfg) is not None:
         return _train_stages(cfg, Path(out_dir), resume, data, overwrite)
     return _train(cfg, Path(out_dir), resume, data, overwrite)
@@ -210,7 +211,6 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData 
               f"first: {data.skipped[0][0]}: {data.skipped[0][1]}")
     lit = LitModel(hparams, lr=cfg.train.lr, betas=list(cfg.train.betas),
                    lr_schedule=cfg.train.lr_schedule)
-    check_precision(cfg, lit.model)
     if setup is not None:
         setup(lit.model)
     start_from(cfg, lit.model)
@@ -257,18 +257,17 @@ def cpu_runs_bf16_lstm() -> bool:
     return True
 
 
-def check_precision(cfg: ExperimentConfig, model: torch.nn.Module) -> None:
-    """A ConfigError before training when ``train.precision`` is bf16 on the CPU, the model holds
-    an LSTM and this CPU cannot run one in bf16 (:func:`cpu_runs_bf16_lstm`): it would otherwise
-    fail at the first step, deep inside ``torch.nn.LSTM``."""
+def check_precision(cfg: ExperimentConfig) -> None:
+    """A ConfigError when ``train.precision`` is bf16 on a CPU without bfloat16 units
+    (:func:`cpu_runs_bf16_lstm` is False): every sequence model's LSTMs would fail at the first
+    step, deep inside ``torch.nn.LSTM``, and nothing else would get faster. Checked from the config
+    alone, so it comes before data loading and before MDVAE's stage-1 runs."""
     t = cfg.train
     on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
-    if "bf16" not in str(t.precision) or not on_cpu:
-        return
-    if any(isinstance(m, torch.nn.LSTM) for m in model.modules()) and not cpu_runs_bf16_lstm():
+    if "bf16" in str(t.precision) and on_cpu and not cpu_runs_bf16_lstm():
         raise ConfigError(
-            f"train.precision={t.precision}: this CPU cannot run the model's LSTMs in bfloat16 "
-            "(oneDNN needs AVX512-BF16 or AMX); use train.precision=32-true")
+            f"train.precision={t.precision}: this CPU has no bfloat16 units (oneDNN needs AVX512-BF16 "
+            "or AMX to run LSTMs in bfloat16); use train.precision=32-true")
 
 
 def start_from(cfg: ExperimentConfig, model: Any) -> None:
