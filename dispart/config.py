@@ -275,6 +275,8 @@ RULES: dict[str, Rule] = {
     "data.split": Rule(_valid_split, "'official', 'speaker:NAME' or 'speakers:A,B'", "invalid split"),
     "data.sample_rate": COUNT,
     "data.n_mels": COUNT,
+    "data.hop_ms": above(0),
+    "data.win_ms": above(0),
     "data.vad_top_db": above(0),
     "data.normalize": one_of("global", "utterance"),
     "data.augment": one_of("none", "warp"),

@@ -52,6 +52,32 @@ def test_config() -> None:
         FbankConfig(n_fft=128)
 
 
+def test_data_hop_and_window_reach_the_features(sample_utts: list[Utterance]) -> None:
+    from dispart.batches.corpus import fbank_config
+    from dispart.data.config import DataConfig
+
+    assert fbank_config(DataConfig()) == CFG  # the defaults are the 10 / 25 ms frames above
+    long = fbank_config(DataConfig(hop_ms=20.0, win_ms=40.0))
+    assert (long.hop_length, long.win_length, long.n_fft) == (160, 320, 512)
+    wide = fbank_config(DataConfig(sample_rate=16000, win_ms=40.0))  # 640 samples: FFT of 1024
+    assert (wide.win_length, wide.n_fft) == (640, 1024)
+    path = sample_utts[3].path
+    voiced = vad(load_waveform(path, 8000), long)
+    feats = fbank_from_file(path, long)
+    assert feats.shape == (1 + len(voiced) // 160, 80)  # one frame every 20 ms
+    ref = librosa_log_mel(voiced, n_fft=512, hop_length=160, win_length=320)
+    np.testing.assert_allclose(feats, ref, atol=1e-4)
+    wave = fbank_to_waveform(feats, long, n_iter=8)  # Griffin-Lim with the same frames
+    assert abs(len(wave) - (feats.shape[0] - 1) * 160) <= 160
+
+
+def librosa_log_mel(wave: np.ndarray, **stft: int) -> np.ndarray:
+    import librosa
+
+    ref = librosa.feature.melspectrogram(y=wave, sr=8000, n_mels=80, power=2.0, **stft)
+    return np.log(np.maximum(ref, 1e-6)).T
+
+
 def test_no_empty_mel_filters_and_matches_librosa(sample_utts: list[Utterance]) -> None:
     import librosa
 

@@ -373,6 +373,22 @@ def judges(tmp_path_factory) -> tuple[Path, DigitClassifier]:
     return folder, reference
 
 
+def test_a_judge_of_other_speech_frames_is_retrained(judges, tmp_path):
+    """A cached judge carries the data signature it was trained on; features with another frame
+    timing (data.hop_ms / win_ms) do not match it, so it is trained again, and its signature says so."""
+    shutil.copytree(judges[0] / "classifiers", tmp_path / "classifiers")
+    run = _fake_run(tmp_path)
+    stem = tmp_path / "classifiers" / "image"
+    kept = run_classifiers(run, _tiny_data())["image"]  # same signature: loaded, not retrained
+    assert "hop_ms" not in kept.meta["data"] and kept.meta == DigitClassifier.load(stem).meta
+    before = stem.with_suffix(".json").stat().st_mtime_ns
+    run.config.data.hop_ms, run.config.data.win_ms = 20.0, 40.0
+    again = run_classifiers(run, _tiny_data())["image"]
+    assert (again.meta["data"]["hop_ms"], again.meta["data"]["win_ms"]) == (20.0, 40.0)
+    assert stem.with_suffix(".json").stat().st_mtime_ns != before
+    assert json.loads(stem.with_suffix(".json").read_text())["meta"]["data"]["hop_ms"] == 20.0
+
+
 @pytest.mark.parametrize("kind", ["truncated weights", "tampered weights", "truncated json"])
 def test_a_corrupt_judge_is_named_in_one_warning_and_retrained(judges, tmp_path, kind, capsys):
     shutil.copytree(judges[0] / "classifiers", tmp_path / "classifiers")

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from dispart.batches.modality import ModalitySpec
 from dispart.batches.paired import PAIRINGS
 from dispart.batches.sets import ModalitySet
@@ -86,7 +88,12 @@ def get_loader(name: str) -> Loader:
 # --------------------------------------------------------------------------- sources and settings
 
 def fbank_config(cfg: DataConfig) -> FbankConfig:
-    return FbankConfig(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, vad_top_db=cfg.vad_top_db)
+    """The log-Mel settings of ``data.*``: FFT of 512 samples, or the next power of two when the
+    window (``data.win_ms``) is longer."""
+    window = int(round(cfg.sample_rate * cfg.win_ms / 1000.0))
+    n_fft = max(512, 1 << int(np.ceil(np.log2(max(window, 1)))))
+    return FbankConfig(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, win_ms=cfg.win_ms, hop_ms=cfg.hop_ms,
+                       n_fft=n_fft, vad_top_db=cfg.vad_top_db)
 
 
 def audio_source(cfg: DataConfig) -> Path:

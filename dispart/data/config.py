@@ -41,6 +41,8 @@ class DataConfig:
     pairing: str = "auto"  # "auto" (the loader's) | "label" | "example"
     sample_rate: int = 8000  # Hz
     n_mels: int = 80
+    hop_ms: float = 10.0  # log-Mel frame hop, milliseconds
+    win_ms: float = 25.0  # log-Mel analysis window, milliseconds (FFT: 512 samples or more)
     vad_top_db: float = 30.0  # dB below the peak that counts as silence
     normalize: str = "global"  # "global": train-split mean/std; "utterance": also per-utterance mean
     augment: str = "none"  # "none" | "warp": random Mel-axis (VTLP-like) and time warps (train only)

@@ -236,7 +236,9 @@ def _signature(run) -> dict[str, Any]:
             "n_mels": d.n_mels, "sample_rate": d.sample_rate,
             "binarize": d.binarize,
             "normalizer_mean0": float(run.normalizer.mean[0]) if run.normalizer is not None else None,
-            **({"loader": d.loader} if getattr(d, "loader", "auto") != "auto" else {})}
+            **({"loader": d.loader} if getattr(d, "loader", "auto") != "auto" else {}),
+            # the frame timing, when not the default (judges cached before it existed stay valid)
+            **({"hop_ms": d.hop_ms, "win_ms": d.win_ms} if (d.hop_ms, d.win_ms) != (10.0, 25.0) else {})}
 
 
 def _load_or_none(stem: Path) -> DigitClassifier | None:
