@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from dispart.batches.modality import ModalitySpec
 from dispart.batches.paired import PAIRINGS
 from dispart.batches.sets import ModalitySet
@@ -20,7 +18,7 @@ from dispart.data.config import DataConfig
 from dispart.data.sample import sample_audio_source, sample_image_source
 from dispart.errors import ConfigError
 from dispart.features.cache import default_cache_dir
-from dispart.features.fbank import FbankConfig
+from dispart.features.fbank import FbankConfig, fft_length
 
 __all__ = ["LOADERS", "Corpus", "Loader", "audio_source", "cache_dir", "fbank_config", "get_loader",
            "image_source", "register_loader", "speech_source"]
@@ -90,10 +88,9 @@ def get_loader(name: str) -> Loader:
 def fbank_config(cfg: DataConfig) -> FbankConfig:
     """The log-Mel settings of ``data.*``: FFT of 512 samples, or the next power of two when the
     window (``data.win_ms``) is longer."""
-    window = int(round(cfg.sample_rate * cfg.win_ms / 1000.0))
-    n_fft = max(512, 1 << int(np.ceil(np.log2(max(window, 1)))))
+    window = round(cfg.sample_rate * cfg.win_ms / 1000.0)  # samples, as FbankConfig.win_length
     return FbankConfig(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, win_ms=cfg.win_ms, hop_ms=cfg.hop_ms,
-                       n_fft=n_fft, vad_top_db=cfg.vad_top_db)
+                       n_fft=fft_length(window, at_least=512), vad_top_db=cfg.vad_top_db)
 
 
 def audio_source(cfg: DataConfig) -> Path:

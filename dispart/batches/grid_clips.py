@@ -84,6 +84,7 @@ from dispart.data.grid import (
 from dispart.data.splits import parse_split
 from dispart.errors import ConfigError, DataError
 from dispart.features.cache import library_versions
+from dispart.features.fbank import fft_length
 from dispart.files import atomic_open, file_sha256
 
 __all__ = [
@@ -134,7 +135,7 @@ class ClipAudioConfig:
     @property
     def n_fft(self) -> int:
         """Window and FFT length in samples (a power of two)."""
-        return 1 << int(np.ceil(np.log2(self.sample_rate * self.win_ms / 1000.0)))
+        return fft_length(self.sample_rate * self.win_ms / 1000.0)
 
     @property
     def n_bins(self) -> int:

@@ -54,7 +54,7 @@ from dispart.data.speech_commands import (
 from dispart.data.splits import parse_split, split_utterances
 from dispart.errors import ConfigError, DataError
 from dispart.features.cache import compute_features
-from dispart.features.fbank import FbankConfig, log_mel
+from dispart.features.fbank import FbankConfig, fft_length, log_mel
 
 __all__ = [
     "BINARIZE", "LOADERS", "Corpus", "Loader", "audio_source", "binarize_images", "fbank_config",
@@ -197,7 +197,7 @@ def grid_fbank(cfg: DataConfig, fps: float = 25.0) -> FbankConfig:
     64 ms windows; no voice activity detection (it would break the audio-video sync)."""
     hop_ms = 1000.0 / fps
     win_ms = 64.0
-    n_fft = 1 << int(np.ceil(np.log2(cfg.sample_rate * win_ms / 1000.0)))
+    n_fft = fft_length(cfg.sample_rate * win_ms / 1000.0)
     return FbankConfig(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, win_ms=win_ms, hop_ms=hop_ms,
                        n_fft=n_fft, vad_top_db=cfg.vad_top_db)
 

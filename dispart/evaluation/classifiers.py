@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from dispart.data.config import DataConfig
 from dispart.errors import RunDirError
 from dispart.files import atomic_write_json, atomic_write_with, file_sha256, read_json
 
@@ -238,7 +239,8 @@ def _signature(run) -> dict[str, Any]:
             "normalizer_mean0": float(run.normalizer.mean[0]) if run.normalizer is not None else None,
             **({"loader": d.loader} if getattr(d, "loader", "auto") != "auto" else {}),
             # the frame timing, when not the default (judges cached before it existed stay valid)
-            **({"hop_ms": d.hop_ms, "win_ms": d.win_ms} if (d.hop_ms, d.win_ms) != (10.0, 25.0) else {})}
+            **({"hop_ms": d.hop_ms, "win_ms": d.win_ms}
+               if (d.hop_ms, d.win_ms) != (DataConfig.hop_ms, DataConfig.win_ms) else {})}
 
 
 def _load_or_none(stem: Path) -> DigitClassifier | None:

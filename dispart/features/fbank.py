@@ -18,10 +18,15 @@ import numpy as np
 from dispart.data.corpus import load_waveform
 from dispart.errors import ConfigError, DataError
 
-__all__ = ["FbankConfig", "fbank_from_file", "fbank_to_waveform", "log_mel", "mel_basis", "vad"]
+__all__ = ["FbankConfig", "fbank_from_file", "fft_length", "fbank_to_waveform", "log_mel", "mel_basis", "vad"]
 
 # A waveform whose peak is below this is treated as digital silence (16-bit LSB is 3e-5).
 _SILENCE_PEAK = 1e-5
+
+
+def fft_length(window: float, at_least: int = 1) -> int:
+    """The smallest power of two >= ``window`` samples and >= ``at_least``: an FFT that holds the window."""
+    return max(at_least, 1 << int(np.ceil(np.log2(max(window, 1.0)))))
 
 
 class FrameTiming:
