@@ -278,7 +278,7 @@ RULES: dict[str, Rule] = {
     "data.hop_ms": above(0),
     "data.win_ms": above(0),
     "data.vad_top_db": above(0),
-    "data.normalize": one_of("global", "utterance"),
+    "data.normalize": one_of("global", "utterance", "speaker"),
     "data.augment": one_of("none", "warp"),
     "data.warp_freq": between(0, 1, high_open=True),
     "data.warp_time": between(0, 1, high_open=True),

@@ -23,7 +23,7 @@ from dispart.generation.audio import (
     features_to_logmel,
     logmel_to_waveform,
     logmels_to_waveforms,
-    waveform_to_features,
+    waveforms_to_features,
 )
 from dispart.generation.cli import add_generate_parser
 from dispart.generation.grids import (
@@ -157,7 +157,7 @@ def test_normalisation_is_undone_exactly():
     np.testing.assert_allclose(features_to_logmel(norm.transform(f), norm), f, atol=1e-4)
     offset = np.full(80, 2.0, np.float32)
     np.testing.assert_allclose(features_to_logmel(norm.transform(f), norm, offset), f + 2, atol=1e-4)
-    back = waveform_to_features(logmel_to_waveform(f, cfg), norm, cfg)
+    (back,) = waveforms_to_features([logmel_to_waveform(f, cfg)], norm, cfg)
     assert back.shape == f.shape
 
 

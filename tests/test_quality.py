@@ -18,7 +18,7 @@ from dispart.evaluation.classifiers import (
     train_speech_classifier,
 )
 from dispart.features.fbank import FbankConfig
-from dispart.generation.audio import features_to_waveform, waveform_to_features
+from dispart.generation.audio import features_to_waveform, waveforms_to_features
 from dispart.generation.quality import quality_run
 from dispart.runs import load_run
 
@@ -76,7 +76,7 @@ def test_griffin_lim_resynthesis_keeps_the_digit(data, speech_clf):
     feats = [data.split("audio", "test").examples[i] for i in idx]
     labels = [data.split("audio", "test").labels[i] for i in idx]
     norm = data.normalizers["audio"]
-    again = [waveform_to_features(features_to_waveform(f, norm, fb), norm, fb) for f in feats]
+    again = waveforms_to_features([features_to_waveform(f, norm, fb) for f in feats], norm, fb)
     assert speech_clf.accuracy(again, labels) >= 0.8
     assert speech_clf.accuracy(again, labels) >= speech_clf.accuracy(feats, labels) - 0.15
 
@@ -104,9 +104,9 @@ def test_quality_run_writes_quality_json(tmp_path_factory, data):
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(data.split("audio", "test")), 60, replace=False))[:30]
     loaded = load_run(run)
-    again = [waveform_to_features(features_to_waveform(data.split("audio", "test").examples[i],
-                                                       loaded.normalizer, loaded.fbank),
-                                  loaded.normalizer, loaded.fbank) for i in idx]
+    again = waveforms_to_features([features_to_waveform(data.split("audio", "test").examples[i],
+                                                        loaded.normalizer, loaded.fbank) for i in idx],
+                                  loaded.normalizer, loaded.fbank)
     judge = DigitClassifier.load(run / "classifiers" / "audio")
     expected = judge.accuracy(again, [data.split("audio", "test").labels[i] for i in idx])
     assert saved["resynthesis_real_speech"] == {"n": 30, "accuracy": pytest.approx(expected)}

@@ -34,11 +34,14 @@ from dispart.batches.sets import ImageSet, ModalitySet, SpeechSet  # noqa: F401 
 from dispart.data.config import DataConfig
 from dispart.data.corpus import Utterance, scan_corpus
 from dispart.data.speech_commands import DIGIT_WORDS, digit_labels, is_speech_commands, scan_speech_commands
-from dispart.errors import ConfigError
+from dispart.errors import ConfigError, DataError
 from dispart.features.fbank import FbankConfig
 from dispart.features.normalize import FeatureNormalizer
 
 SPLITS = ("train", "test")
+NORMALIZE = ("global", "utterance", "speaker")
+"""``data.normalize``: the train-split mean/std only, or after removing each utterance's / each
+speaker's mean log-Mel frame."""
 
 
 @dataclass
@@ -91,8 +94,8 @@ class ExperimentData:
 def _check(cfg: DataConfig) -> None:
     if cfg.on_error not in ("raise", "skip"):
         raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {cfg.on_error!r}")
-    if cfg.normalize not in ("global", "utterance"):
-        raise ConfigError(f"data.normalize must be 'global' or 'utterance', got {cfg.normalize!r}")
+    if cfg.normalize not in NORMALIZE:
+        raise ConfigError(f"data.normalize must be one of {NORMALIZE}, got {cfg.normalize!r}")
     if cfg.binarize not in BINARIZE:
         raise ConfigError(f"data.binarize must be one of {BINARIZE}, got {cfg.binarize!r}")
     if cfg.unpaired not in ("split", "drop"):
@@ -103,13 +106,29 @@ def _check(cfg: DataConfig) -> None:
         raise ConfigError(f"data.paired_fraction must be in [0, 1], got {cfg.paired_fraction}")
 
 
-def _center(feats: list[np.ndarray], mode: str) -> list[np.ndarray]:
-    return FeatureNormalizer.centre(feats) if mode == "utterance" else feats
+def _speakers(s: ModalitySet, what: str) -> list[str]:
+    """The speaker of each example of ``s``; a set without them is a DataError naming ``what``."""
+    if s.speakers is None or any(not sp for sp in s.speakers):
+        raise DataError(f"data.normalize=speaker: {what} has examples without a speaker (per-speaker "
+                        f"centring needs one for every utterance; use data.normalize=utterance)")
+    return list(s.speakers)
 
 
-def _normalised(s: ModalitySet, norm: FeatureNormalizer, mode: str) -> ModalitySet:
+def _center(s: ModalitySet, mode: str, what: str) -> list[np.ndarray]:
+    """The raw (T, D) examples of ``s`` centred as ``data.normalize`` says: unchanged ("global"),
+    each on its own mean frame ("utterance"), or on its speaker's mean frame over the set
+    ("speaker": a speaker's statistics come from their utterances in the same split, labels unused)."""
+    feats = list(s.examples)
+    if mode == "utterance":
+        return FeatureNormalizer.centre(feats)
+    if mode == "speaker":
+        return FeatureNormalizer.centre(feats, _speakers(s, what))
+    return feats
+
+
+def _normalised(s: ModalitySet, norm: FeatureNormalizer, mode: str, what: str) -> ModalitySet:
     out = copy.copy(s)
-    out.examples = [norm.transform(f).astype(np.float32) for f in _center(list(s.examples), mode)]
+    out.examples = [norm.transform(f).astype(np.float32) for f in _center(s, mode, what)]
     return out
 
 
@@ -151,10 +170,13 @@ def merge_corpora(corpora: list[Corpus], cfg: DataConfig,
             if missing:
                 raise ConfigError(f"data: modality {m!r} has no {missing} split")
             if m in corpus.normalize:
+                train = by_split["train"]
                 norm = normalizers.get(m) or FeatureNormalizer().fit(
-                    list(by_split["train"].examples), centre_utterances=cfg.normalize == "utterance")
+                    list(train.examples), centre_utterances=cfg.normalize != "global",
+                    groups=_speakers(train, f"the {m!r} train split") if cfg.normalize == "speaker" else None)
                 used[m] = norm
-                by_split = {s: _normalised(v, norm, cfg.normalize) for s, v in by_split.items()}
+                by_split = {s: _normalised(v, norm, cfg.normalize, f"the {m!r} {s} split")
+                            for s, v in by_split.items()}
             sets[m] = dict(by_split)
             specs[m] = corpus.specs[m]
     fbank = next((c.fbank for c in corpora if c.fbank is not None), None) or fbank_config(cfg)
@@ -211,4 +233,4 @@ def load_speech_set(
     kept, feats, skipped = speech_features(utts, cfg, progress)
     skipped = [*skipped, *not_digits]
     raw = SpeechSet(feats, [u.label for u in kept], [u.speaker for u in kept], [str(u.path) for u in kept])
-    return _normalised(raw, normalizer, cfg.normalize), skipped  # type: ignore[return-value]
+    return _normalised(raw, normalizer, cfg.normalize, str(source)), skipped  # type: ignore[return-value]

@@ -44,7 +44,8 @@ class DataConfig:
     hop_ms: float = 10.0  # log-Mel frame hop, milliseconds
     win_ms: float = 25.0  # log-Mel analysis window, milliseconds (FFT: 512 samples or more)
     vad_top_db: float = 30.0  # dB below the peak that counts as silence
-    normalize: str = "global"  # "global": train-split mean/std; "utterance": also per-utterance mean
+    normalize: str = "global"  # "global": train-split mean/std; "utterance" / "speaker": first remove
+    # each utterance's / each speaker's mean log-Mel frame (a speaker's over their utterances in the split)
     augment: str = "none"  # "none" | "warp": random Mel-axis (VTLP-like) and time warps (train only)
     warp_freq: float = 0.1  # Mel-axis warp factor range: 1 +- warp_freq
     warp_time: float = 0.1  # time-axis warp factor range: 1 +- warp_time

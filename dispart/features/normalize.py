@@ -18,8 +18,9 @@ class FeatureNormalizer:
     Statistics are frame-weighted over everything passed to :meth:`fit` (so pass the training
     split only). The std is floored at ``std_floor`` so constant dimensions do not blow up.
 
-    With per-utterance centring (``data.normalize = "utterance"``: each utterance's mean frame is
-    removed before the global statistics) the normaliser also keeps ``utterance_offset``, the
+    With centring before the global statistics (``data.normalize = "utterance"``: each utterance's
+    mean frame removed; ``"speaker"``: each speaker's mean frame, over all of that speaker's
+    utterances in the split, removed) the normaliser also keeps ``utterance_offset``, the
     frame-weighted mean raw frame of the training split: what the centring removed on average,
     which inversion adds back (``dispart.generation.audio``). It is None otherwise.
     """
@@ -38,12 +39,14 @@ class FeatureNormalizer:
     def dim(self) -> int:
         return int(self._stats()[0].shape[0])
 
-    def fit(self, arrays: Sequence[np.ndarray], centre_utterances: bool = False) -> FeatureNormalizer:
+    def fit(self, arrays: Sequence[np.ndarray], centre_utterances: bool = False,
+            groups: Sequence[str] | None = None) -> FeatureNormalizer:
         """Estimate statistics from a list of (T_i, D) arrays (frames weighted equally).
 
         ``centre_utterances``: the arrays are raw; record their frame-weighted mean frame as
-        :attr:`utterance_offset`, then fit on the arrays with each one's own mean frame removed
-        (:meth:`centre`), as ``data.normalize = "utterance"`` does before :meth:`transform`.
+        :attr:`utterance_offset`, then fit on the arrays centred by :meth:`centre` (each on its own
+        mean frame, or with ``groups`` on its group's), as ``data.normalize = "utterance"`` /
+        ``"speaker"`` does before :meth:`transform`.
         """
         if len(arrays) == 0:
             raise DataError("cannot fit the feature normaliser on an empty list of arrays")
@@ -54,7 +57,7 @@ class FeatureNormalizer:
         if centre_utterances:
             raw = _frame_moments(arrays, dim)
             self.utterance_offset = (raw[1] / raw[0]).astype(np.float32)
-            arrays = self.centre(arrays)
+            arrays = self.centre(arrays, groups)
         else:
             self.utterance_offset = None
         n, s, s2 = _frame_moments(arrays, dim)
@@ -65,9 +68,22 @@ class FeatureNormalizer:
         return self
 
     @staticmethod
-    def centre(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Each (T_i, D) array minus its own mean frame (per-utterance centring)."""
-        return [a - a.mean(axis=0, keepdims=True) for a in arrays]
+    def centre(arrays: Sequence[np.ndarray], groups: Sequence[str] | None = None) -> list[np.ndarray]:
+        """Each (T_i, D) array minus its own mean frame (per-utterance centring), or with ``groups``
+        (one key per array, e.g. its speaker) minus the frame-weighted mean frame of all arrays of
+        its group (per-speaker centring)."""
+        if groups is None:
+            return [a - a.mean(axis=0, keepdims=True) for a in arrays]
+        if len(groups) != len(arrays):
+            raise DataError(f"centring by group: {len(arrays)} arrays but {len(groups)} group keys")
+        members: dict[str, list[int]] = {}
+        for i, g in enumerate(groups):
+            members.setdefault(g, []).append(i)
+        means: dict[str, np.ndarray] = {}
+        for g, idx in members.items():
+            n, s, _ = _frame_moments([arrays[i] for i in idx], arrays[idx[0]].shape[1])
+            means[g] = (s / n).astype(np.float32)
+        return [np.asarray(a, np.float32) - means[g] for a, g in zip(arrays, groups, strict=True)]
 
     def _stats(self) -> tuple[np.ndarray, np.ndarray]:
         if self.mean is None or self.std is None:

@@ -3,11 +3,12 @@
 The models work on *normalised* log-Mel frames (T, n_mels). To listen to them:
 
 1. undo the normalisation: ``normalizer.inverse_transform`` gives log-Mel power (natural log);
-   with ``data.normalize = "utterance"`` the per-utterance mean was removed before the global
-   normaliser, so the inverse is mean-removed log-Mel: we add back the *training split's mean
-   log-Mel frame* (:func:`utterance_offset`: the normaliser stores it when it is fitted, in
-   ``run.json``; for runs saved before it did, it is recomputed from the cached raw features of
-   the training split. The normaliser's own mean is ~0 in that mode and cannot serve);
+   with ``data.normalize = "utterance"`` (or "speaker") the utterance's (speaker's) mean was
+   removed before the global normaliser, so the inverse is mean-removed log-Mel: we add back
+   the *training split's mean log-Mel frame* (:func:`utterance_offset`: the normaliser stores it
+   when it is fitted, in ``run.json``; for runs saved before it did, it is recomputed from the
+   cached raw features of the training split. The normaliser's own mean is ~0 in that mode and
+   cannot serve);
 2. Mel -> linear magnitude and Griffin-Lim phase reconstruction. ``method="nnls"`` is
    :func:`dispart.features.fbank.fbank_to_waveform` (librosa's non-negative least squares,
    ~0.5 s per utterance); the default ``method="pinv"`` uses the cached pseudo-inverse of the
@@ -54,7 +55,7 @@ __all__ = [
     "spectrogram_png",
     "spectrogram_thumbnail",
     "utterance_offset",
-    "waveform_to_features",
+    "waveforms_to_features",
     "StftSettings",
     "spectrum_stft",
     "spectra_to_waveforms",
@@ -66,13 +67,14 @@ PEAK = 0.95  # waveforms louder than this are scaled down to it before writing
 
 def utterance_offset(run) -> np.ndarray | None:
     """(n_mels,) mean log-Mel frame of the run's training split when ``data.normalize`` is
-    "utterance" (what per-utterance centring removed), else None (nothing to add back).
+    "utterance" or "speaker" (what the centring removed on average), else None (nothing to add
+    back): generated speech comes out in the training speakers' average voice.
 
     Read from the run's normaliser (``run.json`` stores it since dispart records
     ``utterance_offset``); an older run's is recomputed from the training split's cached features.
     """
     cfg = run.config.data
-    if cfg.normalize != "utterance":
+    if cfg.normalize == "global":
         return None
     stored = getattr(run.normalizer, "utterance_offset", None)
     if stored is not None:
@@ -242,15 +244,19 @@ def features_to_waveform(
     return logmel_to_waveform(features_to_logmel(features, normalizer, offset), fbank, n_iter, method)
 
 
-def waveform_to_features(
-    wave: np.ndarray, normalizer: FeatureNormalizer, fbank: FbankConfig, centre: bool = False
-) -> np.ndarray:
-    """Waveform (N,) -> normalised model features (1 + N // hop, n_mels), no VAD (the input is
-    already voiced speech); ``centre`` removes the utterance mean as ``normalize=utterance`` does."""
-    feats = log_mel(wave, fbank)
-    if centre:
-        feats = feats - feats.mean(axis=0, keepdims=True)
-    return normalizer.transform(feats)
+def waveforms_to_features(
+    waves: list[np.ndarray], normalizer: FeatureNormalizer, fbank: FbankConfig, normalize: str = "global"
+) -> list[np.ndarray]:
+    """Waveforms (N_i,) -> normalised model features (1 + N_i // hop, n_mels) each, no VAD (the input
+    is already voiced speech), centred as ``data.normalize`` says: "utterance" removes each one's
+    mean frame; "speaker" treats them as one voice (generated speech: the decoder's) and removes
+    their common mean frame."""
+    feats = [log_mel(w, fbank) for w in waves]
+    if normalize == "utterance":
+        feats = FeatureNormalizer.centre(feats)
+    elif normalize == "speaker":
+        feats = FeatureNormalizer.centre(feats, ["generated"] * len(feats))
+    return [normalizer.transform(f) for f in feats]
 
 
 def write_wav(path: str | os.PathLike[str], wave: np.ndarray, sample_rate: int) -> Path:

@@ -341,7 +341,7 @@ class SequenceView:
 def sequence_view(run: Run, data: ExperimentData, modality: str) -> SequenceView:
     """The :class:`SequenceView` of ``modality``: inverse normalisation with the statistics the
     data was normalised with (the run's own when it stores them; refitting on the same training
-    split gives the same), plus the training mean frame with ``data.normalize=utterance``."""
+    split gives the same), plus the training mean frame with ``data.normalize`` utterance / speaker."""
     spec = data.spec(modality)
     fps = float(spec.frame_rate or 10.0)
     if spec.kind == "frames":
@@ -349,7 +349,7 @@ def sequence_view(run: Run, data: ExperimentData, modality: str) -> SequenceView
     norm = data.normalizers.get(modality)
     if norm is None and modality == "audio":
         norm = run.normalizer
-    centred = run.config.data.normalize == "utterance"
+    centred = run.config.data.normalize != "global"
     loaders = loader_names(run.config.data)
     if modality == "audio" and norm is not None and "grid_clips" in loaders and spec.frame_rate:
         # log power aligned with video frames (not log-Mel, whatever its size)

@@ -43,7 +43,7 @@ from dispart.evaluation.image_style import style_correlation
 from dispart.evaluation.latents import clustered_modalities, modality_latents, speech_latents
 from dispart.evaluation.reuse import reuse_output
 from dispart.evaluation.table import write_run_output
-from dispart.generation.audio import features_to_waveform, utterance_offset, waveform_to_features
+from dispart.generation.audio import features_to_waveform, utterance_offset, waveforms_to_features
 from dispart.generation.grids import is_partitioned, partition
 from dispart.models.base import MultimodalModel
 from dispart.runs import Run, load_run
@@ -218,9 +218,8 @@ def _resynth_accuracy(run: Run, clf: DigitClassifier, features: list[np.ndarray]
                       labels: np.ndarray) -> float:
     """Features -> Griffin-Lim waveform -> features again -> classifier accuracy."""
     offset = utterance_offset(run)
-    centre = run.config.data.normalize == "utterance"
-    again = [waveform_to_features(features_to_waveform(f, run.normalizer, run.fbank, offset),
-                                  run.normalizer, run.fbank, centre=centre) for f in features]
+    waves = [features_to_waveform(f, run.normalizer, run.fbank, offset) for f in features]
+    again = waveforms_to_features(waves, run.normalizer, run.fbank, run.config.data.normalize)
     return clf.accuracy(again, list(labels))
 
 
