@@ -21,7 +21,7 @@ from dispart.data.config import DataConfig
 from dispart.data.sample import sample_fsdd_dir
 from dispart.errors import DataError
 from dispart.features.fbank import FbankConfig, log_mel
-from dispart.features.normalize import FeatureNormalizer
+from dispart.features.normalize import FeatureNormalizer, centre_as
 from dispart.generation.audio import utterance_offset, waveforms_to_features
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -43,6 +43,14 @@ def test_centring_by_group_removes_each_groups_frame_weighted_mean() -> None:
         np.testing.assert_allclose(x, y)
     with pytest.raises(DataError, match="2 arrays but 1 group"):
         FeatureNormalizer.centre([a, b], ["s"])
+    # centre_as: what each data.normalize mode removes, in one place
+    np.testing.assert_allclose(centre_as([a, b, c], "speaker", ["s", "s", "t"])[1], b - 6.0)
+    np.testing.assert_allclose(centre_as([a], "utterance")[0], a - a.mean(0))
+    np.testing.assert_array_equal(centre_as([a], "global")[0], a)
+    with pytest.raises(ValueError, match="needs the speaker"):
+        centre_as([a], "speaker")
+    with pytest.raises(ValueError, match="data.normalize must be one of"):
+        centre_as([a], "speakers")
     # fit: the offset is the raw mean frame; statistics of the group-centred frames
     norm = FeatureNormalizer().fit([a, b, c], centre_utterances=True, groups=["s", "s", "t"])
     np.testing.assert_allclose(norm.utterance_offset, [38 / 7, 38 / 7], rtol=1e-6)

@@ -36,12 +36,9 @@ from dispart.data.corpus import Utterance, scan_corpus
 from dispart.data.speech_commands import DIGIT_WORDS, digit_labels, is_speech_commands, scan_speech_commands
 from dispart.errors import ConfigError, DataError
 from dispart.features.fbank import FbankConfig
-from dispart.features.normalize import FeatureNormalizer
+from dispart.features.normalize import NORMALIZE, FeatureNormalizer, centre_as
 
 SPLITS = ("train", "test")
-NORMALIZE = ("global", "utterance", "speaker")
-"""``data.normalize``: the train-split mean/std only, or after removing each utterance's / each
-speaker's mean log-Mel frame."""
 
 
 @dataclass
@@ -115,15 +112,9 @@ def _speakers(s: ModalitySet, what: str) -> list[str]:
 
 
 def _center(s: ModalitySet, mode: str, what: str) -> list[np.ndarray]:
-    """The raw (T, D) examples of ``s`` centred as ``data.normalize`` says: unchanged ("global"),
-    each on its own mean frame ("utterance"), or on its speaker's mean frame over the set
-    ("speaker": a speaker's statistics come from their utterances in the same split, labels unused)."""
-    feats = list(s.examples)
-    if mode == "utterance":
-        return FeatureNormalizer.centre(feats)
-    if mode == "speaker":
-        return FeatureNormalizer.centre(feats, _speakers(s, what))
-    return feats
+    """The raw (T, D) examples of ``s`` centred as ``data.normalize`` says (:func:`centre_as`; with
+    "speaker" a speaker's mean comes from their utterances in the same set, labels unused)."""
+    return centre_as(list(s.examples), mode, _speakers(s, what) if mode == "speaker" else None)
 
 
 def _normalised(s: ModalitySet, norm: FeatureNormalizer, mode: str, what: str) -> ModalitySet:

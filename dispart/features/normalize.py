@@ -9,7 +9,11 @@ import numpy as np
 
 from dispart.errors import DataError
 
-__all__ = ["FeatureNormalizer"]
+__all__ = ["NORMALIZE", "FeatureNormalizer", "centre_as"]
+
+NORMALIZE = ("global", "utterance", "speaker")
+"""``data.normalize``: the train-split mean/std only, or after removing each utterance's / each
+speaker's mean log-Mel frame (:func:`centre_as`)."""
 
 
 class FeatureNormalizer:
@@ -139,6 +143,22 @@ class FeatureNormalizer:
                                 f"numbers, got shape {offset.shape}")
         norm.mean, norm.std, norm.utterance_offset = mean, std, offset
         return norm
+
+
+def centre_as(arrays: Sequence[np.ndarray], mode: str,
+              speakers: Sequence[str] | None = None) -> list[np.ndarray]:
+    """Raw (T_i, D) arrays centred as ``data.normalize = mode`` says, before the normaliser: unchanged
+    ("global"), each on its own mean frame ("utterance"), or each on its speaker's ("speaker";
+    ``speakers`` gives one per array). The one place that says what each mode removes."""
+    if mode == "utterance":
+        return FeatureNormalizer.centre(arrays)
+    if mode == "speaker":
+        if speakers is None:
+            raise ValueError("centre_as(mode='speaker') needs the speaker of each array")
+        return FeatureNormalizer.centre(arrays, speakers)
+    if mode != "global":
+        raise ValueError(f"data.normalize must be one of {NORMALIZE}, got {mode!r}")
+    return list(arrays)
 
 
 def _frame_moments(arrays: Sequence[np.ndarray], dim: int) -> tuple[int, np.ndarray, np.ndarray]:

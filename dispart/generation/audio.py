@@ -40,7 +40,7 @@ import numpy as np
 
 from dispart.batches.grid_clips import ClipAudioConfig, log_power_to_waveform
 from dispart.features.fbank import FbankConfig, fbank_to_waveform, log_mel, mel_basis
-from dispart.features.normalize import FeatureNormalizer
+from dispart.features.normalize import FeatureNormalizer, centre_as
 from dispart.features.spectrum import SpectrumConfig, spectrum_to_magnitude
 from dispart.files import atomic_write_with
 
@@ -251,11 +251,7 @@ def waveforms_to_features(
     is already voiced speech), centred as ``data.normalize`` says: "utterance" removes each one's
     mean frame; "speaker" treats them as one voice (generated speech: the decoder's) and removes
     their common mean frame."""
-    feats = [log_mel(w, fbank) for w in waves]
-    if normalize == "utterance":
-        feats = FeatureNormalizer.centre(feats)
-    elif normalize == "speaker":
-        feats = FeatureNormalizer.centre(feats, ["generated"] * len(feats))
+    feats = centre_as([log_mel(w, fbank) for w in waves], normalize, ["generated"] * len(waves))
     return [normalizer.transform(f) for f in feats]
 
 
