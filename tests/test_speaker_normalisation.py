@@ -143,10 +143,10 @@ def test_real_sample_and_an_unseen_speaker_csv(tmp_path) -> None:
 
 def test_the_shipped_config_is_the_measured_loso_setting() -> None:
     """configs/pvae_speaker_norm.yaml is configs/pvae_robust.yaml plus the overrides the LOSO
-    headline (tag robust_bilstm_mel24_h20_spknorm in benchmarks/results/pvae_loso.json) ran with."""
+    headline (tag robust_bilstm_mel24_h20_spknorm_b64 in benchmarks/results/pvae_loso.json) ran with."""
     root = Path(__file__).resolve().parent.parent
     folds = json.loads((root / "benchmarks" / "results" / "pvae_loso.json").read_text())["folds"]
-    commands = {f["command"] for f in folds if f["tag"] == "robust_bilstm_mel24_h20_spknorm"}
+    commands = {f["command"] for f in folds if f["tag"] == "robust_bilstm_mel24_h20_spknorm_b64"}
     assert len(folds) and commands
     overrides = {tuple(a for a in shlex.split(c) if "=" in a and a.split("=")[0].count(".") == 1
                        and not a.startswith(("OMP_", "--"))) for c in commands}
