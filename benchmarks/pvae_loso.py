@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tagged_runs import add_tagged_arguments, recorded_command  # noqa: E402
+from tagged_runs import add_tagged_arguments, recorded_command, results_lock  # noqa: E402
 
 from dispart.batches.pipeline import load_experiment_data  # noqa: E402
 from dispart.config import load_config  # noqa: E402
@@ -110,18 +110,19 @@ def main() -> int:
                 "load_average": {"before": load_before, "after": os.getloadavg()[0],
                                  "cores": os.cpu_count()},
                 "run": str(run_dir), "threads": args.threads}
-        old = read_json(out) if out.is_file() else {}
-        folds = [f for f in old.get("folds", [])
-                 if (f.get("tag"), f.get("held_out")) != (args.tag, spk)] + [fold]
-        atomic_write_json(out, {
-            "what": ("PVAE on FSDD + MNIST, leave one speaker out: the held-out speaker's utterances are "
-                     "the speech test split; k-means purity (k = 10) of latents inferred from one "
-                     "modality; image columns on MNIST test"),
-            "units": "purities and accuracies are fractions in [0, 1]",
-            "speakers": speakers, "summary": summarise(folds, speakers), "folds": folds,
-            "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                        "processor": platform.processor() or platform.machine()},
-        })
+        with results_lock(out):  # folds of other jobs may finish at the same moment
+            old = read_json(out) if out.is_file() else {}
+            folds = [f for f in old.get("folds", [])
+                     if (f.get("tag"), f.get("held_out")) != (args.tag, spk)] + [fold]
+            atomic_write_json(out, {
+                "what": ("PVAE on FSDD + MNIST, leave one speaker out: the held-out speaker's utterances "
+                         "are the speech test split; k-means purity (k = 10) of latents inferred from one "
+                         "modality; image columns on MNIST test"),
+                "units": "purities and accuracies are fractions in [0, 1]",
+                "speakers": speakers, "summary": summarise(folds, speakers), "folds": folds,
+                "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                            "processor": platform.processor() or platform.machine()},
+            })
         print(f"{spk}: speech z^s {100 * fold['purity']['speech/z^s']:.1f}%, "
               f"image z^s {100 * fold['purity'].get('image/z^s', float('nan')):.1f}% "
               f"({t_train / 60:.1f} min train)", flush=True)

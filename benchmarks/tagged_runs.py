@@ -11,7 +11,8 @@ import fcntl
 import os
 import platform
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +38,26 @@ def machine() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "processor": cpu_model()}
 
 
-def write_tagged_run(out: Path, entry: dict[str, Any], what: str, units: str) -> None:
-    """Write ``out`` atomically as {what, units, runs, machine}: the runs already in it whose tag is
-    not ``entry["tag"]``, then ``entry``. Read and write hold an exclusive lock (flock) on the
-    folder of ``out``, so two benchmarks finishing together both keep their entries."""
+@contextmanager
+def results_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock (flock) on the folder of ``out`` (created if missing) for a
+    read-modify-write of ``out``, so two benchmarks finishing together both keep their entries."""
     out.parent.mkdir(parents=True, exist_ok=True)
     folder = os.open(out.parent, os.O_RDONLY)
     try:
         fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+
+
+def write_tagged_run(out: Path, entry: dict[str, Any], what: str, units: str) -> None:
+    """Write ``out`` atomically as {what, units, runs, machine}: the runs already in it whose tag is
+    not ``entry["tag"]``, then ``entry``; under :func:`results_lock`."""
+    with results_lock(out):
         old = read_json(out) if out.is_file() else {}
         runs = [r for r in old.get("runs", []) if r.get("tag") != entry["tag"]] + [entry]
         atomic_write_json(out, {"what": what, "units": units, "runs": runs, "machine": machine()})
-    finally:
-        os.close(folder)  # releases the lock
 
 
 def add_tagged_arguments(ap: argparse.ArgumentParser, results: Path) -> None:
