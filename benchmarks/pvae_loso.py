@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tagged_runs import add_tagged_arguments, recorded_command, results_lock  # noqa: E402
+from tagged_runs import add_tagged_arguments, machine, recorded_command, results_lock  # noqa: E402
 
 from dispart.batches.pipeline import load_experiment_data  # noqa: E402
 from dispart.config import load_config  # noqa: E402
@@ -120,8 +119,7 @@ def main() -> int:
                          "modality; image columns on MNIST test"),
                 "units": "purities and accuracies are fractions in [0, 1]",
                 "speakers": speakers, "summary": summarise(folds, speakers), "folds": folds,
-                "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                            "processor": platform.processor() or platform.machine()},
+                "machine": machine(),
             })
         print(f"{spk}: speech z^s {100 * fold['purity']['speech/z^s']:.1f}%, "
               f"image z^s {100 * fold['purity'].get('image/z^s', float('nan')):.1f}% "
