@@ -47,6 +47,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tagged_runs import cpu_model  # noqa: E402
+
 from dispart.batches.ball import BALL_MODALITY  # noqa: E402
 from dispart.batches.batch import Sequences  # noqa: E402
 from dispart.batches.modality import ModalitySpec  # noqa: E402
@@ -305,7 +307,7 @@ def main() -> int:
         "commands": ["OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/dsae_ball.py "
                      + shlex.join(sys.argv[1:])],
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "processor": platform.processor() or platform.machine(), "threads": args.threads},
+                    "processor": cpu_model(), "threads": args.threads},
     }
     atomic_write_json(args.out, result)
     print(f"wrote {args.out}")

@@ -36,6 +36,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tagged_runs import cpu_model  # noqa: E402
+
 from dispart.batches.pipeline import ExperimentData, load_experiment_data  # noqa: E402
 from dispart.batches.sets import ModalitySet  # noqa: E402
 from dispart.config import ExperimentConfig, load_config  # noqa: E402
@@ -217,7 +219,7 @@ def main() -> int:
             "best": {k: best[k] for k in ("tag", "q", "eer_f", "eer_z")},
             "commands": sorted({r["command"] for r in runs}),
             "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                        "processor": platform.processor() or platform.machine(), "threads": args.threads},
+                        "processor": cpu_model(), "threads": args.threads},
         }
         atomic_write_json(out_path, result_json)
     print(f"wrote {out_path}")

@@ -34,6 +34,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tagged_runs import cpu_model  # noqa: E402
+
 from dispart.batches.sprites import sprites_sets  # noqa: E402
 from dispart.config import load_config  # noqa: E402
 from dispart.data.sprites import render_sprites  # noqa: E402
@@ -175,7 +177,7 @@ def main() -> int:
                      "OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/dsae_sprites.py "
                      + shlex.join(sys.argv[1:])],
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "processor": platform.processor() or platform.machine(), "threads": args.threads},
+                    "processor": cpu_model(), "threads": args.threads},
     }
     result["other_runs"] = earlier_runs(Path(args.out), result)
     atomic_write_json(args.out, result)

@@ -22,6 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tagged_runs import cpu_model  # noqa: E402
+
 from dispart.batches.pipeline import load_experiment_data  # noqa: E402
 from dispart.config import load_config  # noqa: E402
 from dispart.files import atomic_write_json  # noqa: E402
@@ -108,7 +110,7 @@ def main() -> int:
         "all": {k: [round(x, 3) for x in v] for k, v in times.items()},
         "audio_seconds_generated": round(sum(frames) * fbank.hop_ms / 1000, 2),
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "processor": platform.processor() or platform.machine()},
+                    "processor": cpu_model()},
     }
     for k, v in result["median"].items():
         print(f"{k:>22}: {v:.3f} s")

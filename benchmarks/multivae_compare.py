@@ -449,6 +449,7 @@ def main(argv=None) -> int:
     except ImportError:
         print("multivae is not installed: skipping (see this script's docstring for the venv setup)")
         return 0
+    from tagged_runs import cpu_model  # the venv of the docstring has dispart installed
     if not (args.data_dir / "mnist" / "mnist.npz").exists():
         print(f"no MNIST at {args.data_dir / 'mnist' / 'mnist.npz'}: skipping")
         return 0
@@ -470,7 +471,7 @@ def main(argv=None) -> int:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "multivae": getattr(multivae, "__version__", "1.0.3"), "threads": torch.get_num_threads(),
-                    "cpu": platform.processor() or platform.machine()},
+                    "cpu": cpu_model()},
         "notes": NOTES,
         "models": {},
     }

@@ -24,7 +24,7 @@ from torch.distributions import Normal, kl_divergence
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tagged_runs import recorded_command  # noqa: E402
+from tagged_runs import recorded_command, results_lock  # noqa: E402
 
 from dispart.batches.batch import Sequences  # noqa: E402
 from dispart.batches.pipeline import load_experiment_data  # noqa: E402
@@ -69,13 +69,15 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
-    results = read_json(out) if out.is_file() else {"runs": {}}
     command = recorded_command("pvae_image_latents.py", sys.argv[1:], 1)
+    entries = {}
     for run in args.run:
-        entry = {**measure(Path(run), args.n), "command": command}
-        print(run, entry)
-        results["runs"][str(run)] = entry
-    atomic_write_json(out, results)
+        entries[str(run)] = {**measure(Path(run), args.n), "command": command}
+        print(run, entries[str(run)])
+    with results_lock(out):  # read-modify-write: a parallel call keeps its entries too
+        results = read_json(out) if out.is_file() else {"runs": {}}
+        results["runs"].update(entries)
+        atomic_write_json(out, results)
     return 0
 
 

@@ -44,7 +44,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -55,6 +54,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tagged_runs import cpu_model  # noqa: E402
 
 from dispart.batches.batch import Sequences  # noqa: E402
 from dispart.batches.modality import DIGIT_IMAGE, SPEECH, ModalitySpec  # noqa: E402
@@ -403,7 +404,7 @@ def pvae_throughput(args: argparse.Namespace) -> dict:
         "matmul_torch_mm_gflops": peaks["torch_mm"], "matmul_onednn_gflops": peaks["onednn"],
         "padding_overhead": padded / valid - 1,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_model(),
     }
     if len(variants) > 1:
         a, b = names
