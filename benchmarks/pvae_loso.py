@@ -9,6 +9,7 @@ with ``data.split=speaker:NAME`` (that speaker's 500 utterances are the test spl
 speakers train), evaluated with ``evaluate_run`` (k-means purity, k = 10, of the latents inferred
 from one modality on the test split) and recorded at once, so a stopped run keeps its finished
 folds. The mean over the folds is written when every speaker of the corpus has a fold.
+``--summarise-only`` trains nothing and rewrites the speaker list and the summary from the folds.
 
 Writes benchmarks/results/pvae_loso.json (entries with the same ``--tag`` and speaker are replaced):
 purities as fractions in [0, 1], per fold the exact command, the wall times and the load average.
@@ -17,6 +18,7 @@ purities as fractions in [0, 1], per fold the exact command, the wall times and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -43,8 +45,9 @@ TARGET = 0.90  # issue 13: mean held-out speech z^s purity over all folds
 
 
 def corpus_speakers(cfg) -> list[str]:
-    """Every speaker of the configured speech corpus (train and test of the official split)."""
-    data = load_experiment_data(cfg.data, progress=False)
+    """Every speaker of the configured speech corpus (train and test of the official split); the
+    speed-perturbed copies of ``data.speed_perturb`` ("NAME@0.9") are not speakers to hold out."""
+    data = load_experiment_data(dataclasses.replace(cfg.data, speed_perturb=[]), progress=False)
     sets = data.sets["audio"]
     return sorted({s for part in sets.values() for s in (part.speakers or [])})
 
@@ -73,6 +76,8 @@ def main() -> int:
     ap.add_argument("--data-dir", required=True, help="folder with fsdd/recordings and mnist/mnist.npz")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "loso"), help="one run folder per fold")
     ap.add_argument("--speakers", default="", help="comma-separated subset (default: every speaker)")
+    ap.add_argument("--summarise-only", action="store_true",
+                    help="train nothing: rewrite the file's speaker list and summary from its folds")
     add_tagged_arguments(ap, RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -85,6 +90,13 @@ def main() -> int:
         raise SystemExit(f"pvae_loso: speakers {unknown} are not in the corpus ({speakers})")
     print(f"speakers in the corpus: {speakers}; folds to run: {chosen}", flush=True)
     out = Path(args.out)
+    if args.summarise_only:  # no training: the speakers and the summary again, from the folds there
+        with results_lock(out):
+            old = read_json(out)
+            summary = summarise(old["folds"], speakers)
+            atomic_write_json(out, {**old, "speakers": speakers, "summary": summary})
+        print(f"rewrote the speakers and the summary of {out}")
+        return 0
     for spk in chosen:
         command = recorded_command("pvae_loso.py", ["--data-dir", args.data_dir, "--config", args.config,
                                                     "--speakers", spk, "--tag", args.tag,

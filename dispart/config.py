@@ -278,8 +278,11 @@ RULES: dict[str, Rule] = {
     "data.hop_ms": above(0),
     "data.win_ms": above(0),
     "data.vad_top_db": above(0),
-    "data.normalize": one_of("global", "utterance", "speaker"),
+    "data.normalize": one_of("global", "utterance", "speaker", "speaker_var"),
     "data.augment": one_of("none", "warp"),
+    "data.speed_perturb": Rule(lambda v: all(0.5 <= x <= 2.0 and x != 1.0 for x in v)
+                               and len(set(v)) == len(v),
+                               "distinct speeds in [0.5, 2], not 1.0 (the recordings themselves)"),
     "data.warp_freq": between(0, 1, high_open=True),
     "data.warp_time": between(0, 1, high_open=True),
     "data.image_shift": at_least(0),

@@ -22,7 +22,7 @@ from dispart.data.sample import sample_fsdd_dir
 from dispart.errors import DataError
 from dispart.features.fbank import FbankConfig, log_mel
 from dispart.features.normalize import FeatureNormalizer, centre_as
-from dispart.generation.audio import utterance_offset, waveforms_to_features
+from dispart.generation.audio import features_to_logmel, utterance_offset, waveforms_to_features
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -155,3 +155,50 @@ def test_the_shipped_config_is_the_measured_loso_setting() -> None:
     got = asdict(load_config(root / "configs" / "pvae_speaker_norm.yaml"))
     want["model"]["display_name"] = got["model"]["display_name"]
     assert got == want
+
+
+def test_speaker_var_standardises_each_speakers_bands_and_inversion_restores_the_average_voice() -> None:
+    """``data.normalize=speaker_var``: each speaker's frames minus their mean frame, divided by their
+    per-band std (both frame-weighted over the speaker's utterances); the normaliser keeps the
+    pooled within-speaker std, which inversion multiplies back before adding the mean raw frame."""
+    a = np.array([[1.0, 10.0], [3.0, 14.0]], np.float32)  # speaker s
+    b = np.array([[5.0, 6.0], [7.0, 2.0]], np.float32)  # speaker s
+    c = np.array([[2.0, 2.0], [2.0, 6.0]], np.float32)  # speaker t: band 0 constant
+    # s: mean (4, 8); deviations band 0 (-3, -1, 1, 3) -> std sqrt(5); band 1 (2, 6, -2, -6) -> sqrt(20)
+    got = centre_as([a, b, c], "speaker_var", ["s", "s", "t"])
+    np.testing.assert_allclose(got[0], (a - [4.0, 8.0]) / np.sqrt([5.0, 20.0]), rtol=1e-6)
+    np.testing.assert_allclose(got[1], (b - [4.0, 8.0]) / np.sqrt([5.0, 20.0]), rtol=1e-6)
+    # t: band 0 has std 0 (floored at 1e-5, deviations 0 stay 0); band 1 deviations (-2, 2), std 2
+    np.testing.assert_allclose(got[2], [[0.0, -1.0], [0.0, 1.0]], atol=1e-6)
+    with pytest.raises(ValueError, match="needs the speaker"):
+        centre_as([a], "speaker_var")
+    norm = FeatureNormalizer().fit([a, b, c], centre_utterances=True, groups=["s", "s", "t"], scale=True)
+    # pooled within-speaker std over the 6 frames:
+    # band 0 sqrt((9+1+1+9+0+0)/6), band 1 sqrt((4+36+4+36+4+4)/6)
+    np.testing.assert_allclose(norm.utterance_scale, np.sqrt([20 / 6, 88 / 6]), rtol=1e-6)
+    np.testing.assert_allclose(norm.utterance_offset, [20 / 6, 40 / 6], rtol=1e-6)
+    # round trip of the state; a speaker-mean-only normaliser has no scale
+    back = FeatureNormalizer.from_state_dict(norm.state_dict())
+    np.testing.assert_array_equal(back.utterance_scale, norm.utterance_scale)
+    assert FeatureNormalizer().fit([a, c], centre_utterances=True, groups=["s", "t"]).utterance_scale is None
+    bad = dict(norm.state_dict(), utterance_scale=np.array([1.0, -1.0], np.float32))
+    with pytest.raises(DataError, match="utterance_scale must be positive"):
+        FeatureNormalizer.from_state_dict(bad)
+    with pytest.raises(DataError, match="utterance_scale must be 2 finite"):
+        FeatureNormalizer.from_state_dict(dict(norm.state_dict(), utterance_scale=np.ones(3)))
+    # inversion: a frame standardised as speaker s is z; back in log-Mel it is z * scale + offset
+    z = np.asarray(got[0], np.float32)
+    logmel = features_to_logmel(norm.transform(z), norm, norm.utterance_offset)
+    np.testing.assert_allclose(logmel, z * norm.utterance_scale + norm.utterance_offset, rtol=1e-5, atol=1e-5)
+    # the config accepts it; the pipeline standardises every speaker of every split on their own frames
+    assert load_config(None, ["data.normalize=speaker_var"]).data.normalize == "speaker_var"
+    data = merge_corpora([_corpus(["a", "b", "a", "b", "b"], ["c", "c", "c"])],
+                         DataConfig(normalize="speaker_var"))
+    norm = data.normalizers["audio"]
+    for split in ("train", "test"):
+        s = data.split("audio", split)
+        for spk in set(s.speakers):
+            frames = norm.inverse_transform(np.concatenate(
+                [x for x, sp in zip(s.examples, s.speakers, strict=True) if sp == spk]))
+            np.testing.assert_allclose(frames.mean(0), 0.0, atol=1e-5)
+            np.testing.assert_allclose(frames.std(0), 1.0, rtol=1e-4)

@@ -21,6 +21,7 @@ modules of their own: ``sprites`` (batches/sprites.py), ``speech_segments`` (bat
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -135,8 +136,28 @@ def load_speech(cfg: DataConfig, progress: bool = True) -> Corpus:
     sets = {split: _raw_speech_set(us, [by_path[str(u.path)] for u in us]) for split, us in by_split.items()
             if us or split != "val"}
     fb = fbank_config(cfg)
+    for speed in cfg.speed_perturb:
+        sets["train"], more = _with_speed(sets["train"], by_split["train"], fb, speed, cfg, progress)
+        skipped = [*skipped, *more]
     return Corpus({"audio": sets}, {"audio": audio_spec(fb)}, pairing="label", normalize=("audio",),
                   fbank=fb, skipped=skipped)
+
+
+def _with_speed(train: SpeechSet, utts: list[Utterance], fb: FbankConfig, speed: float, cfg: DataConfig,
+                progress: bool) -> tuple[SpeechSet, list[tuple[str, str]]]:
+    """``train`` plus ``utts`` played ``speed`` times faster (``data.speed_perturb``; cached like
+    any features), each speaker's copy a speaker of its own, "NAME@SPEED" (example id
+    "PATH@SPEED"): per-speaker centring and the speaker penalty see a new voice. Returns the set
+    and the (path, reason) skips."""
+    fs = compute_features(utts, dataclasses.replace(fb, speed=speed), cache_dir(cfg), on_error=cfg.on_error,
+                          progress=progress)
+    if any(not u.speaker for u in fs.utterances):
+        raise DataError(f"data.speed_perturb: {audio_source(cfg)} has training utterances without a speaker; "
+                        "each speed's copy of a voice is named after its speaker")
+    return SpeechSet([*train.examples, *fs.features], [*train.labels, *(u.label for u in fs.utterances)],
+                     [*train.speakers, *(f"{u.speaker}@{speed:g}" for u in fs.utterances)],
+                     [*train.paths, *(str(u.path) for u in fs.utterances)],
+                     ids=[*train.ids, *(f"{u.path}@{speed:g}" for u in fs.utterances)]), fs.skipped
 
 
 # --------------------------------------------------------------------------- MNIST

@@ -36,7 +36,7 @@ from dispart.data.corpus import Utterance, scan_corpus
 from dispart.data.speech_commands import DIGIT_WORDS, digit_labels, is_speech_commands, scan_speech_commands
 from dispart.errors import ConfigError, DataError
 from dispart.features.fbank import FbankConfig
-from dispart.features.normalize import NORMALIZE, FeatureNormalizer, centre_as
+from dispart.features.normalize import NORMALIZE, SPEAKER_MODES, FeatureNormalizer, centre_as
 
 SPLITS = ("train", "test")
 
@@ -106,15 +106,17 @@ def _check(cfg: DataConfig) -> None:
 def _speakers(s: ModalitySet, what: str) -> list[str]:
     """The speaker of each example of ``s``; a set without them is a DataError naming ``what``."""
     if s.speakers is None or any(not sp for sp in s.speakers):
-        raise DataError(f"data.normalize=speaker: {what} has examples without a speaker (per-speaker "
-                        f"centring needs one for every utterance; use data.normalize=utterance)")
+        raise DataError(f"data.normalize={'/'.join(SPEAKER_MODES)}: {what} has examples without a "
+                        f"speaker (per-speaker centring needs one for every utterance; use "
+                        f"data.normalize=utterance)")
     return list(s.speakers)
 
 
 def _center(s: ModalitySet, mode: str, what: str) -> list[np.ndarray]:
     """The raw (T, D) examples of ``s`` centred as ``data.normalize`` says (:func:`centre_as`; with
-    "speaker" a speaker's mean comes from their utterances in the same set, labels unused)."""
-    return centre_as(list(s.examples), mode, _speakers(s, what) if mode == "speaker" else None)
+    "speaker" / "speaker_var" a speaker's mean and std come from their utterances in the same set,
+    labels unused)."""
+    return centre_as(list(s.examples), mode, _speakers(s, what) if mode in SPEAKER_MODES else None)
 
 
 def _normalised(s: ModalitySet, norm: FeatureNormalizer, mode: str, what: str) -> ModalitySet:
@@ -164,7 +166,9 @@ def merge_corpora(corpora: list[Corpus], cfg: DataConfig,
                 train = by_split["train"]
                 norm = normalizers.get(m) or FeatureNormalizer().fit(
                     list(train.examples), centre_utterances=cfg.normalize != "global",
-                    groups=_speakers(train, f"the {m!r} train split") if cfg.normalize == "speaker" else None)
+                    groups=(_speakers(train, f"the {m!r} train split")
+                            if cfg.normalize in SPEAKER_MODES else None),
+                    scale=cfg.normalize == "speaker_var")
                 used[m] = norm
                 by_split = {s: _normalised(v, norm, cfg.normalize, f"the {m!r} {s} split")
                             for s, v in by_split.items()}

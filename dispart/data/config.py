@@ -7,7 +7,7 @@ order) can take it without importing :mod:`dispart.config`; ``dispart.config`` c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # data.binarize: "none" (intensities, Gaussian pixels), "stochastic" (one fixed Bernoulli draw),
 # "threshold" (> 0.5), "dynamic" (training images redrawn every epoch, everything else sees the
@@ -45,10 +45,14 @@ class DataConfig:
     win_ms: float = 25.0  # log-Mel analysis window, milliseconds (FFT: 512 samples or more)
     vad_top_db: float = 30.0  # dB below the peak that counts as silence
     normalize: str = "global"  # "global": train-split mean/std; "utterance" / "speaker": first remove
-    # each utterance's / each speaker's mean log-Mel frame (a speaker's over their utterances in the split)
+    # each utterance's / each speaker's mean log-Mel frame (a speaker's over their utterances in the split);
+    # "speaker_var": also divide each Mel band by the speaker's std of it
     augment: str = "none"  # "none" | "warp": random Mel-axis (VTLP-like) and time warps (train only)
     warp_freq: float = 0.1  # Mel-axis warp factor range: 1 +- warp_freq
     warp_time: float = 0.1  # time-axis warp factor range: 1 +- warp_time
+    speed_perturb: list[float] = field(default_factory=list)  # spoken digits: the training split also
+    # played at each of these speeds (e.g. [0.9, 1.1]: pitch and formants move too), each copy of a
+    # speaker a speaker of its own ("george@0.9"); [] = off
     image_shift: int = 0  # training images moved by up to this many pixels each way (0 = off)
     cache_dir: str | None = None  # default: $DISPART_CACHE or ~/.cache/dispart
     on_error: str = "raise"  # "raise" at the first bad file, or "skip" and report the count

@@ -18,7 +18,8 @@ import numpy as np
 from dispart.data.corpus import load_waveform
 from dispart.errors import ConfigError, DataError
 
-__all__ = ["FbankConfig", "fbank_from_file", "fft_length", "fbank_to_waveform", "log_mel", "mel_basis", "vad"]
+__all__ = ["FbankConfig", "change_speed", "fbank_from_file", "fft_length", "fbank_to_waveform", "log_mel",
+           "mel_basis", "vad"]
 
 # A waveform whose peak is below this is treated as digital silence (16-bit LSB is 3e-5).
 _SILENCE_PEAK = 1e-5
@@ -60,6 +61,10 @@ class FbankConfig(FrameTiming):
         vad_top_db: frames more than this many dB below the loudest frame are silence.
         min_frames: fewer frames than this after VAD is an error.
         log_floor: power floor before the log (log(1e-6) ~= -13.8).
+        speed: the waveform is played this many times faster before analysis (speed
+            perturbation: duration / speed, pitch and formants x speed; resampled with librosa);
+            1.0 = as recorded. Left out of :meth:`to_dict` at 1.0, so caches keyed before the
+            field existed stay valid.
     """
 
     sample_rate: int = 8000
@@ -72,8 +77,11 @@ class FbankConfig(FrameTiming):
     vad_top_db: float = 30.0
     min_frames: int = 5
     log_floor: float = 1e-6
+    speed: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0.5 <= self.speed <= 2.0:
+            raise ConfigError(f"FbankConfig.speed={self.speed} must be in [0.5, 2]")
         if self.sample_rate <= 0 or self.n_mels <= 0 or self.hop_ms <= 0 or self.win_ms <= 0:
             raise ConfigError(f"FbankConfig: sizes and rates must be positive ({self})")
         if self.win_length > self.n_fft:
@@ -87,7 +95,10 @@ class FbankConfig(FrameTiming):
             raise ConfigError("FbankConfig.log_floor must be > 0")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.speed == 1.0:
+            del d["speed"]
+        return d
 
 
 @functools.lru_cache(maxsize=8)
@@ -150,6 +161,16 @@ def vad(wave: np.ndarray, cfg: FbankConfig) -> np.ndarray:
     return np.concatenate([wave[s:e] for s, e in intervals])
 
 
+def change_speed(wave: np.ndarray, sample_rate: int, speed: float) -> np.ndarray:
+    """(N,) waveform at ``sample_rate`` Hz -> (round(N / speed),) the same sound played ``speed``
+    times faster at the same rate (as sox's ``speed``: pitch and formants move with it)."""
+    import librosa
+
+    target = sample_rate / speed
+    return librosa.resample(np.asarray(wave, np.float32), orig_sr=float(sample_rate),
+                            target_sr=float(target)).astype(np.float32)
+
+
 def fbank_from_file(path: str | Path, cfg: FbankConfig) -> np.ndarray:
     """Features of one audio file: load (resample, mono) -> VAD -> log-Mel, (T, n_mels).
 
@@ -157,6 +178,8 @@ def fbank_from_file(path: str | Path, cfg: FbankConfig) -> np.ndarray:
     ``cfg.min_frames`` frames) or yields non-finite features.
     """
     wave = load_waveform(path, cfg.sample_rate)
+    if cfg.speed != 1.0:
+        wave = change_speed(wave, cfg.sample_rate, cfg.speed)
     voiced = vad(wave, cfg)
     n_frames = 1 + len(voiced) // cfg.hop_length if len(voiced) else 0
     if n_frames < cfg.min_frames:

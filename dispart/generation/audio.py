@@ -8,7 +8,9 @@ The models work on *normalised* log-Mel frames (T, n_mels). To listen to them:
    the *training split's mean log-Mel frame* (:func:`utterance_offset`: the normaliser stores it
    when it is fitted, in ``run.json``; for runs saved before it did, it is recomputed from the
    cached raw features of the training split. The normaliser's own mean is ~0 in that mode and
-   cannot serve);
+   cannot serve). With ``"speaker_var"`` each speaker's per-band std was divided out as well: the
+   inverse is first multiplied by the training split's pooled within-speaker std
+   (``normalizer.utterance_scale``), then the offset is added;
 2. Mel -> linear magnitude and Griffin-Lim phase reconstruction. ``method="nnls"`` is
    :func:`dispart.features.fbank.fbank_to_waveform` (librosa's non-negative least squares,
    ~0.5 s per utterance); the default ``method="pinv"`` uses the cached pseudo-inverse of the
@@ -100,9 +102,14 @@ def features_to_logmel(
 ) -> np.ndarray:
     """Normalised features (T, n_mels) -> natural-log Mel power (T, n_mels) float32.
 
-    ``offset`` (n_mels,) is added after the inverse normalisation (see :func:`utterance_offset`).
+    ``offset`` (n_mels,) is added after the inverse normalisation (see :func:`utterance_offset`),
+    and before it, with an ``offset``, the normaliser's ``utterance_scale`` multiplied (fitted with
+    ``data.normalize = "speaker_var"``; None otherwise).
     """
     logmel = normalizer.inverse_transform(np.asarray(features, dtype=np.float32))
+    scale = getattr(normalizer, "utterance_scale", None)
+    if offset is not None and scale is not None:
+        logmel = logmel * np.asarray(scale, dtype=np.float32)
     if offset is not None:
         logmel = logmel + np.asarray(offset, dtype=np.float32)
     return logmel.astype(np.float32)
