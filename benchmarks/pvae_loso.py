@@ -18,7 +18,6 @@ purities as fractions in [0, 1], per fold the exact command, the wall times and 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -32,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from tagged_runs import add_tagged_arguments, machine, recorded_command, results_lock  # noqa: E402
 
-from dispart.batches.pipeline import load_experiment_data  # noqa: E402
+from dispart.batches.loaders import speech_splits  # noqa: E402
 from dispart.config import load_config  # noqa: E402
 from dispart.data.locate import find_data  # noqa: E402
 from dispart.evaluation.evaluate import evaluate_run  # noqa: E402
@@ -45,11 +44,10 @@ TARGET = 0.90  # issue 13: mean held-out speech z^s purity over all folds
 
 
 def corpus_speakers(cfg) -> list[str]:
-    """Every speaker of the configured speech corpus (train and test of the official split); the
-    speed-perturbed copies of ``data.speed_perturb`` ("NAME@0.9") are not speakers to hold out."""
-    data = load_experiment_data(dataclasses.replace(cfg.data, speed_perturb=[]), progress=False)
-    sets = data.sets["audio"]
-    return sorted({s for part in sets.values() for s in (part.speakers or [])})
+    """Every speaker of the configured speech corpus (all splits), from the scan of its files: no
+    features computed, and the speed-perturbed copies that ``data.speed_perturb`` adds to the
+    training data ("NAME@0.9") are not speakers to hold out."""
+    return sorted({u.speaker for us in speech_splits(cfg.data).values() for u in us if u.speaker})
 
 
 def purities(result: dict[str, Any]) -> dict[str, float]:

@@ -149,11 +149,11 @@ def _with_speed(train: SpeechSet, utts: list[Utterance], fb: FbankConfig, speed:
     any features), each speaker's copy a speaker of its own, "NAME@SPEED" (example id
     "PATH@SPEED"): per-speaker centring and the speaker penalty see a new voice. Returns the set
     and the (path, reason) skips."""
-    fs = compute_features(utts, dataclasses.replace(fb, speed=speed), cache_dir(cfg), on_error=cfg.on_error,
-                          progress=progress)
-    if any(not u.speaker for u in fs.utterances):
+    if any(not u.speaker for u in utts):
         raise DataError(f"data.speed_perturb: {audio_source(cfg)} has training utterances without a speaker; "
                         "each speed's copy of a voice is named after its speaker")
+    fs = compute_features(utts, dataclasses.replace(fb, speed=speed), cache_dir(cfg), on_error=cfg.on_error,
+                          progress=progress)
     return SpeechSet([*train.examples, *fs.features], [*train.labels, *(u.label for u in fs.utterances)],
                      [*train.speakers, *(f"{u.speaker}@{speed:g}" for u in fs.utterances)],
                      [*train.paths, *(str(u.path) for u in fs.utterances)],

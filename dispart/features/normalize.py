@@ -110,10 +110,11 @@ class FeatureNormalizer:
         for g, idx in members.items():
             n, s, s2 = _frame_moments([arrays[i] for i in idx], arrays[idx[0]].shape[1])
             means[g] = (s / n).astype(np.float32)
-            var = np.maximum(s2 / n - (s / n) ** 2, 0.0)
-            stds[g] = np.maximum(np.sqrt(var), std_floor).astype(np.float32) if scale else np.float32(1.0)
-        return [(np.asarray(a, np.float32) - means[g]) / stds[g]
-                for a, g in zip(arrays, groups, strict=True)]
+            if scale:
+                var = np.maximum(s2 / n - (s / n) ** 2, 0.0)
+                stds[g] = np.maximum(np.sqrt(var), std_floor).astype(np.float32)
+        centred = [np.asarray(a, np.float32) - means[g] for a, g in zip(arrays, groups, strict=True)]
+        return [c / stds[g] for c, g in zip(centred, groups, strict=True)] if scale else centred
 
     def _stats(self) -> tuple[np.ndarray, np.ndarray]:
         if self.mean is None or self.std is None:
