@@ -8,7 +8,10 @@ The speakers are read from the corpus (never a fixed list). For each one the con
 with ``data.split=speaker:NAME`` (that speaker's 500 utterances are the test split; the other
 speakers train), evaluated with ``evaluate_run`` (k-means purity, k = 10, of the latents inferred
 from one modality on the test split) and recorded at once, so a stopped run keeps its finished
-folds. The mean over the folds is written when every speaker of the corpus has a fold.
+folds. With ``data.audio_extra=DIR`` a second spoken-digit corpus (e.g. the Arabic digits) is
+trained on beside every fold; its speakers are never held out, and its own test speakers are
+left out of the evaluation, which stays on the held-out speaker of ``data.audio`` alone.
+The mean over the folds is written when every speaker of the corpus has a fold.
 ``--summarise-only`` trains nothing and rewrites the speaker list and the summary from the folds.
 
 Writes benchmarks/results/pvae_loso.json (entries with the same ``--tag`` and speaker are replaced):
@@ -18,6 +21,7 @@ purities as fractions in [0, 1], per fold the exact command, the wall times and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -32,10 +36,12 @@ sys.path.insert(0, str(ROOT))
 from tagged_runs import add_tagged_arguments, machine, recorded_command, results_lock  # noqa: E402
 
 from dispart.batches.loaders import speech_splits  # noqa: E402
+from dispart.batches.pipeline import ExperimentData, load_experiment_data  # noqa: E402
 from dispart.config import load_config  # noqa: E402
 from dispart.data.locate import find_data  # noqa: E402
 from dispart.evaluation.evaluate import evaluate_run  # noqa: E402
 from dispart.files import atomic_write_json, read_json  # noqa: E402
+from dispart.runs import load_run  # noqa: E402
 from dispart.training.run import train  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pvae_loso.json"
@@ -46,8 +52,26 @@ TARGET = 0.90  # issue 13: mean held-out speech z^s purity over all folds
 def corpus_speakers(cfg) -> list[str]:
     """Every speaker of the configured speech corpus (all splits), from the scan of its files: no
     features computed, and the speed-perturbed copies that ``data.speed_perturb`` adds to the
-    training data ("NAME@0.9") are not speakers to hold out."""
-    return sorted({u.speaker for us in speech_splits(cfg.data).values() for u in us if u.speaker})
+    training data ("NAME@0.9") are not speakers to hold out, nor are those of a second corpus
+    (``data.audio_extra``), which only adds training data."""
+    own = dataclasses.replace(cfg.data, audio_extra="")
+    return sorted({u.speaker for us in speech_splits(own).values() for u in us if u.speaker})
+
+
+def held_out_data(run_dir: Path, speaker: str) -> ExperimentData | None:
+    """For a run with ``data.audio_extra``: its data with the speech test split cut down to
+    ``speaker`` (the second corpus's own test speakers are not part of the fold); else None
+    (``evaluate_run`` loads the run's test split itself)."""
+    run = load_run(run_dir)
+    if not run.config.data.audio_extra:
+        return None
+    data = load_experiment_data(run.config.data, progress=False, normalizers=run.normalizers)
+    test = data.split("audio", "test")
+    keep = [s == speaker for s in (test.speakers or [])]
+    if not any(keep):
+        raise SystemExit(f"pvae_loso: no test utterance of {speaker!r} in {run_dir}")
+    sets = {**data.sets, "audio": {**data.sets["audio"], "test": test.select(keep)}}
+    return dataclasses.replace(data, sets=sets)
 
 
 def purities(result: dict[str, Any]) -> dict[str, float]:
@@ -108,7 +132,7 @@ def main() -> int:
         summary = train(fold_cfg, run_dir, overwrite=True)
         t_train = time.perf_counter() - t0
         t0 = time.perf_counter()
-        result = evaluate_run(run_dir, progress=False)
+        result = evaluate_run(run_dir, progress=False, data=held_out_data(run_dir, spk))
         t_eval = time.perf_counter() - t0
         fold = {"tag": args.tag, "held_out": spk, "command": command, "config": args.config,
                 "overrides": args.overrides, "purity": purities(result),

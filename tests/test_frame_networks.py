@@ -23,6 +23,7 @@ from dispart.nn.frames import (
     FrameMLPDecoder,
     FramewiseEncoder,
     MeanBiLSTMEncoder,
+    MelConvBiLSTMEncoder,
     SequenceSummary,
     last_valid,
     masked_mean,
@@ -190,6 +191,34 @@ def test_mean_bilstm_encoder_is_its_parts_and_ignores_padding() -> None:
         MeanBiLSTMEncoder(D, 7)
     with pytest.raises(ValueError, match="MeanBiLSTMEncoder expects Sequences"):
         enc(torch.zeros(2, 3, D))
+
+
+def test_mel_conv_bilstm_encoder_reads_each_frame_across_its_bands_and_ignores_padding() -> None:
+    """The "conv_bilstm" reader: each frame's bands through two convolutions with max-pooling over
+    bands (12 bands -> channels x 3 features), then MeanBiLSTMEncoder; frames do not mix before
+    the LSTM, so padding (holding garbage) changes nothing and gets no gradient."""
+    torch.manual_seed(6)
+    d, channels = 12, 3
+    enc = MelConvBiLSTMEncoder(d, H, channels=channels)
+    assert enc.out_dim == H and enc.reader.input_dim == channels * (d // 4)
+    lengths = [4, 2]
+    x = _seqs(lengths, dim=d, seed=7, garbage=30.0, extra=3)
+    data = x.data.clone().requires_grad_(True)
+    out = enc(Sequences(data, x.lengths))
+    assert out.shape == (2, H)
+    for b, n in enumerate(lengths):
+        frames = x.data[b, :n]
+        bands = enc.conv(frames[:, None, :])  # (n, channels * 3), one frame at a time
+        assert bands.shape == (n, channels * 3)
+        want = enc.reader(Sequences(bands[None], torch.tensor([n])))
+        torch.testing.assert_close(out[b], want[0], atol=1e-6, rtol=1e-5)
+    out[1].sum().backward()
+    assert data.grad[1, 2:].abs().sum().item() == 0.0 and data.grad[0].abs().sum().item() == 0.0
+    assert torch.all(data.grad[1, :2].abs().sum(-1) > 0)
+    with pytest.raises(ValueError, match="4 Mel bands"):
+        MelConvBiLSTMEncoder(3, H)
+    with pytest.raises(ValueError, match="MelConvBiLSTMEncoder expects Sequences"):
+        enc(torch.zeros(2, 3, d))
 
 
 def test_summaries_by_hand() -> None:

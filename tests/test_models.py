@@ -497,6 +497,14 @@ def test_pvae_sequence_encoder_bilstm_reads_speech_in_q_and_r_audio():
     assert torch.isfinite(out.loss) and m.unimodal["audio"].pre.frame[0].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="sequence_encoder.*'gru'"):
         small_pvae(sequence_encoder="gru")
+    from dispart.nn.frames import MelConvBiLSTMEncoder
+
+    conv = small_pvae(sequence_encoder="conv_bilstm")
+    assert isinstance(conv.unimodal["audio"].pre, MelConvBiLSTMEncoder)
+    assert isinstance(conv.joint.pre["audio"], MelConvBiLSTMEncoder)
+    out = conv.loss(batch())
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and conv.unimodal["audio"].pre.conv[0].weight.grad.abs().sum() > 0
 
 
 def test_pvae_running_speaker_correlation_updates_and_saves_its_averages():

@@ -398,3 +398,38 @@ def test_digit_labels_and_split_files_as_manifests(tmp_path: Path) -> None:
     (tmp_path / "neither.csv").write_text("file,word\nasc/dataset/one/aaaa0001_NO_01.wav,one\n")
     with pytest.raises(DataError, match=r"neither.csv, line 1: header lacks column 'label'.*'file,class'"):
         scan_corpus(tmp_path / "neither.csv")
+
+
+def test_loso_benchmark_trains_on_a_second_corpus_but_holds_out_and_scores_only_the_first(
+        tmp_path: Path) -> None:
+    """benchmarks/pvae_loso.py with data.audio_extra: the folds are the speakers of data.audio
+    (the extra corpus only adds training data), and a fold is scored on the held-out speaker's
+    utterances alone, not on the extra corpus's own test speakers."""
+    import sys
+
+    from dispart.cli import main
+    from dispart.config import load_config
+    from dispart.data.corpus import scan_corpus
+    from dispart.data.sample import sample_fsdd_dir
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from pvae_loso import corpus_speakers, held_out_data
+
+    root = _tone_corpus(tmp_path / "asc", {"aaaa0001": 300.0, "cccc0004": 900.0},
+                       {"aaaa0001": "train", "cccc0004": "test"})
+    extra = [f"data.audio_extra={root}", f"data.cache_dir={tmp_path / 'cache'}"]
+    fsdd = sorted({u.speaker for u in scan_corpus(sample_fsdd_dir())})
+    assert corpus_speakers(load_config(None, extra)) == fsdd
+    run = tmp_path / "run"
+    sample = Path(__file__).resolve().parent / "sample.yaml"
+    assert main(["train", str(sample), "--out", str(run), "train.epochs=1", "model.hidden=32",
+                 "train.progress_bar=false", "data.split=speaker:george", *extra]) == 0
+    data = held_out_data(run, "george")
+    assert data is not None
+    test = data.split("audio", "test")
+    n_george = sum(1 for p in sample_fsdd_dir().glob("*.wav") if p.name.split("_")[1] == "george")
+    assert set(test.speakers) == {"george"} and len(test) == n_george
+    assert "aaaa0001" in data.split("audio", "train").speakers  # still trained on
+    assert len(data.split("image", "test")) > 0  # the other modality untouched
+    with pytest.raises(SystemExit, match="no test utterance of 'nobody'"):
+        held_out_data(run, "nobody")

@@ -53,3 +53,20 @@ def test_benchmarks_finishing_together_keep_every_entry(tmp_path: Path) -> None:
         p.join()
     assert all(p.exitcode == 0 for p in procs)
     assert sorted(r["tag"] for r in json.loads(out.read_text())["runs"]) == sorted(f"t{i}" for i in range(60))
+
+
+def test_digit_reference_averages_the_held_out_folds_only_when_every_speaker_has_one() -> None:
+    """benchmarks/digit_reference.py --held-out: the mean over the corpus's folds, hand-computed."""
+    from digit_reference import store_held_out_mean
+
+    p = "cfg_none_bilstm"
+    result = {f"{p}_heldout_a": {"test_accuracy": 0.5, "test_embedding_purity": 0.75, "seeds": {"0": {}}},
+              f"{p}_heldout_b": {"test_accuracy": 0.75, "test_embedding_purity": 0.25, "seeds": {"0": {}}},
+              f"{p}_heldout_mean": {"stale": True}, "other_heldout_c": {}}
+    store_held_out_mean(result, p, ["a", "b", "c"])  # c has no fold (other_ is another prefix)
+    assert f"{p}_heldout_mean" not in result  # a stale mean is not left behind
+    store_held_out_mean(result, p, ["a", "b"])
+    mean = result[f"{p}_heldout_mean"]
+    assert (mean["test_accuracy"], mean["test_embedding_purity"]) == (0.625, 0.5)
+    assert mean["by_speaker"]["b"] == {"test_accuracy": 0.75, "test_embedding_purity": 0.25}
+    assert mean["seeds"] == [("0",)]

@@ -116,7 +116,9 @@ class PVAEConfig:
     it too.
     ``sequence_encoder``: the reader of speech in q and r_audio: "lstm" (the paper's: one LSTM, its
     last valid state) or "bilstm" (not the paper's: ``nn.frames.MeanBiLSTMEncoder``, two
-    bidirectional LSTM layers averaged over frames, a better reader of unseen voices).
+    bidirectional LSTM layers averaged over frames, a better reader of unseen voices) or
+    "conv_bilstm" (that reader behind two convolutions along the Mel axis with max-pooling over
+    bands, ``nn.frames.MelConvBiLSTMEncoder``).
     ``image_channels``: channels of the first convolution of the image pre-encoders (q's and
     r_image's; the second has twice as many): 4 is the paper's (4, 8); wider reads digits better
     (not the paper's; the image decoder is unchanged)."""

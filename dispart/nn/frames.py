@@ -176,6 +176,32 @@ class MeanBiLSTMEncoder(nn.Module):
         return self.summary(Sequences(self.frame(x.data), x.lengths))
 
 
+class MelConvBiLSTMEncoder(nn.Module):
+    """:class:`MeanBiLSTMEncoder` with a convolutional front end along the Mel axis (PVAE
+    ``sequence_encoder="conv_bilstm"``; not the paper's): each (D,) frame is read by two 1-D
+    convolutions over its bands (``channels`` filters of 5 then 3 bands, ReLU, each followed by
+    max-pooling of 2 bands), so a formant pattern moved by a band or two (a different vocal tract)
+    gives nearly the same features; those (channels * (D // 4),) features per frame then go through
+    MeanBiLSTMEncoder's ReLU layer and bi-directional LSTMs. Frames never mix before the LSTM, so
+    padding changes nothing. (B, T, D) Sequences -> (B, hidden); D >= 4."""
+
+    def __init__(self, input_dim: int, hidden: int = 512, channels: int = 16, layers: int = 2) -> None:
+        super().__init__()
+        if input_dim < 4:
+            raise ValueError(f"MelConvBiLSTMEncoder: needs >= 4 Mel bands, got {input_dim}")
+        self.input_dim, self.out_dim = input_dim, hidden
+        self.conv = nn.Sequential(
+            nn.Conv1d(1, channels, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
+            nn.Conv1d(channels, channels, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten())
+        self.reader = MeanBiLSTMEncoder(channels * (input_dim // 4), hidden, layers)
+
+    def forward(self, x: Sequences) -> Tensor:
+        x = _check_sequences(x, self.input_dim, "MelConvBiLSTMEncoder")
+        b, t, d = x.data.shape
+        bands = self.conv(x.data.reshape(b * t, 1, d)).reshape(b, t, -1)
+        return self.reader(Sequences(bands, x.lengths))
+
+
 # --- per-frame Gaussian heads ---------------------------------------------------------------------
 
 

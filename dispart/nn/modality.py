@@ -23,7 +23,7 @@ from dispart.batches.batch import Sequences
 from dispart.batches.modality import ModalitySpec, as_one_hot
 from dispart.nn.decoders import ImageDecoder, SequenceDecoder
 from dispart.nn.encoders import ImageEncoder, SequenceEncoder
-from dispart.nn.frames import FrameLSTMEncoder, MeanBiLSTMEncoder, SequenceSummary
+from dispart.nn.frames import FrameLSTMEncoder, MeanBiLSTMEncoder, MelConvBiLSTMEncoder, SequenceSummary
 from dispart.nn.video import ConvImageDecoder, VideoDecoder, VideoEncoder
 
 # Convolution channels of the per-frame networks of "frames" modalities: those of the PVAE image
@@ -160,7 +160,7 @@ class ClipDecoder(nn.Module):
         return self.frames(h, (), lengths)  # runs on valid frames only
 
 
-SEQUENCE_ENCODERS = ("lstm", "bilstm")
+SEQUENCE_ENCODERS = ("lstm", "bilstm", "conv_bilstm")
 
 
 def build_pre_encoder(spec: ModalitySpec, hidden: int = 512, sequence_encoder: str = "lstm",
@@ -168,8 +168,10 @@ def build_pre_encoder(spec: ModalitySpec, hidden: int = 512, sequence_encoder: s
                       image_channels: int = 4) -> nn.Module:
     """Observation -> (B, hidden) vector; the module exposes ``out_dim``. ``sequence_encoder`` picks
     the reader of "sequence" modalities: "lstm" (the paper's, :class:`SequenceEncoder`) or
-    "bilstm" (:class:`~dispart.nn.frames.MeanBiLSTMEncoder`); ``activation`` that of the MLPs of
-    "categorical" and "vector" modalities (the other networks keep their ReLUs);
+    "bilstm" (:class:`~dispart.nn.frames.MeanBiLSTMEncoder`) or "conv_bilstm" (the same behind
+    convolutions along the Mel axis, :class:`~dispart.nn.frames.MelConvBiLSTMEncoder`);
+    ``activation`` that of the MLPs of "categorical" and "vector" modalities (the other networks
+    keep their ReLUs);
     ``categorical_init`` the first layer's of "categorical" ones (see CATEGORICAL_INITS);
     ``image_channels`` the channels of the first convolution of "image" ones (the second has
     twice as many; 4 is PVAE Appendix B's (4, 8))."""
@@ -181,6 +183,8 @@ def build_pre_encoder(spec: ModalitySpec, hidden: int = 512, sequence_encoder: s
     if spec.kind == "sequence":
         if sequence_encoder == "bilstm":
             return MeanBiLSTMEncoder(spec.shape[0], hidden)
+        if sequence_encoder == "conv_bilstm":
+            return MelConvBiLSTMEncoder(spec.shape[0], hidden)
         return SequenceEncoder(spec.shape[0], hidden)
     if spec.kind == "frames":
         return ClipEncoder(spec.shape, hidden)
