@@ -131,6 +131,7 @@ class TrainConfig:
     threads: int | str = 0  # > 0: torch threads of this process (0: torch's default; "auto": timed)
     init_from: str = ""  # a finished run folder whose weights start training (same model settings)
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed, e.g. [inference]
+    average_from: int = 0  # >= 1: the model is the mean of the weights at the end of epochs N..last
 
 
 @dataclass
@@ -386,6 +387,8 @@ RULES: dict[str, Rule] = {
     "train.init_from": Rule(lambda v: True, "a finished run folder, or '' (random initialisation)"),
     "train.freeze": Rule(lambda v: all(isinstance(x, str) and x.strip() for x in v),
                          "a list of parameter-name prefixes, e.g. [inference] or [inference.unimodal.audio]"),
+    "train.average_from": Rule(lambda v: v >= 0, ">= 0 (0: off; N: average the weights at the end "
+                                                "of epochs N to the last)", alone=False),
     "eval.n_clusters": COUNT,
     "eval.k_max": COUNT,
     "eval.seed": SEED,

@@ -30,6 +30,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from dispart.errors import RunDirError
 from dispart.files import atomic_write_with
 from dispart.models import upgrade_state_dict
+from dispart.training.averaging import averaged_checkpoint
 
 LAST = "last.ckpt"
 RNG_KEY = "dispart_rng_states"
@@ -135,10 +136,13 @@ def check_weights(path: Path, ckpt: dict[str, Any], expected: dict[str, torch.Te
                                         f"{tuple(tensor.shape)}; resume with the run's own config.yaml")
 
 
-def resume_checkpoint(folder: Path, expected: dict[str, torch.Tensor], quiet: bool = False) -> Path:
+def resume_checkpoint(folder: Path, expected: dict[str, torch.Tensor], quiet: bool = False,
+                      averaged: bool = False) -> Path:
     """The checkpoint to resume from: of those that load and fit the model, the one with the
     most training steps (``last.ckpt`` on a tie). Not simply ``last.ckpt``: ModelCheckpoint
     writes it after the epoch/step file, so a kill in between leaves it one save behind.
+    ``averaged``: the run averages its weights (``train.average_from``); a checkpoint written
+    with averaging (its ``state_dict`` is the average) does not fit a run without it.
     Each checkpoint skipped as unusable is named in a printed warning; when none is usable,
     one RunDirError names them all."""
     candidates = sorted(folder.glob("*.ckpt"), key=lambda p: (p.name != LAST, p.name))
@@ -151,6 +155,9 @@ def resume_checkpoint(folder: Path, expected: dict[str, torch.Tensor], quiet: bo
         try:
             ckpt = load_checkpoint(path)
             check_weights(path, ckpt, expected)
+            if averaged_checkpoint(ckpt) and not averaged:
+                raise CheckpointError(path, "it was written with train.average_from (its weights are "
+                                      "the average); resume with the run's own config.yaml")
         except CheckpointError as e:
             problems.append(e)
             continue

@@ -22,6 +22,7 @@ from dispart.files import atomic_write_json
 from dispart.models import build_model
 from dispart.runs import load_run, save_run
 from dispart.training import stages
+from dispart.training.averaging import EpochAveraging
 from dispart.training.datamodule import EpochPairing, ImageLabelDataModule, PairedDataModule
 from dispart.training.module import LitModel
 from dispart.training.monitor import PurityMonitor
@@ -217,7 +218,8 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData 
     dm = _datamodule(cfg, data)
     ckpt = None
     if resume:
-        ckpt = resume_checkpoint(ckpt_dir, lit.state_dict(), quiet=worker)
+        ckpt = resume_checkpoint(ckpt_dir, lit.state_dict(), quiet=worker,
+                                 averaged=cfg.train.average_from > 0)
         if not worker:
             remove_partial_writes(ckpt_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -236,8 +238,10 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData 
         # MDVAE's frozen stage-1 VQ-VAEs stay in eval mode on purpose
         warnings.filterwarnings("ignore", r".*module\(s\) in eval mode at the start of training.*")
         trainer.fit(lit, datamodule=dm, ckpt_path=ckpt, weights_only=True)
+    averaging = [c for c in trainer.callbacks if isinstance(c, EpochAveraging)]
     summary = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
                "history": monitor.history if monitor else [],
+               **({"averaged_epochs": averaging[0].averaged_epochs} if averaging else {}),
                **({"threads": threads.chosen} if threads else {}), **(extra or {})}
     if trainer.is_global_zero:
         save_run(out, cfg, lit.model.cpu(), data.normalizers.get("audio"), data.fbank,
@@ -413,6 +417,8 @@ def _trainer(cfg: ExperimentConfig, out: Path, extra: list[L.Callback]) -> L.Tra
     else:
         raise ConfigError(f"train.logger must be 'csv' or 'tensorboard', got {t.logger!r}")
     callbacks = [_checkpointing(out, t.checkpoint_every_steps), EpochPairing(), RngState(), *extra]
+    if t.average_from > 0:
+        callbacks.append(EpochAveraging(t.average_from))
     return L.Trainer(
         max_epochs=t.epochs, max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision, logger=logger,
