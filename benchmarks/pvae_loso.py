@@ -41,7 +41,6 @@ from dispart.config import load_config  # noqa: E402
 from dispart.data.locate import find_data  # noqa: E402
 from dispart.evaluation.evaluate import evaluate_run  # noqa: E402
 from dispart.files import atomic_write_json, read_json  # noqa: E402
-from dispart.runs import load_run  # noqa: E402
 from dispart.training.run import train  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pvae_loso.json"
@@ -58,18 +57,16 @@ def corpus_speakers(cfg) -> list[str]:
     return sorted({u.speaker for us in speech_splits(own).values() for u in us if u.speaker})
 
 
-def held_out_data(run_dir: Path, speaker: str) -> ExperimentData | None:
-    """For a run with ``data.audio_extra``: its data with the speech test split cut down to
-    ``speaker`` (the second corpus's own test speakers are not part of the fold); else None
-    (``evaluate_run`` loads the run's test split itself)."""
-    run = load_run(run_dir)
-    if not run.config.data.audio_extra:
-        return None
-    data = load_experiment_data(run.config.data, progress=False, normalizers=run.normalizers)
+def held_out_data(data: ExperimentData, speaker: str) -> ExperimentData:
+    """A fold's loaded data (the same that trained it) with the speech test split cut down to
+    ``speaker``: with ``data.audio_extra`` the second corpus's own test speakers are not part of
+    the fold; without it the test split is that speaker's already and nothing changes."""
     test = data.split("audio", "test")
     keep = [s == speaker for s in (test.speakers or [])]
     if not any(keep):
-        raise SystemExit(f"pvae_loso: no test utterance of {speaker!r} in {run_dir}")
+        raise SystemExit(f"pvae_loso: no test utterance of {speaker!r} in the fold's data")
+    if all(keep):
+        return data
     sets = {**data.sets, "audio": {**data.sets["audio"], "test": test.select(keep)}}
     return dataclasses.replace(data, sets=sets)
 
@@ -129,10 +126,12 @@ def main() -> int:
                                              f"data.split=speaker:{spk}"])
         run_dir = Path(args.runs_dir) / f"{args.tag}_{spk}"
         t0 = time.perf_counter()
-        summary = train(fold_cfg, run_dir, overwrite=True)
+        # loaded once: it trains the fold and is what the fold is evaluated on
+        data = load_experiment_data(fold_cfg.data, progress=False)
+        summary = train(fold_cfg, run_dir, overwrite=True, data=data)
         t_train = time.perf_counter() - t0
         t0 = time.perf_counter()
-        result = evaluate_run(run_dir, progress=False, data=held_out_data(run_dir, spk))
+        result = evaluate_run(run_dir, progress=False, data=held_out_data(data, spk))
         t_eval = time.perf_counter() - t0
         fold = {"tag": args.tag, "held_out": spk, "command": command, "config": args.config,
                 "overrides": args.overrides, "purity": purities(result),

@@ -229,7 +229,8 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData 
     if cfg.train.eval_every > 0 and "audio" in data.sets:
         monitor = PurityMonitor(data, cfg.eval, cfg.train.eval_every, cfg.train.stop_at_purity)
     threads = FastestThreads(quiet=worker or quiet) if cfg.train.threads == "auto" else None
-    trainer = _trainer(cfg, out, [c for c in (monitor, threads) if c is not None])
+    averaging = EpochAveraging(cfg.train.average_from) if cfg.train.average_from > 0 else None
+    trainer = _trainer(cfg, out, [c for c in (monitor, threads, averaging) if c is not None])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         # The data modules resume mid-epoch themselves (their state_dict), not the DataLoader.
@@ -238,10 +239,9 @@ def _train(cfg: ExperimentConfig, out: Path, resume: bool, data: ExperimentData 
         # MDVAE's frozen stage-1 VQ-VAEs stay in eval mode on purpose
         warnings.filterwarnings("ignore", r".*module\(s\) in eval mode at the start of training.*")
         trainer.fit(lit, datamodule=dm, ckpt_path=ckpt, weights_only=True)
-    averaging = [c for c in trainer.callbacks if isinstance(c, EpochAveraging)]
     summary = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
                "history": monitor.history if monitor else [],
-               **({"averaged_epochs": averaging[0].averaged_epochs} if averaging else {}),
+               **({"averaged_epochs": averaging.averaged_epochs} if averaging else {}),
                **({"threads": threads.chosen} if threads else {}), **(extra or {})}
     if trainer.is_global_zero:
         save_run(out, cfg, lit.model.cpu(), data.normalizers.get("audio"), data.fbank,
@@ -417,8 +417,6 @@ def _trainer(cfg: ExperimentConfig, out: Path, extra: list[L.Callback]) -> L.Tra
     else:
         raise ConfigError(f"train.logger must be 'csv' or 'tensorboard', got {t.logger!r}")
     callbacks = [_checkpointing(out, t.checkpoint_every_steps), EpochPairing(), RngState(), *extra]
-    if t.average_from > 0:
-        callbacks.append(EpochAveraging(t.average_from))
     return L.Trainer(
         max_epochs=t.epochs, max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision, logger=logger,
