@@ -81,9 +81,13 @@ def official_parts(part: dict[str, Any]) -> dict[str, Any]:
         "image_style": {"slant_corr": style.get("slant_corr"), "ink_corr": style.get("ink_corr"),
                         "slant_corr_within_digit": style.get("slant_corr_within_digit"),
                         "ink_corr_within_digit": style.get("ink_corr_within_digit"),
+                        "slant_corr_ceiling": style.get("slant_corr_ceiling"),
+                        "ink_corr_ceiling": style.get("ink_corr_ceiling"),
                         "n": style.get("n"), "what": "within-image style transfer, test split; "
                         "*_within_digit: each measure minus its mean over the same digit (the "
-                        "target is checked on the raw ones)"},
+                        "target is checked on the raw ones); *_ceiling: the raw correlation of an "
+                        "exact transfer that keeps the content's digit, for the same pairs (None: "
+                        "scored before it was measured)"},
     }
 
 

@@ -37,7 +37,7 @@ from dispart.errors import ConfigError
 from dispart.files import atomic_write
 from dispart.models.pvae import SPEAKER_PENALTIES
 from dispart.models.registry import REGISTRY, entry
-from dispart.nn.modality import ACTIVATIONS, CATEGORICAL_INITS, SEQUENCE_ENCODERS
+from dispart.nn.modality import ACTIVATIONS, CATEGORICAL_INITS, IMAGE_DECODERS, SEQUENCE_ENCODERS
 
 DEFAULT_MODEL = "pvae"
 
@@ -319,6 +319,7 @@ RULES: dict[str, Rule] = {
     "model.speaker_penalty": one_of(*SPEAKER_PENALTIES),
     "model.sequence_encoder": one_of(*SEQUENCE_ENCODERS),
     "model.image_channels": COUNT,
+    "model.image_decoder": one_of(*IMAGE_DECODERS),
     "model.activation": one_of(*ACTIVATIONS),
     "model.decoder_layers": COUNT,
     "model.categorical_init": one_of(*CATEGORICAL_INITS),

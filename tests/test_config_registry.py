@@ -34,7 +34,8 @@ OWN_DEFAULTS = {  # each model's own fields and defaults (= the old flat default
              "xcorr_weights": None, "swap_weights": None, "xcorr_momentum": 0.0,
              "alpha_semantic_xcorr": 0.0, "penalty_start": 0, "widths": None,
              "style_dims": None, "alpha_speaker": 0.0, "speaker_classes": 0,
-             "speaker_penalty": "critic", "sequence_encoder": "lstm", "image_channels": 4},
+             "speaker_penalty": "critic", "sequence_encoder": "lstm", "image_channels": 4,
+             "image_decoder": "paper", "lambdas": None},
     "jmvae_kl": {"latent_dim": 96, "hidden": 512, "alpha": 0.1},
     "jmvae": {"latent_dim": 96, "hidden": 512},
     "mvae": {"latent_dim": 96, "hidden": 512, "k": 0, "lambdas": None, "beta": 1.0, "anneal_steps": 0,
@@ -301,7 +302,8 @@ def test_an_old_saved_config_loads_without_the_other_models_fields(tmp_path):
                                        "alpha_semantic_xcorr": 0.0, "penalty_start": 0, "widths": None,
                                        "style_dims": None, "alpha_speaker": 0.0,
                                        "speaker_classes": 0, "speaker_penalty": "critic",
-                                       "sequence_encoder": "lstm", "image_channels": 4}
+                                       "sequence_encoder": "lstm", "image_channels": 4,
+                                       "image_decoder": "paper", "lambdas": None}
 
 
 def test_an_old_config_without_image_net_or_mvae_fields_loads(tmp_path):

@@ -132,8 +132,27 @@ def test_within_digit_correlations_take_the_digit_out_of_ink():
     same = style_correlation(src, src.copy(), src_digit, src_digit)
     assert same["slant_corr_within_digit"] == pytest.approx(1.0)
     assert same["ink_corr_within_digit"] == pytest.approx(1.0)
-    assert "ink_corr_within_digit" not in raw
+    assert "ink_corr_within_digit" not in raw and "ink_corr_ceiling" not in raw
+    # these outputs are a digit-keeping transfer: the ceiling is what they show, up to the
+    # sampling of the digit means; outputs of the source's own digit reach 1
+    assert within["ink_corr_ceiling"] == pytest.approx(raw["ink_corr"], abs=0.05)
+    assert same["ink_corr_ceiling"] == pytest.approx(1.0) and same["slant_corr_ceiling"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="both"):
         style_correlation(src, out, src_digit, None)
     with pytest.raises(ValueError, match="labels"):
         style_correlation(src, out, src_digit[:3], out_digit)
+
+
+def test_digit_keeping_ceiling_by_hand():
+    """values 1, 3 (digit 0) and 10, 12 (digit 1), each output asked for the other digit: digit
+    means 2 and 11, so an exact transfer gives 11 + (1 - 2), 11 + (3 - 2), 2 + (10 - 11),
+    2 + (12 - 11) = 10, 12, 1, 3; the ceiling is their Pearson correlation with 1, 3, 10, 12."""
+    from dispart.evaluation.image_style import _digit_keeping_ceiling
+
+    values = np.array([1.0, 3.0, 10.0, 12.0])
+    got = _digit_keeping_ceiling(values, np.array([0, 0, 1, 1]), np.array([1, 1, 0, 0]))
+    assert got == pytest.approx(np.corrcoef(values, [10.0, 12.0, 1.0, 3.0])[0, 1])
+    assert got < 0  # the digit dominates these values: a digit-keeping transfer anti-correlates
+    # a digit no style source has falls back to the overall mean (6.5)
+    got = _digit_keeping_ceiling(values, np.array([0, 0, 1, 1]), np.array([7, 0, 1, 1]))
+    assert got == pytest.approx(np.corrcoef(values, [6.5 - 1, 3.0, 10.0, 12.0])[0, 1])

@@ -829,3 +829,25 @@ def test_pvae_speaker_correlation_term_and_what_it_moves():
     assert moved and all(".heads.z_s." in n for n in moved), sorted(moved)
     assert {n.split(".")[1] for n in moved} == {"joint", "unimodal"}
     assert not any(n.startswith("inference.unimodal.image.") for n in moved)
+
+
+def test_pvae_lambdas_weigh_each_log_likelihood_in_L_only():
+    """lambdas={image: w}: the loss is the paper's minus (w - 1) times the image log-likelihood
+    (same weights, same draws); the logged reconstructions stay unweighted; unknown modalities or
+    negative weights are a clear error."""
+    torch.manual_seed(0)
+    base = small_pvae()
+    weighted = small_pvae(lambdas={"image": 3.0})
+    weighted.load_state_dict(base.state_dict())
+    b, neg = batch(), torch.tensor([2, 0, 4, 1, 3])
+    torch.manual_seed(1)
+    plain = base.loss(b, neg)
+    torch.manual_seed(1)
+    heavy = weighted.loss(b, neg)
+    rec_image = -plain.terms["rec_image"]  # mean log p(x^image | z) over the batch
+    assert heavy.loss.item() == pytest.approx(plain.loss.item() - 2.0 * rec_image.item(), rel=1e-5)
+    assert heavy.terms["rec_image"].item() == pytest.approx(plain.terms["rec_image"].item(), rel=1e-6)
+    assert weighted.config.lambdas == {"image": 3.0} and base.config.lambdas is None
+    for bad in ({"video": 1.0}, {"image": -1.0}):
+        with pytest.raises(ValueError, match="lambdas"):
+            small_pvae(lambdas=bad)

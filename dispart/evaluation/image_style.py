@@ -74,6 +74,20 @@ def _within_class(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def _digit_keeping_ceiling(values: np.ndarray, source_labels: np.ndarray,
+                           output_labels: np.ndarray) -> float:
+    """The raw correlation an exact digit-keeping transfer would reach: each output's measure is
+    the mean of its own digit plus the style source's deviation from the mean of the source's
+    digit (digit means over the style sources; a digit absent from them: the overall mean)."""
+    values = np.asarray(values, dtype=np.float64)
+    source_labels, output_labels = np.asarray(source_labels), np.asarray(output_labels)
+    means = {y: values[source_labels == y].mean() for y in np.unique(source_labels)}
+    overall = values.mean()
+    own = np.array([means[y] for y in source_labels])
+    target = np.array([means.get(y, overall) for y in output_labels])
+    return _pearson(values, target + values - own)
+
+
 def style_correlation(style_sources: np.ndarray, outputs: np.ndarray,
                       source_labels: np.ndarray | None = None,
                       output_labels: np.ndarray | None = None) -> dict[str, float | int]:
@@ -87,6 +101,10 @@ def style_correlation(style_sources: np.ndarray, outputs: np.ndarray,
     measure minus its mean over the items of the same digit, on each side. Ink mass depends on
     the digit (a 1 has less ink than an 8), so when the output's digit differs from the style
     source's the raw ink correlation mixes content into style; the within-digit one does not.
+    With labels also ``slant_corr_ceiling`` / ``ink_corr_ceiling``: the raw correlation of a
+    transfer that keeps the output's digit and carries the style exactly (each output = the mean
+    of its digit + the style source's deviation from the mean of the source's digit), i.e. the
+    most a digit-keeping transfer can show on the raw measure for these pairs.
     """
     src, out = _images(style_sources), _images(outputs)
     if src.shape[0] != out.shape[0]:
@@ -104,4 +122,6 @@ def style_correlation(style_sources: np.ndarray, outputs: np.ndarray,
                                                      _within_class(s_out, output_labels))
         result["ink_corr_within_digit"] = _pearson(_within_class(i_src, source_labels),
                                                    _within_class(i_out, output_labels))
+        result["slant_corr_ceiling"] = _digit_keeping_ceiling(s_src, source_labels, output_labels)
+        result["ink_corr_ceiling"] = _digit_keeping_ceiling(i_src, source_labels, output_labels)
     return result

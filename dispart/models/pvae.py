@@ -121,7 +121,13 @@ class PVAEConfig:
     bands, ``nn.frames.MelConvBiLSTMEncoder``).
     ``image_channels``: channels of the first convolution of the image pre-encoders (q's and
     r_image's; the second has twice as many): 4 is the paper's (4, 8); wider reads digits better
-    (not the paper's; the image decoder is unchanged)."""
+    (not the paper's; the image decoder is unchanged).
+    ``image_decoder``: the decoder of image modalities: "paper" (Appendix B's, on [z^s, z^i]) or
+    "warp" (not the paper's: ``nn.decoders.WarpedImageDecoder``; z^s draws the digit, z^i only
+    slants, scales, shifts and thickens the drawing, so z^i has no way to draw the digit).
+    ``lambdas``: a weight per modality on its log-likelihood in L (default 1, the paper's), as
+    MVAE's; ``{image: 10}`` weighs pixels as a Gaussian of variance 0.1 would (up to a constant)
+    instead of the paper's unit variance."""
 
     semantic_dim: int = 32
     style_dim: int = 32
@@ -148,6 +154,8 @@ class PVAEConfig:
     speaker_penalty: str = "critic"
     sequence_encoder: str = "lstm"
     image_channels: int = 4
+    image_decoder: str = "paper"
+    lambdas: dict[str, float] | None = None
 
 
 def heads_only_mean(heads: nn.ModuleDict, latent: str, features: Tensor) -> Tensor:
@@ -286,6 +294,8 @@ class PVAE(MultimodalModel):
         speaker_penalty: str = "critic",
         sequence_encoder: str = "lstm",
         image_channels: int = 4,
+        image_decoder: str = "paper",
+        lambdas: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(modalities)
         if len(modalities) < 2:
@@ -324,6 +334,7 @@ class PVAE(MultimodalModel):
         # the configs' values (None: alpha_xcorr / alpha_swap for every modality)
         self.xcorr_weights = _per_modality(xcorr_weights, names, "xcorr_weights")
         self.swap_weights = _per_modality(swap_weights, names, "swap_weights")
+        self.lambdas = _per_modality(lambdas, names, "lambdas")  # None: every likelihood at 1
         if penalty_start < 0:
             raise ValueError(f"pvae: penalty_start ({penalty_start}) must be >= 0")
         self.penalty_start = int(penalty_start)
@@ -349,7 +360,10 @@ class PVAE(MultimodalModel):
         )
         # Generative model p(z^s) prod_m p(z^m) p(x^m | z^s, z^m). Modules are built in this
         # order (decoders, q, r_m) so that a seed gives the same initial weights as before.
-        decoders = {s.name: build_decoder(s, semantic_dim + dims[s.name], width[s.name]) for s in modalities}
+        self.image_decoder = image_decoder  # checked by nn.modality.build_decoder
+        decoders = {s.name: build_decoder(s, semantic_dim + dims[s.name], width[s.name],
+                                          image_decoder=image_decoder, style_dim=dims[s.name])
+                    for s in modalities}
         self.generative = Generative(standard_priors(self.latents), decoders)
         # Inference models q (multimodal) and r_m (unimodal).
         joint = MultimodalInference(modalities, semantic_dim, dims, width, sequence_encoder,
@@ -487,7 +501,8 @@ class PVAE(MultimodalModel):
             q = self.joint.from_features(features["q"])
         else:
             q = self.encode(batch)
-        out = self.elbo(batch, q, present)
+        weights = {m: self.lambdas.get(m, 1.0) for m in present} if self.lambdas else None
+        out = self.elbo(batch, q, present, weights=weights)
         rec, kl_prior, elbo = out.rec, out.kl_total, out.value
         objective = elbo
         weighed = [m for m in present if m in self.beta_modalities]

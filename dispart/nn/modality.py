@@ -9,7 +9,8 @@ latents) and a decoder (one static latent vector -> the observation's likelihood
   every valid frame, then an LSTM summarising the clip by its last valid state, as
   SequenceEncoder does for speech) / :class:`ClipDecoder` (an LSTM fed the latent at every step,
   as SequenceDecoder, then an image decoder on every valid frame's state);
-- "image" (B, C, H, W): :class:`ImageEncoder` / :class:`ImageDecoder`;
+- "image" (B, C, H, W): :class:`ImageEncoder` / :class:`ImageDecoder` (or, for a model that
+  names a style part of its latent, :class:`WarpedImageDecoder`: see IMAGE_DECODERS);
 - "categorical", "vector": :class:`MLPEncoder` / :class:`MLPDecoder`.
 """
 
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from dispart.batches.batch import Sequences
 from dispart.batches.modality import ModalitySpec, as_one_hot
-from dispart.nn.decoders import ImageDecoder, SequenceDecoder
+from dispart.nn.decoders import ImageDecoder, SequenceDecoder, WarpedImageDecoder
 from dispart.nn.encoders import ImageEncoder, SequenceEncoder
 from dispart.nn.frames import FrameLSTMEncoder, MeanBiLSTMEncoder, MelConvBiLSTMEncoder, SequenceSummary
 from dispart.nn.video import ConvImageDecoder, VideoDecoder, VideoEncoder
@@ -43,6 +44,12 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "swish": nn.SiLU}
 # that is trained; nn.Embedding has none, and on one-hot inputs the bias adds nothing the weights
 # cannot express). See docs/results.md (MVAE Tables 2-3) for what it changes.
 CATEGORICAL_INITS = ("linear", "embedding")
+
+
+# The decoders of "image" modalities: "paper" (PVAE Appendix B's ImageDecoder on the whole latent)
+# or "warp" (WarpedImageDecoder: the content part of the latent draws, the style part only warps
+# and thickens the drawing; for models whose latent has a style part, PVAE's z^m).
+IMAGE_DECODERS = ("paper", "warp")
 
 
 def _activation(name: str) -> type[nn.Module]:
@@ -197,13 +204,24 @@ def build_pre_encoder(spec: ModalitySpec, hidden: int = 512, sequence_encoder: s
 
 
 def build_decoder(spec: ModalitySpec, latent_dim: int, hidden: int = 512,
-                  activation: str = "relu", mlp_layers: int = 2) -> nn.Module:
+                  activation: str = "relu", mlp_layers: int = 2, image_decoder: str = "paper",
+                  style_dim: int = 0) -> nn.Module:
     """(B, latent_dim) [+ (B,) lengths for "sequence" and "frames"] -> likelihood parameters with
     the observation's shape (means for Gaussian likelihoods, logits for Bernoulli and categorical
     ones): (B, max(lengths), *spec.shape) for the dynamic kinds, zero past each length.
     ``activation`` and ``mlp_layers`` (hidden layers): those of the MLPs of "categorical" and
-    "vector" modalities."""
+    "vector" modalities. ``image_decoder`` (see IMAGE_DECODERS): "warp" makes the last
+    ``style_dim`` latent dimensions of an "image" modality a style that only warps and thickens
+    what the others draw (other kinds ignore it)."""
     _activation(activation)
+    if image_decoder not in IMAGE_DECODERS:
+        raise ValueError(f"image_decoder must be one of {list(IMAGE_DECODERS)}, got {image_decoder!r}")
+    if spec.kind == "image" and image_decoder == "warp":
+        if not 0 < style_dim < latent_dim:
+            raise ValueError(f"modality {spec.name!r}: the 'warp' image decoder needs a style part "
+                             f"0 < style_dim < latent_dim ({latent_dim}), got {style_dim}")
+        return WarpedImageDecoder(latent_dim - style_dim, style_dim, spec.shape,  # type: ignore[arg-type]
+                                  hidden=hidden)
     if spec.kind == "sequence":
         return SequenceDecoder(latent_dim, spec.shape[0], hidden)
     if spec.kind == "frames":
