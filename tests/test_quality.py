@@ -95,7 +95,8 @@ def test_quality_run_writes_quality_json(tmp_path_factory, data):
     assert saved["image_style"].keys() == {"within_image", "audio_to_image"}
     for entry in saved["image_style"].values():
         assert entry.keys() == {"slant_corr", "ink_corr", "slant_corr_within_digit",
-                                "ink_corr_within_digit", "n"} and entry["n"] == 60
+                                "ink_corr_within_digit", "slant_corr_ceiling", "ink_corr_ceiling",
+                                "n"} and entry["n"] == 60
         assert all(-1.0 <= v <= 1.0 for k, v in entry.items() if k != "n")
     assert saved["classifiers"]["image"]["test_accuracy"] > IMAGE_BOUND
     assert saved["speaker_probe_accuracy"].keys() == {"z_s", "z_audio"}
