@@ -9,9 +9,10 @@ Objective (maximised in the paper): L + a_CH * CH + a_CM * CM, eqs. (7)-(9). Opt
 not the paper's, off by default (``PVAEConfig``): a KL weight on the style latents, a kernel
 independence penalty between z^s and each z^m, a swap-and-re-encode consistency, an adversary
 per style latent (critics ``critics[m]``, built only when it is on), a penalty on the
-correlation of each z^m with the other modalities' z^s, and a speaker penalty on z^s (the only
+correlation of each z^m with the other modalities' z^s, a speaker penalty on z^s (the only
 one that reads labels, the batch's "speaker" indices: a critic ``speaker_critic`` or a closed-form
-correlation).
+correlation), an image decoder in which z^i can only warp and thicken what z^s draws
+(``image_decoder="warp"``) and a weight per modality on its log-likelihood (``lambdas``).
 
 Any number M >= 2 of modalities, and missing ones (docs/models.md): with every modality the
 paper's q is used; from one modality r_m; from a subset S of 2 <= |S| < M modalities z^s is
