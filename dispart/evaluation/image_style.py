@@ -80,12 +80,10 @@ def _digit_keeping_ceiling(values: np.ndarray, source_labels: np.ndarray,
     the mean of its own digit plus the style source's deviation from the mean of the source's
     digit (digit means over the style sources; a digit absent from them: the overall mean)."""
     values = np.asarray(values, dtype=np.float64)
-    source_labels, output_labels = np.asarray(source_labels), np.asarray(output_labels)
+    source_labels = np.asarray(source_labels)
     means = {y: values[source_labels == y].mean() for y in np.unique(source_labels)}
-    overall = values.mean()
-    own = np.array([means[y] for y in source_labels])
-    target = np.array([means.get(y, overall) for y in output_labels])
-    return _pearson(values, target + values - own)
+    target = np.array([means.get(y, values.mean()) for y in np.asarray(output_labels)])
+    return _pearson(values, target + _within_class(values, source_labels))
 
 
 def style_correlation(style_sources: np.ndarray, outputs: np.ndarray,
