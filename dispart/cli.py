@@ -1,4 +1,5 @@
-"""Command line: ``dispart train | evaluate | likelihood | table | generate | report | demo | download``.
+"""Command line: ``dispart train | evaluate | erase | likelihood | table | generate | report | demo |
+download | data``.
 
 Every command reports bad input as one line naming the file, field or run folder (exit code 2),
 never as a stack trace from inside a model.

@@ -100,3 +100,30 @@ def test_average_from_counts_epochs_from_one():
     avg = EpochAveraging(3)
     assert [avg.should_update(epoch_idx=i) for i in range(4)] == [False, False, True, True]
     assert not avg.should_update(step_idx=100)
+
+
+def test_mean_floats_averages_floats_and_takes_the_current_integer():
+    from dispart.training.averaging import mean_floats
+    avg = [torch.tensor([1.0, 4.0]), torch.tensor(3)]
+    # after 3 averaged values with mean [1, 4], a fourth [5, 0] gives [2, 3]; the counter is copied
+    mean_floats(avg[:1], [torch.tensor([5.0, 0.0])], torch.tensor(3))
+    mean_floats(avg[1:], [torch.tensor(7)], torch.tensor(3))
+    torch.testing.assert_close(avg[0], torch.tensor([2.0, 3.0]), rtol=0, atol=0)
+    assert avg[1].item() == 7 and avg[1].dtype == torch.long
+
+
+def test_a_model_with_an_integer_buffer_is_averaged(runs, tmp_path):
+    # model.penalty_start gives PVAE a step counter (a long buffer), which torch's default
+    # averaging cannot divide; it must end as the trained model's count, the floats as the mean
+    _, cache = runs
+    run = tmp_path / "counter"
+    _train(run, cache, "train.epochs=2", "train.average_from=1", "model.penalty_start=3")
+    averaged = load_file(str(run / "model.safetensors"))
+    assert averaged["step"].item() == 10  # 5 steps an epoch, 2 epochs
+    # in an averaging run's checkpoints the weights being trained are under current_model_state
+    w1, w2 = ({k.removeprefix("model."): v for k, v in torch.load(
+        run / "checkpoints" / f"epoch00{i}.ckpt", weights_only=True)["current_model_state"].items()}
+        for i in (0, 1))
+    for k, v in averaged.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, (w1[k] + w2[k]) / 2, rtol=0, atol=1e-6)

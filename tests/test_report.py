@@ -56,6 +56,12 @@ def test_report_is_self_contained_and_complete(report):
     assert "Table 1" in text and "Paper Speech Pur.(%)" in text and "z^s" in text
     assert "Estimated number of classes" in text and "Cross-modal coherence" in text
     assert "Speaker identity from z^a" in text
+    quality = json.loads((run / "quality.json").read_text())
+    within = quality["image_style"]["within_image"]  # the tiny run's image style correlations
+    assert re.search(r"Image style carried, within-image style transfer: correlation of slant "
+                     rf"{within['slant_corr']:.2f} \(within digit [-0-9.]+, ceiling [-0-9.]+\), "
+                     rf"ink {within['ink_corr']:.2f} ", text)
+    assert "Speakers erased" not in text  # not an erased run
     assert "Provenance" in text and "&quot;seed&quot;: 0" in text and "train:" in text
     srcs = re.findall(r'<(?:img|audio)[^>]*\ssrc="([^"]*)"', text)
     assert len(srcs) > 20 and all(s.startswith(("data:image/png;base64,", "data:audio/wav;base64,"))
@@ -152,6 +158,7 @@ def _inject_quality(q: dict) -> None:
     q["speaker_probe_accuracy"][payload("probe key")] = 0.5
     q["speaker_chance"] = payload("speaker chance")
     q["chance"] = payload("chance")
+    q["image_style"][payload("image style key")] = {"slant_corr": 0.5, "n": payload("image style n")}
 
 
 def _inject_manifest(m: dict) -> None:
@@ -175,7 +182,7 @@ FIELDS = ["classifier key", "n_test", "coherence key", "coherence n", "coherence
           "modality key", "digit value", "cp n", "reconstruction key", "resynth value", "resynth n",
           "probe key", "speaker chance", "chance", "seed", "griffin_lim_iters", "split", "grid name",
           "tag", "column label", "row label", "estimate key", "estimate value", "table model",
-          "provenance date"]
+          "provenance date", "image style key", "image style n", "erasure method", "erasure source"]
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +193,9 @@ def injected(report, data, tmp_path_factory):
     _edit(run / "generated" / "manifest.json", _inject_manifest)
     _edit(run / "evaluation.json", _inject_evaluation)
     _edit(run / "run.json", lambda info: info["provenance"].update(date=payload("provenance date")))
+    _edit(run / "run.json", lambda info: info.update(erasure={
+        "method": payload("erasure method"), "rank": 4, "utterances": 10, "speakers": ["a", "b"],
+        "source_run": payload("erasure source")}))
     return build_report(run, data=data, **KW)
 
 

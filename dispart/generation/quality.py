@@ -22,7 +22,9 @@ Generated samples are judged by the small digit classifiers of
   style transfer (``within_image``) and for SRC->image coherence with reference style
   (``SRC_to_image``, e.g. ``audio_to_image``); also both within digit (``*_within_digit``:
   each measure minus its mean over images of the same digit, so that ink mass, which depends
-  on the digit, measures style only);
+  on the digit, measures style only) and ``*_ceiling``: the raw correlation an exact transfer
+  that keeps the content's digit would reach on the same pairs
+  (keys of :func:`dispart.evaluation.image_style.style_correlation` given the digits);
 
 Accuracies are fractions in [0, 1]; chance is 1 / number of classes. Which latent is content
 and which is style comes from the model's declarations (:mod:`dispart.models.latents`).

@@ -10,10 +10,12 @@ then renders them:
   grids, GIFs, frame strips, wavs; for audio-visual models with shared dynamics (MDVAE) the
   z_av / z_v transfers between test sequences, GIFs, frame strips, Griffin-Lim wavs):
   :func:`dispart.generation.outputs.generate`;
-- ``quality.json`` (coherence, content preservation; speech + image models only):
+- ``quality.json`` (coherence, content preservation, image style correlations; speech + image
+  models only):
   :func:`dispart.generation.quality.ensure_quality`;
 - ``embedding.json`` (t-SNE of test latents): :func:`dispart.evaluation.embedding.ensure_embedding`;
-- ``report_assets/`` (the inertia and t-SNE figures drawn from those, stamped in assets.json).
+- ``report_assets/`` (the inertia and t-SNE figures drawn from those, stamped in assets.json);
+- ``run.json``'s ``erasure`` record, for a run made by ``dispart erase``.
 
 Which latents are content (shared) or style comes from the roles recorded in the outputs and
 the model's latent declarations (:mod:`dispart.models.latents`), not from latent names.
@@ -505,9 +507,34 @@ def _summary_html(run: Run, evaluation: dict[str, Any], quality: dict[str, Any])
         items.append(h("<li>Speaker identity from {} (linear probe): <b>{}</b> (chance {})</li>",
                        _symbol(str(n), latents), _pct(acc),
                        _pct(quality.get("speaker_chance"))))
+    for key, e in _d(quality.get("image_style")).items():
+        items.append(_image_style_item(str(key), _d(e)))
     if quality.get("chance"):
         items.append(h("<li class='small'>Digit chance level: {}</li>", _pct(quality["chance"])))
+    erasure = _d(run.info.get("erasure"))
+    if erasure:
+        items.append(h("<li>Speakers erased from {} after training ({}, rank {}, fitted on {} "
+                       "training utterances of {} speakers; from run {})</li>", content,
+                       erasure.get("method"), erasure.get("rank"), erasure.get("utterances"),
+                       len(erasure.get("speakers") or []), erasure.get("source_run")))
     return h("<ul>{}</ul>", cat(items))
+
+
+def _corr(x: object) -> Safe:
+    """A correlation with two decimals, or '-' when absent."""
+    return esc(f"{x:.2f}") if isinstance(x, (int, float)) and not isinstance(x, bool) else esc("-")
+
+
+def _image_style_item(key: str, e: dict[str, Any]) -> Safe:
+    """quality.json's ``image_style[key]``: slant / ink correlations between the style source and
+    the output (raw, within digit, and the ceiling of a digit-keeping transfer)."""
+    what = ("within-image style transfer" if key == "within_image"
+            else key.replace("_to_", " -> ").replace("audio", "speech") + " with reference style")
+    parts = [h("{} {} (within digit {}, ceiling {})", name, _corr(e.get(f"{name}_corr")),
+               _corr(e.get(f"{name}_corr_within_digit")), _corr(e.get(f"{name}_corr_ceiling")))
+             for name in ("slant", "ink")]
+    return h("<li>Image style carried, {}: correlation of {} between style source and output "
+             "(n={})</li>", what, cat(parts, ", "), e.get("n"))
 
 
 def _clips_html(entry: dict[str, Any], gen: Path, max_rows: int, files: _Files,

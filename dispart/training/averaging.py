@@ -8,7 +8,9 @@ average replaces the weights, so the run folder's ``model.safetensors`` is the a
 ``train.eval_every`` monitor reads the weights being trained). Its checkpoints hold the average
 under ``state_dict`` and the weights being trained under ``current_model_state``
 (``averaging_state``: how many epochs are averaged), so a resumed run continues both exactly;
-:func:`averaged_checkpoint` tells such a checkpoint from a plain one.
+:func:`averaged_checkpoint` tells such a checkpoint from a plain one. Floating-point parameters
+and buffers are averaged; integer buffers (step counters such as MVAE's ``anneal_step``) are not
+quantities to average and take the value of the weights being trained (:func:`mean_floats`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,22 @@ import warnings
 from typing import Any
 
 from lightning.pytorch.callbacks import WeightAveraging
+from torch import Tensor
 
-__all__ = ["EpochAveraging", "averaged_checkpoint"]
+__all__ = ["EpochAveraging", "averaged_checkpoint", "mean_floats"]
 
 CURRENT = "current_model_state"  # WeightAveraging's checkpoint key of the weights being trained
+
+
+def mean_floats(averaged: list[Tensor], current: list[Tensor], n_averaged: Tensor) -> None:
+    """In place, for tensors of one dtype: the running mean of ``n_averaged`` values updated with
+    ``current`` (floating point), or ``current`` copied (integers, which torch's default update
+    cannot divide)."""
+    for avg, cur in zip(averaged, current, strict=True):
+        if avg.is_floating_point() or avg.is_complex():
+            avg.add_(cur - avg, alpha=1.0 / (int(n_averaged) + 1))
+        else:
+            avg.copy_(cur)
 
 
 class EpochAveraging(WeightAveraging):
@@ -30,7 +44,7 @@ class EpochAveraging(WeightAveraging):
     def __init__(self, start_epoch: int) -> None:
         if start_epoch < 1:
             raise ValueError(f"start_epoch counts from 1, got {start_epoch}")
-        super().__init__(use_buffers=True)
+        super().__init__(use_buffers=True, multi_avg_fn=mean_floats)
         self.start_epoch = int(start_epoch)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
