@@ -1,0 +1,39 @@
+"""benchmarks/dsae_sprites.py: a run scored with ``--keep-headline`` joins ``other_runs`` and leaves
+the headline alone; scored again (same weights) it replaces its own entry, not another's."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from dsae_sprites import OTHER_RUN_KEYS, earlier_runs, with_other_run  # noqa: E402
+
+
+def scored(sha: str, body: float) -> dict:
+    return {"weights_sha256": sha, "attribute_disagreement_fix_f": {"body": body},
+            "run": f"/runs/{sha}", "scored_test_videos": 2664, "commands": [f"train {sha}"]}
+
+
+def test_keep_headline_adds_the_run_beside_the_headline(tmp_path):
+    old = {**scored("aaa", 0.14), "other_runs": [{"weights_sha256": "bbb", "q": "factorised"}]}
+    new = scored("ccc", 0.30)
+    merged = with_other_run(old, new)
+    assert merged["weights_sha256"] == "aaa" and merged["attribute_disagreement_fix_f"] == {"body": 0.14}
+    assert [r["weights_sha256"] for r in merged["other_runs"]] == ["bbb", "ccc"]
+    added = merged["other_runs"][-1]
+    assert set(added) == set(OTHER_RUN_KEYS) and added["attribute_disagreement_fix_f"] == {"body": 0.30}
+    # the same weights scored again replace their entry
+    again = with_other_run(merged, scored("ccc", 0.25))
+    assert [r["weights_sha256"] for r in again["other_runs"]] == ["bbb", "ccc"]
+    assert again["other_runs"][-1]["attribute_disagreement_fix_f"] == {"body": 0.25}
+    assert old["other_runs"] == [{"weights_sha256": "bbb", "q": "factorised"}]  # not modified
+
+
+def test_a_new_headline_keeps_the_old_one_among_other_runs(tmp_path):
+    path = tmp_path / "dsae_sprites.json"
+    path.write_text(json.dumps({**scored("aaa", 0.14), "other_runs": []}))
+    runs = earlier_runs(path, scored("ccc", 0.05))
+    assert [r["weights_sha256"] for r in runs] == ["aaa"]
