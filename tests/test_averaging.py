@@ -110,6 +110,14 @@ def test_mean_floats_averages_floats_and_takes_the_current_integer():
     mean_floats(avg[1:], [torch.tensor(7)], torch.tensor(3))
     torch.testing.assert_close(avg[0], torch.tensor([2.0, 3.0]), rtol=0, atol=0)
     assert avg[1].item() == 7 and avg[1].dtype == torch.long
+    # floats: bit for bit torch's own update (runs averaged before this function stay reproducible)
+    from torch.optim.swa_utils import get_swa_multi_avg_fn
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(50, generator=g), torch.randn(50, generator=g)
+    ours, theirs = [a.clone()], [a.clone()]
+    mean_floats(ours, [b], torch.tensor(6))
+    get_swa_multi_avg_fn()(theirs, [b], torch.tensor(6))
+    assert torch.equal(ours[0], theirs[0]) and not torch.equal(ours[0], a)
 
 
 def test_a_model_with_an_integer_buffer_is_averaged(runs, tmp_path):

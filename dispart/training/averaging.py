@@ -20,20 +20,22 @@ from typing import Any
 
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor
+from torch.optim.swa_utils import get_swa_multi_avg_fn
 
 __all__ = ["EpochAveraging", "averaged_checkpoint", "mean_floats"]
 
+_SWA_UPDATE = get_swa_multi_avg_fn()
 CURRENT = "current_model_state"  # WeightAveraging's checkpoint key of the weights being trained
 
 
 def mean_floats(averaged: list[Tensor], current: list[Tensor], n_averaged: Tensor) -> None:
-    """In place, for tensors of one dtype: the running mean of ``n_averaged`` values updated with
-    ``current`` (floating point), or ``current`` copied (integers, which torch's default update
-    cannot divide)."""
-    for avg, cur in zip(averaged, current, strict=True):
-        if avg.is_floating_point() or avg.is_complex():
-            avg.add_(cur - avg, alpha=1.0 / (int(n_averaged) + 1))
-        else:
+    """In place, for tensors of one dtype (as ``AveragedModel`` groups them): floating point ->
+    torch's own SWA update (the running mean of ``n_averaged`` values updated with ``current``);
+    integers (which that update cannot divide) -> ``current`` copied."""
+    if averaged and (averaged[0].is_floating_point() or averaged[0].is_complex()):
+        _SWA_UPDATE(averaged, current, n_averaged)
+    else:
+        for avg, cur in zip(averaged, current, strict=True):
             avg.copy_(cur)
 
 
