@@ -17,7 +17,8 @@
    reconstructions (``reconstruction_disagreement``).
 Writes ``--out`` (benchmarks/results/dsae_sprites.json): the new run becomes its headline and the
 runs scored before are kept under ``other_runs``; with ``--keep-headline`` the new run is added to
-``other_runs`` and the headline stays (for a run that did not do better).
+``other_runs`` and the headline stays (for a run that did not do better); ``--merge FILE ...``
+adds runs already scored into other files (their ``--out``) the same way, measuring nothing.
 """
 
 from __future__ import annotations
@@ -108,7 +109,16 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dsae_sprites.json"))
     ap.add_argument("--keep-headline", action="store_true",
                     help="add the run to --out's other_runs instead of making it the headline")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="FILE",
+                    help="add these scored results files to --out's other_runs and stop")
     args = ap.parse_args()
+    if args.merge:
+        result = read_json(args.out)
+        for f in args.merge:
+            result = with_other_run(result, read_json(f))
+        atomic_write_json(args.out, result)
+        print(f"added {len(args.merge)} runs to the other_runs of {args.out}")
+        return 0
     torch.set_num_threads(args.threads)
     cache = default_cache_dir()
     data_dir = Path(args.data) if args.data else cache / "sprites"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from dsae_sprites import OTHER_RUN_KEYS, earlier_runs, with_other_run  # noqa: E402
+from dsae_sprites import OTHER_RUN_KEYS, earlier_runs, main, with_other_run  # noqa: E402
 
 
 def scored(sha: str, body: float) -> dict:
@@ -37,3 +37,16 @@ def test_a_new_headline_keeps_the_old_one_among_other_runs(tmp_path):
     path.write_text(json.dumps({**scored("aaa", 0.14), "other_runs": []}))
     runs = earlier_runs(path, scored("ccc", 0.05))
     assert [r["weights_sha256"] for r in runs] == ["aaa"]
+
+
+def test_merge_adds_scored_files_and_measures_nothing(tmp_path, monkeypatch):
+    out, a, b = tmp_path / "out.json", tmp_path / "a.json", tmp_path / "b.json"
+    out.write_text(json.dumps({**scored("aaa", 0.14), "other_runs": []}))
+    a.write_text(json.dumps(scored("ccc", 0.3)))
+    b.write_text(json.dumps(scored("ddd", 0.2)))
+    monkeypatch.setattr(sys, "argv", ["dsae_sprites.py", "--out", str(out), "--merge", str(a), str(b)])
+    assert main() == 0
+    merged = json.loads(out.read_text())
+    assert merged["weights_sha256"] == "aaa"
+    assert [r["weights_sha256"] for r in merged["other_runs"]] == ["ccc", "ddd"]
+    assert merged["other_runs"][0]["commands"] == ["train ccc"]
