@@ -50,3 +50,15 @@ def test_merge_adds_scored_files_and_measures_nothing(tmp_path, monkeypatch):
     assert merged["weights_sha256"] == "aaa"
     assert [r["weights_sha256"] for r in merged["other_runs"]] == ["ccc", "ddd"]
     assert merged["other_runs"][0]["commands"] == ["train ccc"]
+
+
+def test_dsae_json_picks_the_best_run_of_each_q_variant():
+    from dsae import sprites_by_q
+    head = {**scored("aaa", 0.14), "q": "factorised", "action_disagreement_fix_z": 0.7,
+            "other_runs": [{**scored("bbb", 0.10), "q": "factorised", "action_disagreement_fix_z": 0.5},
+                           {**scored("ccc", 0.30), "q": "full", "action_disagreement_fix_z": 0.6},
+                           {**scored("ddd", 0.01), "q": None}]}  # scored before q was recorded
+    best = sprites_by_q(head)
+    assert set(best) == {"factorised", "full"}
+    assert best["factorised"]["attribute_disagreement_fix_f"] == {"body": 0.10}
+    assert best["full"]["action_disagreement_fix_z"] == 0.6 and not best["full"]["target_met"]
