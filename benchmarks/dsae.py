@@ -43,7 +43,8 @@ def sprites_block(s: dict[str, Any]) -> dict[str, Any]:
         "action_disagreement_swap_f": s.get("action_disagreement_swap_f"),
         "judge_accuracy": s.get("judge_accuracy"),
         "q": s.get("q"), "train_minutes": s.get("train_minutes"), "training": s.get("training"),
-        "model": s.get("model"), "units": "fractions (0.05 = 5%); KL in nats",
+        "model": s.get("model"), "commands": s.get("commands"),
+        "units": "fractions (0.05 = 5%); KL in nats",
         "target_met": all(v <= 0.05 for v in fix_f.values()),
     }
 
@@ -113,6 +114,8 @@ def main() -> None:
                      *ball["commands"], "python benchmarks/dsae.py"],
         "sources": list(PARTS),
     }
+    result["commands"] += [c for b in result["sprites_by_q"].values() for c in b["commands"] or []
+                           if c not in result["commands"]]
     if result["speech_supervised_reference"]:
         result["commands"] += [v["command"] for v in result["speech_supervised_reference"].values()
                                if isinstance(v, dict)]
