@@ -16,9 +16,9 @@
    of the prior (``attribute_disagreement_swap_z``, ``action_disagreement_swap_f``) and plain
    reconstructions (``reconstruction_disagreement``).
 Writes ``--out`` (benchmarks/results/dsae_sprites.json): the new run becomes its headline and the
-runs scored before are kept under ``other_runs``; with ``--keep-headline`` the new run is added to
-``other_runs`` and the headline stays (for a run that did not do better); ``--merge FILE ...``
-adds runs already scored into other files (their ``--out``) the same way, measuring nothing.
+runs scored before are kept under ``other_runs``. A run that did not do better is scored into a
+file of its own (``--out``) and added with ``--merge FILE ...`` to ``other_runs``, the headline
+kept (measuring nothing).
 """
 
 from __future__ import annotations
@@ -77,10 +77,9 @@ def earlier_runs(path: Path, new: dict[str, Any]) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     old = read_json(path)
-    keep = OTHER_RUN_KEYS
     runs = [r for r in old.get("other_runs", []) if r.get("weights_sha256") != new["weights_sha256"]]
     if old.get("weights_sha256") != new["weights_sha256"] and "attribute_disagreement_fix_f" in old:
-        runs.append({k: old.get(k) for k in keep})
+        runs.append({k: old.get(k) for k in OTHER_RUN_KEYS})
     return runs
 
 
@@ -107,8 +106,6 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dsae_sprites.json"))
-    ap.add_argument("--keep-headline", action="store_true",
-                    help="add the run to --out's other_runs instead of making it the headline")
     ap.add_argument("--merge", nargs="+", default=None, metavar="FILE",
                     help="add these scored results files to --out's other_runs and stop")
     args = ap.parse_args()
@@ -204,10 +201,7 @@ def main() -> int:
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "processor": cpu_model(), "threads": args.threads},
     }
-    if args.keep_headline and Path(args.out).is_file():
-        result = with_other_run(read_json(args.out), result)
-    else:
-        result["other_runs"] = earlier_runs(Path(args.out), result)
+    result["other_runs"] = earlier_runs(Path(args.out), result)
     atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0

@@ -1,5 +1,5 @@
-"""benchmarks/dsae_sprites.py: a run scored with ``--keep-headline`` joins ``other_runs`` and leaves
-the headline alone; scored again (same weights) it replaces its own entry, not another's."""
+"""benchmarks/dsae_sprites.py: a run added with ``--merge`` joins ``other_runs`` and leaves the
+headline alone; added again (same weights) it replaces its own entry, not another's."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def scored(sha: str, body: float) -> dict:
             "run": f"/runs/{sha}", "scored_test_videos": 2664, "commands": [f"train {sha}"]}
 
 
-def test_keep_headline_adds_the_run_beside_the_headline(tmp_path):
+def test_an_added_run_sits_beside_the_headline(tmp_path):
     old = {**scored("aaa", 0.14), "other_runs": [{"weights_sha256": "bbb", "q": "factorised"}]}
     new = scored("ccc", 0.30)
     merged = with_other_run(old, new)
